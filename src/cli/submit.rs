@@ -1,0 +1,160 @@
+//! `skiplock submit TYPE --target JSON… | --file targets.jsonl [--batch NAME]`.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use chrono::{DateTime, Utc};
+
+use super::Settings;
+use crate::client::Client;
+use crate::job::NewJob;
+use crate::store::BatchOptions;
+
+/// Largest accepted target: jobs carry references to data, not the data itself.
+pub const MAX_TARGET_BYTES: usize = 1024 * 1024;
+/// Most targets one `submit` takes: a bigger load belongs in several batches.
+pub const MAX_TARGETS: usize = 5_000_000;
+
+#[derive(Debug, clap::Args)]
+pub struct SubmitArgs {
+    /// The job type (a processor must be registered for it on the workers).
+    pub job_type: String,
+    /// A JSON target; repeat for several jobs.
+    #[arg(long = "target", conflicts_with = "file")]
+    pub targets: Vec<String>,
+    /// A file with one JSON target per line (JSON Lines); `-` reads standard input.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Name the batch (a file always makes a batch).
+    #[arg(long)]
+    pub batch: Option<String>,
+    /// Attempts before a job ends failed [default: the type's, or 3]
+    #[arg(long)]
+    pub max_attempts: Option<i32>,
+    /// Higher runs first.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub priority: i16,
+    /// Run at this time (RFC 3339), not now.
+    #[arg(long)]
+    pub run_at: Option<DateTime<Utc>>,
+}
+
+pub async fn run(s: &Settings, a: SubmitArgs) -> anyhow::Result<()> {
+    crate::job::validate_type(&a.job_type).map_err(anyhow::Error::msg)?;
+    let targets = match &a.file {
+        Some(p) => read_targets(p)?,
+        None if a.targets.is_empty() => bail!("give at least one --target JSON or a --file"),
+        None => a
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| parse_target(t).with_context(|| format!("--target #{}", i + 1)))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    };
+    let max_attempts = a.max_attempts.unwrap_or_else(|| {
+        s.file
+            .registry()
+            .map(|r| r.options(&a.job_type).max_attempts)
+            .unwrap_or(3)
+    });
+    let store = s.store(4, true).await?;
+    let client = Client::new(store, s.queue().await?);
+    if a.file.is_some() || a.batch.is_some() {
+        let n = targets.len();
+        let sub = client
+            .submit_batch(
+                &a.job_type,
+                targets,
+                BatchOptions {
+                    name: a.batch.clone(),
+                    max_attempts: Some(max_attempts),
+                    priority: a.priority,
+                    run_at: a.run_at,
+                },
+            )
+            .await?;
+        let id = sub.batch_id.map(|b| b.to_string()).unwrap_or_default();
+        println!("{id}");
+        eprintln!("submitted batch {id}: {n} {} jobs", a.job_type);
+    } else {
+        let jobs: Vec<NewJob> = targets
+            .into_iter()
+            .map(|t| NewJob {
+                job_type: a.job_type.clone(),
+                target: t,
+                max_attempts,
+                run_at: a.run_at,
+                priority: a.priority,
+            })
+            .collect();
+        for id in client.submit_many(&jobs).await? {
+            println!("{id}");
+        }
+    }
+    Ok(())
+}
+
+fn parse_target(t: &str) -> anyhow::Result<serde_json::Value> {
+    if t.len() > MAX_TARGET_BYTES {
+        bail!(
+            "target is {} bytes; the limit is {MAX_TARGET_BYTES}",
+            t.len()
+        );
+    }
+    serde_json::from_str(t).context("not valid JSON")
+}
+
+/// Reads JSON Lines; blank lines are skipped, anything else must parse. Errors name the line.
+pub fn read_targets(path: &PathBuf) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(BufReader::new(std::io::stdin()))
+    } else {
+        let f =
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        Box::new(BufReader::new(f))
+    };
+    let mut out = Vec::new();
+    // Read at most one byte past the limit per line, so a line without end cannot exhaust memory.
+    let mut line = Vec::new();
+    let mut n = 0usize;
+    loop {
+        line.clear();
+        n += 1;
+        let read = Read::by_ref(&mut reader)
+            .take(MAX_TARGET_BYTES as u64 + 2)
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("{}: cannot read line {n}", path.display()))?;
+        if read == 0 {
+            break;
+        }
+        if line.len() > MAX_TARGET_BYTES + 1 {
+            bail!(
+                "{}:{n}: line longer than {MAX_TARGET_BYTES} bytes",
+                path.display()
+            );
+        }
+        let text = std::str::from_utf8(&line)
+            .with_context(|| format!("{}:{n}: not UTF-8", path.display()))?
+            .trim();
+        if text.is_empty() {
+            continue;
+        }
+        let v = serde_json::from_str(text)
+            .with_context(|| format!("{}:{n}: not valid JSON", path.display()))?;
+        out.push(v);
+        if out.len() > MAX_TARGETS {
+            bail!(
+                "{}: more than {MAX_TARGETS} targets; split the file",
+                path.display()
+            );
+        }
+    }
+    if out.is_empty() {
+        bail!(
+            "{}: no targets (expected one JSON value per line)",
+            path.display()
+        );
+    }
+    Ok(out)
+}

@@ -1,0 +1,172 @@
+//! Configuration: flags, each with an environment variable, over an optional TOML file, over
+//! defaults. Unknown keys in the file are an error: a typo must not silently do nothing.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::processor::{Registry, SqlProcessor, TypeOptions};
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://skiplock.db";
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+pub const DEFAULT_SCHEMA: &str = "skiplock";
+pub const DEFAULT_CONCURRENCY: usize = 16;
+/// Config files are a few kilobytes; refuse to parse something that is clearly not one.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// The TOML file, as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub database_url: Option<String>,
+    pub redis_url: Option<String>,
+    pub concurrency: Option<usize>,
+    pub chunk_size: Option<usize>,
+    pub bind: Option<String>,
+    pub schema: Option<String>,
+    pub api_token: Option<String>,
+    /// Processors keyed by job type.
+    #[serde(default)]
+    pub types: BTreeMap<String, TypeConfig>,
+}
+
+/// One `[types.NAME]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypeConfig {
+    /// Statements run in order in the job's transaction: `$1` job id, `$2` target (jsonb).
+    pub sql: Option<Vec<String>>,
+    pub max_attempts: Option<i32>,
+    pub timeout_ms: Option<u64>,
+    pub backoff_ms: Option<u64>,
+}
+
+impl TypeConfig {
+    pub fn options(&self) -> TypeOptions {
+        let d = TypeOptions::default();
+        TypeOptions {
+            max_attempts: self.max_attempts.unwrap_or(d.max_attempts),
+            timeout: self
+                .timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(d.timeout),
+            backoff: self
+                .backoff_ms
+                .map(Duration::from_millis)
+                .unwrap_or(d.backoff),
+        }
+    }
+}
+
+impl FileConfig {
+    /// Reads and parses a config file; every failure names the file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let meta = std::fs::metadata(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(Error::Config(format!(
+                "{} is {} bytes; a config file must be under 1 MiB",
+                path.display(),
+                meta.len()
+            )));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.message().to_string() + &span_hint(text, e.span()))
+    }
+
+    /// The built-in processors plus the file's types. A file type may tune a built-in's
+    /// options; declaring a processor under a built-in's name is an error.
+    pub fn registry(&self) -> Result<Registry> {
+        let mut reg = Registry::with_builtins();
+        for (name, t) in &self.types {
+            let opts = t.options();
+            let ctx = |e: Error| Error::Config(format!("[types.{name}]: {}", strip(e)));
+            match &t.sql {
+                Some(stmts) => {
+                    let p = SqlProcessor::new(stmts.clone()).map_err(ctx)?;
+                    reg.register(name, p, opts).map_err(ctx)?;
+                }
+                None if reg.get(name).is_some() => reg.set_options(name, opts).map_err(ctx)?,
+                None => {
+                    return Err(Error::Config(format!(
+                        "[types.{name}]: no processor: give `sql = [...]`"
+                    )))
+                }
+            }
+        }
+        Ok(reg)
+    }
+}
+
+fn strip(e: Error) -> String {
+    match e {
+        Error::Config(m) => m,
+        other => other.to_string(),
+    }
+}
+
+fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(s) => {
+            let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+            format!(" (line {line})")
+        }
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = FileConfig::parse("concurency = 4").unwrap_err();
+        assert!(e.contains("concurency"), "{e}");
+        let e = FileConfig::parse("[types.x]\nsql = ['select 1']\nretries = 2").unwrap_err();
+        assert!(e.contains("retries"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_and_garbage_are_errors() {
+        assert!(FileConfig::parse("concurrency = 'many'").is_err());
+        assert!(FileConfig::parse("[[[").is_err());
+        assert!(FileConfig::parse("\u{0}\u{1}").is_err());
+        assert!(FileConfig::parse("").is_ok());
+    }
+
+    #[test]
+    fn types_build_a_registry() {
+        let c = FileConfig::parse(
+            "[types.recalc]\nsql = ['select $1, $2']\nmax_attempts = 5\n[types.noop]\ntimeout_ms = 5",
+        )
+        .unwrap();
+        let r = c.registry().unwrap();
+        assert_eq!(r.options("recalc").max_attempts, 5);
+        assert_eq!(r.options("noop").timeout, Duration::from_millis(5));
+    }
+
+    #[test]
+    fn bad_types_are_refused() {
+        for bad in [
+            "[types.x]\nmax_attempts = 2",
+            "[types.x]\nsql = []",
+            "[types.x]\nsql = ['  ']",
+            "[types.x]\nsql = ['select 1']\nmax_attempts = 0",
+            "[types.x]\nsql = ['select 1']\ntimeout_ms = 0",
+            "[types.'bad name']\nsql = ['select 1']",
+            "[types.noop]\nsql = ['select 1']",
+        ] {
+            let c = FileConfig::parse(bad).unwrap();
+            assert!(c.registry().is_err(), "accepted: {bad}");
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! The library's errors, by layer. The HTTP layer and the binary map these to status codes
+//! and exit codes; nothing here knows about either.
+
+/// Everything the library can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database refused or the connection failed. Usually transient.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The queue backend (Redis) failed. Transient: the database still holds every job.
+    #[error("queue error: {0}")]
+    Queue(String),
+    /// The caller's input is wrong; the message says how.
+    #[error("{0}")]
+    Invalid(String),
+    /// The named thing does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request is valid but the job's state forbids it (e.g. cancelling a finished job).
+    #[error("{0}")]
+    Conflict(String),
+    /// Start-up configuration is wrong: fail before any job runs.
+    #[error("configuration error: {0}")]
+    Config(String),
+}
+
+impl From<redis::RedisError> for Error {
+    fn from(e: redis::RedisError) -> Self {
+        Error::Queue(e.to_string())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,119 @@
+//! This process's identity and live counters, which its heartbeats report.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use uuid::Uuid;
+
+use crate::events::EventStatus;
+use crate::metrics::Metrics;
+use crate::store::NodeBeat;
+
+/// A node: one worker process.
+pub struct Node {
+    /// Unique per process start: `host-pid-random`.
+    pub id: String,
+    pub host: String,
+    pub pid: i32,
+    pub concurrency: i32,
+    processed: AtomicU64,
+    failed: AtomicU64,
+    /// Jobs locked right now. A mutex held for a set insert or remove, once per chunk.
+    held: Mutex<HashSet<Uuid>>,
+}
+
+impl Node {
+    pub fn new(concurrency: usize) -> Self {
+        let host = hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "unknown".into());
+        let pid = std::process::id() as i32;
+        let suffix = &Uuid::now_v7().simple().to_string()[24..];
+        Node {
+            id: format!("{host}-{pid}-{suffix}"),
+            host,
+            pid,
+            concurrency: concurrency as i32,
+            processed: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            held: Mutex::new(HashSet::new()),
+        }
+    }
+
+    pub fn processed(&self) -> u64 {
+        self.processed.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count(&self, status: EventStatus) {
+        match status {
+            EventStatus::Succeeded => {
+                self.processed.fetch_add(1, Ordering::Relaxed);
+            }
+            EventStatus::Failed | EventStatus::Retrying => {
+                self.processed.fetch_add(1, Ordering::Relaxed);
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            EventStatus::Running => {}
+        }
+    }
+
+    /// Marks jobs as held until the returned guard drops.
+    pub(crate) fn hold<'a>(
+        &'a self,
+        ids: impl Iterator<Item = Uuid>,
+        metrics: &'a Metrics,
+    ) -> Held<'a> {
+        let ids: Vec<Uuid> = ids.collect();
+        metrics
+            .in_flight
+            .fetch_add(ids.len() as i64, Ordering::Relaxed);
+        let mut h = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        h.extend(ids.iter().copied());
+        Held {
+            node: self,
+            metrics,
+            ids,
+        }
+    }
+
+    /// The heartbeat to write now.
+    pub fn beat(&self) -> NodeBeat {
+        let held: Vec<Uuid> = self
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        NodeBeat {
+            id: self.id.clone(),
+            host: self.host.clone(),
+            pid: self.pid,
+            concurrency: self.concurrency,
+            in_flight: held.len() as i32,
+            processed: self.processed.load(Ordering::Relaxed) as i64,
+            failed: self.failed.load(Ordering::Relaxed) as i64,
+            held,
+        }
+    }
+}
+
+/// Releases held jobs when the chunk ends, however it ends.
+pub(crate) struct Held<'a> {
+    node: &'a Node,
+    metrics: &'a Metrics,
+    ids: Vec<Uuid>,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.metrics
+            .in_flight
+            .fetch_sub(self.ids.len() as i64, Ordering::Relaxed);
+        let mut h = self.node.held.lock().unwrap_or_else(|e| e.into_inner());
+        for id in &self.ids {
+            h.remove(id);
+        }
+    }
+}

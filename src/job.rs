@@ -1,0 +1,200 @@
+//! The model: a job is a row, identified by a UUID v7, with a type, a JSON target and a status.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A job's stored status. `running` is deliberately absent: while a job runs its row is
+/// locked and still `pending`, so a crash can never strand it in a half state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Pending,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 4] = [
+        JobStatus::Pending,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Finished jobs never run again (unless retried by hand).
+    pub fn is_finished(self) -> bool {
+        !matches!(self, JobStatus::Pending)
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown status {s:?} (expected pending, succeeded, failed or cancelled)")
+            })
+    }
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub target: serde_json::Value,
+    pub status: JobStatus,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub run_at: DateTime<Utc>,
+    pub priority: i16,
+    pub batch_id: Option<Uuid>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The node that recorded the job's last outcome.
+    pub node_id: Option<String>,
+}
+
+/// Defaults for a job that does not say otherwise.
+pub const DEFAULT_MAX_ATTEMPTS: i32 = 3;
+/// Largest accepted `max_attempts`: beyond this a job is a loop, not a retry policy.
+pub const MAX_MAX_ATTEMPTS: i32 = 1000;
+/// Longest job type name; types are identifiers, not payloads.
+pub const MAX_TYPE_LEN: usize = 200;
+
+/// A job to insert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewJob {
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub target: serde_json::Value,
+    pub max_attempts: i32,
+    /// `None` runs it now; a later time schedules it.
+    pub run_at: Option<DateTime<Utc>>,
+    /// Higher runs first.
+    pub priority: i16,
+}
+
+impl NewJob {
+    pub fn new(job_type: impl Into<String>, target: serde_json::Value) -> Self {
+        NewJob {
+            job_type: job_type.into(),
+            target,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            run_at: None,
+            priority: 0,
+        }
+    }
+
+    pub fn max_attempts(mut self, n: i32) -> Self {
+        self.max_attempts = n;
+        self
+    }
+
+    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+
+    pub fn priority(mut self, p: i16) -> Self {
+        self.priority = p;
+        self
+    }
+
+    /// Checks what the database would otherwise reject less clearly.
+    pub fn validate(&self) -> Result<(), String> {
+        validate_type(&self.job_type)?;
+        if !(1..=MAX_MAX_ATTEMPTS).contains(&self.max_attempts) {
+            return Err(format!(
+                "max_attempts must be between 1 and {MAX_MAX_ATTEMPTS}, got {}",
+                self.max_attempts
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A job type is a short printable name: it keys processors, metrics labels and reports.
+pub fn validate_type(t: &str) -> Result<(), String> {
+    if t.is_empty() {
+        return Err("job type must not be empty".into());
+    }
+    if t.len() > MAX_TYPE_LEN {
+        return Err(format!("job type is longer than {MAX_TYPE_LEN} bytes"));
+    }
+    if !t
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+    {
+        return Err(format!(
+            "job type {t:?} may only contain ASCII letters, digits, '_', '-', '.' and ':'"
+        ));
+    }
+    Ok(())
+}
+
+/// A named group of jobs submitted together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    pub id: Uuid,
+    pub name: Option<String>,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub total: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a submission returns: the batch (if any) and the new IDs in target order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Submitted {
+    pub batch_id: Option<Uuid>,
+    pub ids: Vec<Uuid>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trips_and_rejects_unknown() {
+        for s in JobStatus::ALL {
+            assert_eq!(s.as_str().parse::<JobStatus>().unwrap(), s);
+        }
+        assert!("running".parse::<JobStatus>().is_err());
+        assert!("".parse::<JobStatus>().is_err());
+    }
+
+    #[test]
+    fn type_names_are_validated() {
+        assert!(validate_type("recalc_invoice").is_ok());
+        assert!(validate_type("").is_err());
+        assert!(validate_type("a b").is_err());
+        assert!(validate_type("x'; DROP TABLE jobs;--").is_err());
+        assert!(validate_type(&"a".repeat(MAX_TYPE_LEN + 1)).is_err());
+    }
+}

@@ -1,0 +1,43 @@
+//! skiplock: batch and background jobs on the database you already run.
+//!
+//! Jobs are rows; a queue carries only their IDs. A worker pops an ID, locks the row with
+//! `SELECT … FOR UPDATE SKIP LOCKED`, runs the job's processor in that transaction behind a
+//! savepoint, and records the outcome before it commits.
+//!
+//! The modules, in the order data flows through them:
+//!
+//! - [`job`]: the model: `Job`, `JobStatus`, `NewJob`, `Batch`.
+//! - [`client`]: submitting: insert and commit, then push the IDs.
+//! - [`store`]: all SQL, behind the `Store` seam (PostgreSQL; SQLite for one node).
+//! - [`queue`]: job IDs in flight to workers, behind the `Queue` seam (memory; Redis).
+//! - [`executor`]: per node, the worker tasks running the transactional flow.
+//! - [`processor`]: the `Processor` trait, the registry, built-in and `sql` processors.
+//! - [`maintenance`]: reconciler, heartbeats, pruning.
+//! - [`events`]: live status events (`running`, `succeeded`, `failed`, `retrying`).
+//! - [`report`]: the status report and its rendering.
+//! - [`metrics`]: Prometheus counters.
+//! - [`worker`]: a node assembled: executor plus maintenance, with graceful shutdown.
+//! - [`config`] and [`cli`]: the binary's settings and subcommands.
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod executor;
+pub mod job;
+pub mod maintenance;
+pub mod metrics;
+pub mod processor;
+pub mod queue;
+pub mod report;
+pub mod store;
+pub mod worker;
+
+pub use client::Client;
+pub use error::{Error, Result};
+pub use events::{Event, EventBus, EventStatus};
+pub use job::{Job, JobStatus, NewJob, Submitted};
+pub use processor::{ProcessError, Processor, Registry, TypeOptions, Typed, TypedProcessor};
+pub use store::{JobTx, Store};
+pub use worker::{Worker, WorkerConfig};

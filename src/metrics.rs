@@ -1,0 +1,171 @@
+//! Process-wide counters for Prometheus: jobs finished by type and outcome, processing time,
+//! in flight, reconciler work. Plain atomics and one short-held map lock per chunk; rendered
+//! in the text exposition format by hand, so there is no registry to wire up.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds of the processing-time histogram, in seconds.
+pub const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    /// (type, outcome) → jobs. Outcome is succeeded, failed or retrying.
+    finished: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// type → processing time histogram.
+    durations: Mutex<BTreeMap<String, Histogram>>,
+    pub in_flight: AtomicI64,
+    pub reconciled: AtomicU64,
+    pub rescued: AtomicU64,
+    pub pruned: AtomicU64,
+    pub dropped_ids: AtomicU64,
+}
+
+impl Metrics {
+    pub fn record(&self, job_type: &str, outcome: &'static str, took: Duration) {
+        {
+            let mut f = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+            *f.entry((job_type.to_string(), outcome)).or_default() += 1;
+        }
+        let secs = took.as_secs_f64();
+        let mut d = self.durations.lock().unwrap_or_else(|e| e.into_inner());
+        let h = d.entry(job_type.to_string()).or_default();
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                h.counts[i] += 1;
+            }
+        }
+        h.sum += secs;
+        h.count += 1;
+    }
+
+    /// Jobs finished with `outcome` so far (all types).
+    pub fn finished(&self, outcome: &str) -> u64 {
+        let f = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+        f.iter()
+            .filter(|((_, o), _)| *o == outcome)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Prometheus text format. `queue_depth` is asked of the queue by the caller.
+    pub fn render(&self, queue_depth: Option<u64>) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP skiplock_jobs_finished_total Job outcomes recorded by this node.\n");
+        out.push_str("# TYPE skiplock_jobs_finished_total counter\n");
+        for ((t, o), n) in self
+            .finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "skiplock_jobs_finished_total{{type=\"{}\",outcome=\"{o}\"}} {n}",
+                escape(t)
+            );
+        }
+        out.push_str("# HELP skiplock_job_duration_seconds Processor run time.\n");
+        out.push_str("# TYPE skiplock_job_duration_seconds histogram\n");
+        for (t, h) in self
+            .durations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let t = escape(t);
+            for (i, le) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "skiplock_job_duration_seconds_bucket{{type=\"{t}\",le=\"{le}\"}} {}",
+                    h.counts[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "skiplock_job_duration_seconds_bucket{{type=\"{t}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "skiplock_job_duration_seconds_sum{{type=\"{t}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "skiplock_job_duration_seconds_count{{type=\"{t}\"}} {}",
+                h.count
+            );
+        }
+        let gauge = |out: &mut String, name: &str, help: &str, kind: &str, v: String| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        };
+        gauge(
+            &mut out,
+            "skiplock_jobs_in_flight",
+            "Jobs locked and running on this node.",
+            "gauge",
+            self.in_flight.load(Ordering::Relaxed).to_string(),
+        );
+        if let Some(d) = queue_depth {
+            gauge(
+                &mut out,
+                "skiplock_queue_depth",
+                "Job IDs waiting in the queue.",
+                "gauge",
+                d.to_string(),
+            );
+        }
+        gauge(
+            &mut out,
+            "skiplock_reconciler_enqueued_total",
+            "IDs the reconciler offered to the queue.",
+            "counter",
+            self.reconciled.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "skiplock_reconciler_rescued_total",
+            "Jobs charged an attempt after their node died.",
+            "counter",
+            self.rescued.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "skiplock_pruned_total",
+            "Finished jobs deleted past retention.",
+            "counter",
+            self.pruned.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "skiplock_dropped_ids_total",
+            "Popped IDs that found no pending, due, unlocked row.",
+            "counter",
+            self.dropped_ids.load(Ordering::Relaxed).to_string(),
+        );
+        out
+    }
+}
+
+/// Label values are job types (validated to a safe alphabet), but escape anyway.
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

@@ -1,0 +1,174 @@
+//! The status report: counts by type × status, per batch, per node, queue depth and recent
+//! throughput. The store fills it; this module renders it for people.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Jobs of one type, by status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TypeCounts {
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub pending: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+}
+
+/// A batch's progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchReport {
+    pub id: Uuid,
+    pub name: Option<String>,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub total: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    pub pending: i64,
+    /// Finished share of the batch, 0.0 to 1.0.
+    pub progress: f64,
+    pub created_at: DateTime<Utc>,
+}
+
+impl BatchReport {
+    pub fn is_finished(&self) -> bool {
+        self.pending == 0
+    }
+
+    /// Fills `pending` and `progress` from the other counts.
+    pub fn derive(mut self) -> Self {
+        let done = self.succeeded + self.failed + self.cancelled;
+        self.pending = (self.total - done).max(0);
+        self.progress = if self.total == 0 {
+            1.0
+        } else {
+            done as f64 / self.total as f64
+        };
+        self
+    }
+}
+
+/// A live node, from its last heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeReport {
+    pub id: String,
+    pub host: String,
+    pub pid: i32,
+    pub concurrency: i32,
+    pub in_flight: i32,
+    pub processed: i64,
+    pub failed: i64,
+    pub started_at: DateTime<Utc>,
+    pub last_heartbeat: DateTime<Utc>,
+}
+
+/// Jobs finished per second, recently.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Throughput {
+    /// Mean over the last 60 seconds.
+    pub last_minute_per_sec: f64,
+    /// Jobs finished in each of the last 30 ten-second buckets, oldest first.
+    pub buckets_10s: Vec<i64>,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub types: Vec<TypeCounts>,
+    pub batches: Vec<BatchReport>,
+    pub nodes: Vec<NodeReport>,
+    /// IDs waiting in the queue; `None` when the queue could not be asked.
+    pub queue_depth: Option<u64>,
+    pub throughput: Throughput,
+    pub generated_at: DateTime<Utc>,
+}
+
+impl StatusReport {
+    /// A readable table for terminals.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<24} {:>10} {:>10} {:>10} {:>10}",
+            "TYPE", "PENDING", "SUCCEEDED", "FAILED", "CANCELLED"
+        );
+        if self.types.is_empty() {
+            let _ = writeln!(out, "(no jobs)");
+        }
+        for t in &self.types {
+            let _ = writeln!(
+                out,
+                "{:<24} {:>10} {:>10} {:>10} {:>10}",
+                t.job_type, t.pending, t.succeeded, t.failed, t.cancelled
+            );
+        }
+        if !self.batches.is_empty() {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "{:<36} {:<16} {:>8} {:>9} {:>7} {:>8} {:>6}",
+                "BATCH", "NAME", "TOTAL", "SUCCEEDED", "FAILED", "PENDING", "DONE"
+            );
+            for b in &self.batches {
+                let _ = writeln!(
+                    out,
+                    "{:<36} {:<16} {:>8} {:>9} {:>7} {:>8} {:>5.1}%",
+                    b.id,
+                    truncate(b.name.as_deref().unwrap_or("-"), 16),
+                    b.total,
+                    b.succeeded,
+                    b.failed,
+                    b.pending,
+                    b.progress * 100.0
+                );
+            }
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<40} {:<16} {:>6} {:>9} {:>10} {:>8}  LAST HEARTBEAT",
+            "NODE", "HOST", "CONC", "IN FLIGHT", "PROCESSED", "FAILED"
+        );
+        if self.nodes.is_empty() {
+            let _ = writeln!(out, "(no live nodes)");
+        }
+        for n in &self.nodes {
+            let _ = writeln!(
+                out,
+                "{:<40} {:<16} {:>6} {:>9} {:>10} {:>8}  {}",
+                n.id,
+                truncate(&n.host, 16),
+                n.concurrency,
+                n.in_flight,
+                n.processed,
+                n.failed,
+                n.last_heartbeat.format("%H:%M:%S")
+            );
+        }
+        let _ = writeln!(out);
+        let depth = self
+            .queue_depth
+            .map_or_else(|| "unknown".to_string(), |d| d.to_string());
+        let _ = writeln!(
+            out,
+            "queue depth: {depth}   throughput (last minute): {:.1} jobs/s",
+            self.throughput.last_minute_per_sec
+        );
+        out
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n - 1).collect();
+        t.push('…');
+        t
+    }
+}

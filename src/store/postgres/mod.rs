@@ -1,0 +1,562 @@
+//! The PostgreSQL store: the production backend and the reference for every invariant.
+
+mod sql;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{Executor as _, PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+use super::{
+    validate_schema, BatchOptions, Chunk, Conn, Due, JobFilter, NodeBeat, Outcome, Rescued, Store,
+    INSERT_CHUNK,
+};
+use crate::error::{Error, Result};
+use crate::job::{Job, JobStatus, NewJob, Submitted, DEFAULT_MAX_ATTEMPTS};
+use crate::report::{BatchReport, NodeReport, StatusReport, Throughput, TypeCounts};
+
+/// The statements with the schema substituted, built once per store.
+struct Statements {
+    insert_batch_row: String,
+    insert_batch_jobs: String,
+    insert_jobs: String,
+    lock_chunk: String,
+    record_outcomes: String,
+    due_pending: String,
+    heartbeat: String,
+    remove_node: String,
+    delete_dead_nodes: String,
+    charge_abandoned: String,
+    prune: String,
+    prune_batches: String,
+    get_job: String,
+    list_jobs: String,
+    retry_job: String,
+    cancel_job: String,
+    batch: String,
+    recent_batches: String,
+    type_counts: String,
+    nodes: String,
+    throughput: String,
+}
+
+impl Statements {
+    fn new(schema: &str) -> Self {
+        let s = format!("\"{schema}\"");
+        let f = |t: &str| t.replace("{cols}", sql::JOB_COLUMNS).replace("{s}", &s);
+        Statements {
+            insert_batch_row: f(sql::INSERT_BATCH_ROW),
+            insert_batch_jobs: f(sql::INSERT_BATCH_JOBS),
+            insert_jobs: f(sql::INSERT_JOBS),
+            lock_chunk: f(sql::LOCK_CHUNK),
+            record_outcomes: f(sql::RECORD_OUTCOMES),
+            due_pending: f(sql::DUE_PENDING),
+            heartbeat: f(sql::HEARTBEAT),
+            remove_node: f(sql::REMOVE_NODE),
+            delete_dead_nodes: f(sql::DELETE_DEAD_NODES),
+            charge_abandoned: f(sql::CHARGE_ABANDONED),
+            prune: f(sql::PRUNE),
+            prune_batches: f(sql::PRUNE_BATCHES),
+            get_job: f(sql::GET_JOB),
+            list_jobs: f(sql::LIST_JOBS),
+            retry_job: f(sql::RETRY_JOB),
+            cancel_job: f(sql::CANCEL_JOB),
+            batch: f(sql::BATCH),
+            recent_batches: f(sql::RECENT_BATCHES),
+            type_counts: f(sql::TYPE_COUNTS),
+            nodes: f(sql::NODES),
+            throughput: f(sql::THROUGHPUT),
+        }
+    }
+}
+
+/// PostgreSQL store over a connection pool sized by the caller (concurrency plus headroom).
+pub struct PgStore {
+    pool: PgPool,
+    schema: String,
+    sql: Statements,
+}
+
+impl PgStore {
+    /// Connects eagerly, so a wrong URL or a server that is down fails at start-up.
+    pub async fn connect(url: &str, schema: &str, pool_size: u32) -> Result<Self> {
+        validate_schema(schema)?;
+        let opts: PgConnectOptions = url
+            .parse()
+            .map_err(|e| Error::Config(format!("invalid PostgreSQL URL: {e}")))?;
+        let opts = opts.application_name("skiplock");
+        let pool = PgPoolOptions::new()
+            .max_connections(pool_size.max(2))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts)
+            .await?;
+        Ok(Self::from_pool(pool, schema))
+    }
+
+    /// Wraps an existing pool (the caller's own, when embedding).
+    pub fn from_pool(pool: PgPool, schema: &str) -> Self {
+        PgStore {
+            pool,
+            schema: schema.to_string(),
+            sql: Statements::new(schema),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// Inserts jobs inside the caller's open transaction, so that the caller's own rows and
+    /// the jobs commit together. The IDs reach the queue once the caller pushes them after
+    /// commit ([`crate::Client::notify`]) or, failing that, through the reconciler.
+    pub async fn insert_jobs_in(
+        &self,
+        conn: &mut PgConnection,
+        jobs: &[NewJob],
+    ) -> Result<Vec<Uuid>> {
+        let mut ids = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(INSERT_CHUNK) {
+            let mut cids = Vec::with_capacity(chunk.len());
+            let mut types = Vec::with_capacity(chunk.len());
+            let mut targets = Vec::with_capacity(chunk.len());
+            let mut max = Vec::with_capacity(chunk.len());
+            let mut run_at = Vec::with_capacity(chunk.len());
+            let mut prio = Vec::with_capacity(chunk.len());
+            for j in chunk {
+                j.validate().map_err(Error::Invalid)?;
+                cids.push(Uuid::now_v7());
+                types.push(j.job_type.as_str());
+                targets.push(&j.target);
+                max.push(j.max_attempts);
+                run_at.push(j.run_at);
+                prio.push(j.priority);
+            }
+            sqlx::query(&self.sql.insert_jobs)
+                .bind(&cids)
+                .bind(&types)
+                .bind(&targets)
+                .bind(&max)
+                .bind(&run_at)
+                .bind(&prio)
+                .execute(&mut *conn)
+                .await?;
+            ids.extend(cids);
+        }
+        Ok(ids)
+    }
+
+    async fn migrate_inner(&self) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        // One migrator at a time across every node; the lock ends with the transaction.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('skiplock.migrate.' || $1))")
+            .bind(&self.schema)
+            .execute(&mut *tx)
+            .await?;
+        let s = format!("\"{}\"", self.schema);
+        let setup = format!(
+            "CREATE SCHEMA IF NOT EXISTS {s}; \
+             CREATE TABLE IF NOT EXISTS {s}.migrations \
+             (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        );
+        (&mut *tx).execute(setup.as_str()).await?;
+        let done: Vec<i32> = sqlx::query_scalar(&format!("SELECT version FROM {s}.migrations"))
+            .fetch_all(&mut *tx)
+            .await?;
+        for (version, text) in sql::MIGRATIONS {
+            if done.contains(version) {
+                continue;
+            }
+            let text = text.replace("{s}", &s);
+            (&mut *tx).execute(text.as_str()).await?;
+            sqlx::query(&format!("INSERT INTO {s}.migrations (version) VALUES ($1)"))
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+pub(crate) fn job_from_row(r: &PgRow) -> Result<Job> {
+    let status: String = r.try_get("status")?;
+    Ok(Job {
+        id: r.try_get("id")?,
+        job_type: r.try_get("type")?,
+        target: r.try_get("target")?,
+        status: status
+            .parse()
+            .map_err(|e: String| Error::Database(sqlx::Error::Decode(e.into())))?,
+        attempts: r.try_get("attempts")?,
+        max_attempts: r.try_get("max_attempts")?,
+        run_at: r.try_get("run_at")?,
+        priority: r.try_get("priority")?,
+        batch_id: r.try_get("batch_id")?,
+        last_error: r.try_get("last_error")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        finished_at: r.try_get("finished_at")?,
+        node_id: r.try_get("node_id")?,
+    })
+}
+
+fn batch_from_row(r: &PgRow) -> Result<BatchReport> {
+    Ok(BatchReport {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        job_type: r.try_get("type")?,
+        total: r.try_get("total")?,
+        succeeded: r.try_get("succeeded")?,
+        failed: r.try_get("failed")?,
+        cancelled: r.try_get("cancelled")?,
+        pending: 0,
+        progress: 0.0,
+        created_at: r.try_get("created_at")?,
+    }
+    .derive())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        self.migrate_inner().await
+    }
+
+    async fn insert_jobs(&self, jobs: &[NewJob]) -> Result<Vec<Uuid>> {
+        let mut tx = self.pool.begin().await?;
+        let ids = self.insert_jobs_in(&mut tx, jobs).await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn insert_batch(
+        &self,
+        job_type: &str,
+        targets: Vec<serde_json::Value>,
+        opts: BatchOptions,
+    ) -> Result<Submitted> {
+        let probe = NewJob::new(job_type, serde_json::Value::Null)
+            .max_attempts(opts.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS));
+        probe.validate().map_err(Error::Invalid)?;
+        let batch_id = Uuid::now_v7();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(&self.sql.insert_batch_row)
+            .bind(batch_id)
+            .bind(&opts.name)
+            .bind(job_type)
+            .bind(targets.len() as i64)
+            .execute(&mut *tx)
+            .await?;
+        let mut ids = Vec::with_capacity(targets.len());
+        for chunk in targets.chunks(INSERT_CHUNK) {
+            let cids: Vec<Uuid> = chunk.iter().map(|_| Uuid::now_v7()).collect();
+            sqlx::query(&self.sql.insert_batch_jobs)
+                .bind(&cids)
+                .bind(job_type)
+                .bind(chunk)
+                .bind(probe.max_attempts)
+                .bind(opts.run_at)
+                .bind(opts.priority)
+                .bind(batch_id)
+                .execute(&mut *tx)
+                .await?;
+            ids.extend(cids);
+        }
+        tx.commit().await?;
+        Ok(Submitted {
+            batch_id: Some(batch_id),
+            ids,
+        })
+    }
+
+    async fn lock_chunk(&self, ids: &[Uuid]) -> Result<Chunk> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(&self.sql.lock_chunk)
+            .bind(ids)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        jobs.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.id));
+        Ok(Chunk {
+            conn: Conn::Postgres(tx),
+            jobs,
+        })
+    }
+
+    async fn finish_chunk(&self, chunk: Chunk, outcomes: &[Outcome], node_id: &str) -> Result<()> {
+        let Conn::Postgres(mut tx) = chunk.conn else {
+            return Err(Error::Invalid(
+                "a SQLite chunk reached the PostgreSQL store".into(),
+            ));
+        };
+        if !outcomes.is_empty() {
+            let ids: Vec<Uuid> = outcomes.iter().map(|o| o.id).collect();
+            let st: Vec<&str> = outcomes.iter().map(|o| o.status.as_str()).collect();
+            let err: Vec<Option<&str>> = outcomes.iter().map(|o| o.error.as_deref()).collect();
+            let delay: Vec<Option<i64>> = outcomes.iter().map(|o| o.retry_delay_ms).collect();
+            sqlx::query(&self.sql.record_outcomes)
+                .bind(&ids)
+                .bind(&st)
+                .bind(&err)
+                .bind(&delay)
+                .bind(node_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn due_pending(&self, limit: i64) -> Result<Vec<Due>> {
+        let rows = sqlx::query(&self.sql.due_pending)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Due {
+                    id: r.try_get(0)?,
+                    priority: r.try_get(1)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn heartbeat(&self, b: &NodeBeat) -> Result<()> {
+        sqlx::query(&self.sql.heartbeat)
+            .bind(&b.id)
+            .bind(&b.host)
+            .bind(b.pid)
+            .bind(b.concurrency)
+            .bind(b.in_flight)
+            .bind(b.processed)
+            .bind(b.failed)
+            .bind(&b.held)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn remove_node(&self, id: &str) -> Result<()> {
+        sqlx::query(&self.sql.remove_node)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn rescue_abandoned(&self, stale: Duration) -> Result<Rescued> {
+        let mut tx = self.pool.begin().await?;
+        let dead = sqlx::query(&self.sql.delete_dead_nodes)
+            .bind(ms(stale))
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut out = Rescued {
+            dead_nodes: dead.len() as u64,
+            ..Rescued::default()
+        };
+        let (mut ids, mut nodes) = (Vec::new(), Vec::new());
+        for r in &dead {
+            let node: String = r.try_get("id")?;
+            let held: Vec<Uuid> = r.try_get("held")?;
+            for id in held {
+                ids.push(id);
+                nodes.push(node.clone());
+            }
+        }
+        if !ids.is_empty() {
+            let statuses: Vec<String> = sqlx::query_scalar(&self.sql.charge_abandoned)
+                .bind(&ids)
+                .bind(&nodes)
+                .fetch_all(&mut *tx)
+                .await?;
+            for s in statuses {
+                if s == "failed" {
+                    out.failed += 1;
+                } else {
+                    out.retried += 1;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn prune(&self, retention: Duration) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let n = sqlx::query(&self.sql.prune)
+                .bind(ms(retention))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            total += n;
+            if n == 0 {
+                break;
+            }
+        }
+        sqlx::query(&self.sql.prune_batches)
+            .bind(ms(retention))
+            .execute(&self.pool)
+            .await?;
+        Ok(total)
+    }
+
+    async fn job(&self, id: Uuid) -> Result<Option<Job>> {
+        let row = sqlx::query(&self.sql.get_job)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn list_jobs(&self, f: &JobFilter) -> Result<Vec<Job>> {
+        let rows = sqlx::query(&self.sql.list_jobs)
+            .bind(f.status.map(|s| s.as_str()))
+            .bind(&f.job_type)
+            .bind(f.batch_id)
+            .bind(f.after)
+            .bind(f.limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn retry_job(&self, id: Uuid) -> Result<Job> {
+        let row = sqlx::query(&self.sql.retry_job)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(r) => job_from_row(&r),
+            None => Err(self
+                .why_not(id, "only failed or cancelled jobs can be retried")
+                .await),
+        }
+    }
+
+    async fn cancel_job(&self, id: Uuid) -> Result<Job> {
+        let row = sqlx::query(&self.sql.cancel_job)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(r) => job_from_row(&r),
+            None => Err(self
+                .why_not(
+                    id,
+                    "only pending jobs that are not running can be cancelled",
+                )
+                .await),
+        }
+    }
+
+    async fn batch(&self, id: Uuid) -> Result<Option<BatchReport>> {
+        let row = sqlx::query(&self.sql.batch)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(batch_from_row).transpose()
+    }
+
+    async fn report(&self, node_stale: Duration) -> Result<StatusReport> {
+        let types = sqlx::query(&self.sql.type_counts)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(TypeCounts {
+                    job_type: r.try_get("type")?,
+                    pending: r.try_get("pending")?,
+                    succeeded: r.try_get("succeeded")?,
+                    failed: r.try_get("failed")?,
+                    cancelled: r.try_get("cancelled")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let batches = sqlx::query(&self.sql.recent_batches)
+            .bind(20_i64)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(batch_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let nodes = self.nodes(node_stale).await?;
+        let mut buckets = vec![0_i64; 30];
+        for r in sqlx::query(&self.sql.throughput)
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let b: i32 = r.try_get("bucket")?;
+            if let Some(slot) = usize::try_from(b).ok().and_then(|b| buckets.get_mut(b)) {
+                *slot += r.try_get::<i64, _>("n")?;
+            }
+        }
+        let last_minute: i64 = buckets[24..].iter().sum();
+        Ok(StatusReport {
+            types,
+            batches,
+            nodes,
+            queue_depth: None,
+            throughput: Throughput {
+                last_minute_per_sec: last_minute as f64 / 60.0,
+                buckets_10s: buckets,
+            },
+            generated_at: chrono::Utc::now(),
+        })
+    }
+
+    async fn nodes(&self, node_stale: Duration) -> Result<Vec<NodeReport>> {
+        sqlx::query(&self.sql.nodes)
+            .bind(ms(node_stale))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(NodeReport {
+                    id: r.try_get("id")?,
+                    host: r.try_get("host")?,
+                    pid: r.try_get("pid")?,
+                    concurrency: r.try_get("concurrency")?,
+                    in_flight: r.try_get("in_flight")?,
+                    processed: r.try_get("processed")?,
+                    failed: r.try_get("failed")?,
+                    started_at: r.try_get("started_at")?,
+                    last_heartbeat: r.try_get("last_seen")?,
+                })
+            })
+            .collect()
+    }
+}
+
+impl PgStore {
+    /// Explains why a retry or cancel matched no row: missing, or in the wrong state.
+    async fn why_not(&self, id: Uuid, rule: &str) -> Error {
+        match self.job(id).await {
+            Ok(None) => Error::NotFound(format!("job {id}")),
+            Ok(Some(j)) if j.status == JobStatus::Pending => Error::Conflict(format!(
+                "job {id} is pending (perhaps running right now): {rule}"
+            )),
+            Ok(Some(j)) => Error::Conflict(format!("job {id} is {}: {rule}", j.status)),
+            Err(e) => e,
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! A node, assembled: the executor's workers plus the maintenance services (heartbeat,
+//! reconciler, pruner), started together and stopped together.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::error::Result;
+use crate::events::{EventBus, LocalBus};
+use crate::executor::{Executor, ExecutorConfig, Node};
+use crate::maintenance::{
+    tick_loop, Heartbeat, HeartbeatConfig, Pruner, PrunerConfig, Reconciler, ReconcilerConfig,
+};
+use crate::metrics::Metrics;
+use crate::processor::Registry;
+use crate::queue::Queue;
+use crate::store::Store;
+
+/// Everything a node is configured with.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerConfig {
+    pub executor: ExecutorConfig,
+    pub reconciler: ReconcilerConfig,
+    pub heartbeat: HeartbeatConfig,
+    pub pruner: PrunerConfig,
+}
+
+/// Builds a [`Worker`].
+pub struct WorkerBuilder {
+    store: Arc<dyn Store>,
+    queue: Arc<dyn Queue>,
+    registry: Registry,
+    bus: Arc<dyn EventBus>,
+    metrics: Arc<Metrics>,
+    config: WorkerConfig,
+}
+
+impl WorkerBuilder {
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    pub fn events(mut self, bus: Arc<dyn EventBus>) -> Self {
+        self.bus = bus;
+        self
+    }
+
+    pub fn metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    pub fn config(mut self, config: WorkerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.config.executor.concurrency = n;
+        self
+    }
+
+    pub fn chunk_size(mut self, n: usize) -> Self {
+        self.config.executor.chunk_size = n;
+        self
+    }
+
+    /// Validates everything, writes the first heartbeat, and starts the node.
+    pub async fn start(self) -> Result<Worker> {
+        let c = self.config;
+        c.executor.validate()?;
+        let node = Arc::new(Node::new(c.executor.concurrency));
+        let heartbeat = Arc::new(Heartbeat::new(
+            self.store.clone(),
+            node.clone(),
+            c.heartbeat,
+        )?);
+        let reconciler = Arc::new(Reconciler::new(
+            self.store.clone(),
+            self.queue.clone(),
+            self.metrics.clone(),
+            c.reconciler,
+        )?);
+        let pruner = Arc::new(Pruner::new(
+            self.store.clone(),
+            self.metrics.clone(),
+            c.pruner,
+        )?);
+        heartbeat.run_once().await?;
+
+        let stop = CancellationToken::new();
+        let mut services = JoinSet::new();
+        {
+            let hb = heartbeat.clone();
+            services.spawn(tick_loop(
+                "heartbeat",
+                hb.interval(),
+                stop.clone(),
+                move || {
+                    let hb = hb.clone();
+                    async move { hb.run_once().await }
+                },
+            ));
+        }
+        {
+            let r = reconciler.clone();
+            let every = r.config().interval;
+            services.spawn(tick_loop("reconciler", every, stop.clone(), move || {
+                let r = r.clone();
+                async move { r.tick().await }
+            }));
+        }
+        {
+            let p = pruner.clone();
+            services.spawn(tick_loop("pruner", p.interval(), stop.clone(), move || {
+                let p = p.clone();
+                async move { p.tick().await }
+            }));
+        }
+        let executor = Executor::start(
+            self.store.clone(),
+            self.queue.clone(),
+            self.registry,
+            node.clone(),
+            self.metrics.clone(),
+            self.bus.clone(),
+            c.executor.clone(),
+        )?;
+        info!(
+            node = %node.id,
+            store = self.store.backend(),
+            queue = self.queue.backend(),
+            concurrency = c.executor.concurrency,
+            chunk = c.executor.chunk_size,
+            "node started"
+        );
+        Ok(Worker {
+            node,
+            executor,
+            services,
+            stop,
+            heartbeat,
+            reconciler,
+            metrics: self.metrics,
+        })
+    }
+}
+
+/// A running node.
+pub struct Worker {
+    node: Arc<Node>,
+    executor: Executor,
+    services: JoinSet<()>,
+    stop: CancellationToken,
+    heartbeat: Arc<Heartbeat>,
+    reconciler: Arc<Reconciler>,
+    metrics: Arc<Metrics>,
+}
+
+impl Worker {
+    pub fn builder(store: Arc<dyn Store>, queue: Arc<dyn Queue>) -> WorkerBuilder {
+        WorkerBuilder {
+            store,
+            queue,
+            registry: Registry::with_builtins(),
+            bus: Arc::new(LocalBus::default()),
+            metrics: Arc::new(Metrics::default()),
+            config: WorkerConfig::default(),
+        }
+    }
+
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Runs one reconciler pass now (tests and `submit` use it to skip the wait).
+    pub async fn reconcile(&self) -> Result<crate::maintenance::Reconciled> {
+        self.reconciler.run_once().await
+    }
+
+    /// Graceful stop: no more pops; running jobs get `grace` to finish, the rest roll back
+    /// and stay pending; the node's row is removed.
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.executor.shutdown(grace).await;
+        self.stop.cancel();
+        while self.services.join_next().await.is_some() {}
+        if let Err(e) = self.heartbeat.retire().await {
+            warn!(error = %e, "could not remove this node's heartbeat row");
+        }
+        info!(node = %self.node.id, processed = self.node.processed(), "node stopped");
+    }
+}

@@ -121,3 +121,20 @@ where
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_skiplock"))
 }
+
+/// Runs each listed `async fn name(backend: Backend)` once per store backend, as
+/// `postgres::name` (and `sqlite::name` once that store exists), so one suite covers every
+/// backend.
+#[macro_export]
+macro_rules! for_each_backend {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}

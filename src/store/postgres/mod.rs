@@ -86,7 +86,12 @@ impl PgStore {
         let opts: PgConnectOptions = url
             .parse()
             .map_err(|e| Error::Config(format!("invalid PostgreSQL URL: {e}")))?;
-        let opts = opts.application_name("skiplock");
+        // Name our connections (so operators can find them) unless the URL already does.
+        let opts = if url.contains("application_name=") {
+            opts
+        } else {
+            opts.application_name("skiplock")
+        };
         let pool = PgPoolOptions::new()
             .max_connections(pool_size.max(2))
             .acquire_timeout(Duration::from_secs(30))

@@ -84,18 +84,49 @@ impl TestStore {
         ]
     }
 
-    /// `SELECT count(*)` of jobs with a status.
-    pub async fn count_status(&self, status: &str) -> i64 {
-        let jobs = self
-            .store
-            .list_jobs(&skiplock::store::JobFilter {
-                status: Some(status.parse().unwrap()),
-                limit: 1_000_000,
-                ..Default::default()
-            })
+    /// Jobs by status over every type, from the store's own report.
+    pub async fn counts(&self) -> skiplock::report::TypeCounts {
+        let r = self.store.report(Duration::from_secs(10)).await.unwrap();
+        let mut t = skiplock::report::TypeCounts::default();
+        for c in r.types {
+            t.pending += c.pending;
+            t.succeeded += c.succeeded;
+            t.failed += c.failed;
+            t.cancelled += c.cancelled;
+        }
+        t
+    }
+
+    /// Waits until no job is pending; false on timeout.
+    pub async fn wait_all_finished(&self, timeout: Duration) -> bool {
+        wait_until(timeout, || async { self.counts().await.pending == 0 }).await
+    }
+
+    /// Creates a table recording one row per processor effect; returns its qualified name.
+    pub async fn create_effects(&self) -> String {
+        match self.backend {
+            Backend::Postgres => {
+                let t = format!("{}.effects", self.schema);
+                sqlx::query(&format!("CREATE TABLE {t} (job_id uuid NOT NULL)"))
+                    .execute(self.pg.as_ref().unwrap())
+                    .await
+                    .unwrap();
+                t
+            }
+        }
+    }
+
+    /// (rows, distinct job ids) in the effects table.
+    pub async fn effects(&self) -> (i64, i64) {
+        match self.backend {
+            Backend::Postgres => sqlx::query_as(&format!(
+                "SELECT count(*), count(DISTINCT job_id) FROM {}.effects",
+                self.schema
+            ))
+            .fetch_one(self.pg.as_ref().unwrap())
             .await
-            .unwrap();
-        jobs.len() as i64
+            .unwrap(),
+        }
     }
 }
 

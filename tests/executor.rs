@@ -1,0 +1,245 @@
+//! The invariants of DESIGN.md, against the real stores: exactly once, savepoint rollback,
+//! failures recorded, retries, timeouts and panics survived. Every test runs on every backend.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::{Backend, TestStore};
+use skiplock::queue::memory::MemoryQueue;
+use skiplock::queue::Queue;
+use skiplock::store::{BatchOptions, Due};
+use skiplock::{
+    Client, Job, JobStatus, JobTx, NewJob, ProcessError, Processor, Registry, TypeOptions, Worker,
+};
+
+/// Writes one effect row in the job's transaction, then succeeds or fails as told.
+struct Effect {
+    table: String,
+    fail: bool,
+}
+
+#[async_trait]
+impl Processor for Effect {
+    async fn process(&self, job: &Job, tx: &mut JobTx<'_>) -> Result<(), ProcessError> {
+        let sql = format!("INSERT INTO {} (job_id) VALUES ($1)", self.table);
+        tx.execute(&sql, job).await?;
+        if self.fail {
+            return Err(ProcessError::retry("failed after writing its effect"));
+        }
+        Ok(())
+    }
+}
+
+struct Panics;
+
+#[async_trait]
+impl Processor for Panics {
+    async fn process(&self, _job: &Job, _tx: &mut JobTx<'_>) -> Result<(), ProcessError> {
+        panic!("processor exploded");
+    }
+}
+
+fn quick(max_attempts: i32) -> TypeOptions {
+    TypeOptions {
+        max_attempts,
+        timeout: Duration::from_secs(10),
+        backoff: Duration::from_millis(10),
+    }
+}
+
+async fn start(ts: &TestStore, reg: Registry, concurrency: usize, chunk: usize) -> (Worker, Client) {
+    let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::default());
+    let w = Worker::builder(ts.store.clone(), queue.clone())
+        .registry(reg)
+        .concurrency(concurrency)
+        .chunk_size(chunk)
+        .start()
+        .await
+        .unwrap();
+    (w, Client::new(ts.store.clone(), queue))
+}
+
+async fn exactly_once_with_duplicate_ids(b: Backend) {
+    let ts = TestStore::new(b).await;
+    let table = ts.create_effects().await;
+    let mut reg = Registry::with_builtins();
+    reg.register("effect", Effect { table, fail: false }, quick(3)).unwrap();
+    let (w, client) = start(&ts, reg, 16, 1).await;
+    let sub = client
+        .submit_batch("effect", (0..600).map(|i| serde_json::json!({ "i": i })).collect(), BatchOptions::default())
+        .await
+        .unwrap();
+    // Push every ID four more times while the workers run: each must still run once.
+    let dup: Vec<Due> = sub.ids.iter().map(|&id| Due { id, priority: 0 }).collect();
+    for _ in 0..4 {
+        client.queue().push(&dup).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ts.wait_all_finished(Duration::from_secs(60)).await);
+    w.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(ts.counts().await.succeeded, 600);
+    assert_eq!(ts.effects().await, (600, 600));
+}
+
+async fn chunked_exactly_once(b: Backend) {
+    let ts = TestStore::new(b).await;
+    let table = ts.create_effects().await;
+    let mut reg = Registry::with_builtins();
+    reg.register("effect", Effect { table, fail: false }, quick(3)).unwrap();
+    let (w, client) = start(&ts, reg, 8, 50).await;
+    let sub = client
+        .submit_batch("effect", (0..1000).map(|i| serde_json::json!(i)).collect(), BatchOptions::default())
+        .await
+        .unwrap();
+    let dup: Vec<Due> = sub.ids.iter().map(|&id| Due { id, priority: 0 }).collect();
+    client.queue().push(&dup).await.unwrap();
+    assert!(ts.wait_all_finished(Duration::from_secs(60)).await);
+    w.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(ts.counts().await.succeeded, 1000);
+    assert_eq!(ts.effects().await, (1000, 1000));
+}
+
+async fn failing_processor_writes_roll_back_and_failure_is_recorded(b: Backend) {
+    let ts = TestStore::new(b).await;
+    let table = ts.create_effects().await;
+    let mut reg = Registry::with_builtins();
+    reg.register("bad", Effect { table: table.clone(), fail: true }, quick(2)).unwrap();
+    reg.register("good", Effect { table, fail: false }, quick(2)).unwrap();
+    // A chunk mixing failing and succeeding jobs: each job has its own savepoint.
+    let (w, client) = start(&ts, reg, 2, 10).await;
+    let mut jobs = Vec::new();
+    for i in 0..20 {
+        jobs.push(NewJob::new(if i % 2 == 0 { "bad" } else { "good" }, serde_json::json!(i)).max_attempts(2));
+    }
+    let ids = client.submit_many(&jobs).await.unwrap();
+    assert!(ts.wait_all_finished(Duration::from_secs(30)).await);
+    w.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(ts.effects().await, (10, 10), "only the good jobs' effects remain");
+    for (i, id) in ids.iter().enumerate() {
+        let j = ts.store.job(*id).await.unwrap().unwrap();
+        if i % 2 == 0 {
+            assert_eq!(j.status, JobStatus::Failed);
+            assert_eq!(j.attempts, 2);
+            assert_eq!(j.last_error.as_deref(), Some("failed after writing its effect"));
+        } else {
+            assert_eq!(j.status, JobStatus::Succeeded);
+            assert_eq!(j.attempts, 1);
+        }
+    }
+}
+
+async fn panics_and_timeouts_are_recorded_and_workers_go_on(b: Backend) {
+    let ts = TestStore::new(b).await;
+    let mut reg = Registry::with_builtins();
+    reg.register("panics", Panics, quick(1)).unwrap();
+    reg.set_options(
+        "sleep",
+        TypeOptions {
+            max_attempts: 1,
+            timeout: Duration::from_millis(200),
+            backoff: Duration::ZERO,
+        },
+    )
+    .unwrap();
+    let (w, client) = start(&ts, reg, 2, 1).await;
+    let p = client.submit(NewJob::new("panics", serde_json::json!({})).max_attempts(1)).await.unwrap();
+    let s = client
+        .submit(NewJob::new("sleep", serde_json::json!({"ms": 60_000})).max_attempts(1))
+        .await
+        .unwrap();
+    let n = client.submit_batch("noop", vec![serde_json::json!(1); 50], BatchOptions::default()).await.unwrap();
+    assert!(ts.wait_all_finished(Duration::from_secs(30)).await);
+    w.shutdown(Duration::from_secs(5)).await;
+    let pj = ts.store.job(p).await.unwrap().unwrap();
+    assert_eq!(pj.status, JobStatus::Failed);
+    assert!(pj.last_error.unwrap().contains("panicked: processor exploded"));
+    let sj = ts.store.job(s).await.unwrap().unwrap();
+    assert_eq!(sj.status, JobStatus::Failed);
+    assert!(sj.last_error.unwrap().contains("timed out after 200 ms"));
+    let batch = ts.store.batch(n.batch_id.unwrap()).await.unwrap().unwrap();
+    assert_eq!(batch.succeeded, 50);
+}
+
+async fn retries_back_off_then_fail(b: Backend) {
+    let ts = TestStore::new(b).await;
+    let mut reg = Registry::with_builtins();
+    reg.set_options("fail", quick(3)).unwrap();
+    let (w, client) = start(&ts, reg, 2, 1).await;
+    let id = client
+        .submit(NewJob::new("fail", serde_json::json!({"message": "nope"})).max_attempts(3))
+        .await
+        .unwrap();
+    // The first attempt leaves it pending with a later run_at and the error recorded.
+    assert!(
+        common::wait_until(Duration::from_secs(10), || async {
+            ts.store.job(id).await.unwrap().unwrap().attempts >= 1
+        })
+        .await
+    );
+    assert!(ts.wait_all_finished(Duration::from_secs(30)).await);
+    w.shutdown(Duration::from_secs(5)).await;
+    let j = ts.store.job(id).await.unwrap().unwrap();
+    assert_eq!(j.status, JobStatus::Failed);
+    assert_eq!(j.attempts, 3);
+    assert_eq!(j.last_error.as_deref(), Some("nope"));
+    assert!(j.finished_at.is_some());
+}
+
+async fn unknown_type_and_rejected_target_fail_with_reason(b: Backend) {
+    let ts = TestStore::new(b).await;
+    let (w, client) = start(&ts, Registry::with_builtins(), 2, 1).await;
+    let u = client.submit(NewJob::new("nobody_handles_this", serde_json::json!({}))).await.unwrap();
+    let bad = client.submit(NewJob::new("sleep", serde_json::json!({"ms": "soon"}))).await.unwrap();
+    let ok = client.submit(NewJob::new("noop", serde_json::json!(null))).await.unwrap();
+    assert!(ts.wait_all_finished(Duration::from_secs(20)).await);
+    w.shutdown(Duration::from_secs(5)).await;
+    let u = ts.store.job(u).await.unwrap().unwrap();
+    assert_eq!(u.status, JobStatus::Failed);
+    assert_eq!(u.attempts, 1, "no retries for a missing processor");
+    assert_eq!(u.last_error.as_deref(), Some("no processor for type nobody_handles_this"));
+    let bad = ts.store.job(bad).await.unwrap().unwrap();
+    assert_eq!(bad.status, JobStatus::Failed);
+    assert!(bad.last_error.unwrap().starts_with("invalid target"));
+    assert_eq!(ts.store.job(ok).await.unwrap().unwrap().status, JobStatus::Succeeded);
+}
+
+async fn scheduled_jobs_wait_and_priority_orders(b: Backend) {
+    let ts = TestStore::new(b).await;
+    let (w, client) = start(&ts, Registry::with_builtins(), 1, 1).await;
+    let later = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    let id = client.submit(NewJob::new("noop", serde_json::json!({})).run_at(later)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(ts.store.job(id).await.unwrap().unwrap().status, JobStatus::Pending);
+    assert!(ts.wait_all_finished(Duration::from_secs(15)).await);
+    let j = ts.store.job(id).await.unwrap().unwrap();
+    assert_eq!(j.status, JobStatus::Succeeded);
+    assert!(j.finished_at.unwrap() >= later);
+    w.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn graceful_shutdown_rolls_back_what_cannot_finish(b: Backend) {
+    let ts = TestStore::new(b).await;
+    let (w, client) = start(&ts, Registry::with_builtins(), 1, 1).await;
+    let id = client.submit(NewJob::new("sleep", serde_json::json!({"ms": 30_000}))).await.unwrap();
+    assert!(common::wait_until(Duration::from_secs(10), || async { w.node().beat().in_flight == 1 }).await);
+    w.shutdown(Duration::from_millis(200)).await;
+    let j = ts.store.job(id).await.unwrap().unwrap();
+    assert_eq!(j.status, JobStatus::Pending, "an interrupted job stays pending");
+    assert_eq!(j.attempts, 0, "and its attempt rolled back");
+    // The node removed its heartbeat row on the way out.
+    assert!(ts.store.nodes(Duration::from_secs(60)).await.unwrap().is_empty());
+}
+
+for_each_backend!(
+    exactly_once_with_duplicate_ids,
+    chunked_exactly_once,
+    failing_processor_writes_roll_back_and_failure_is_recorded,
+    panics_and_timeouts_are_recorded_and_workers_go_on,
+    retries_back_off_then_fail,
+    unknown_type_and_rejected_target_fail_with_reason,
+    scheduled_jobs_wait_and_priority_orders,
+    graceful_shutdown_rolls_back_what_cannot_finish,
+);

@@ -18,7 +18,9 @@
 //! - [`metrics`]: Prometheus counters.
 //! - [`worker`]: a node assembled: executor plus maintenance, with graceful shutdown.
 //! - [`config`] and [`cli`]: the binary's settings and subcommands.
+//! - [`bench`]: `skiplock bench`, the measurements behind the README's numbers.
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;

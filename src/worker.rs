@@ -81,6 +81,7 @@ impl WorkerBuilder {
         )?);
         let reconciler = Arc::new(Reconciler::new(
             self.store.clone(),
+            node.clone(),
             self.queue.clone(),
             self.metrics.clone(),
             c.reconciler,

@@ -50,7 +50,12 @@ fn quick(max_attempts: i32) -> TypeOptions {
     }
 }
 
-async fn start(ts: &TestStore, reg: Registry, concurrency: usize, chunk: usize) -> (Worker, Client) {
+async fn start(
+    ts: &TestStore,
+    reg: Registry,
+    concurrency: usize,
+    chunk: usize,
+) -> (Worker, Client) {
     let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::default());
     let w = Worker::builder(ts.store.clone(), queue.clone())
         .registry(reg)
@@ -66,10 +71,15 @@ async fn exactly_once_with_duplicate_ids(b: Backend) {
     let ts = TestStore::new(b).await;
     let table = ts.create_effects().await;
     let mut reg = Registry::with_builtins();
-    reg.register("effect", Effect { table, fail: false }, quick(3)).unwrap();
+    reg.register("effect", Effect { table, fail: false }, quick(3))
+        .unwrap();
     let (w, client) = start(&ts, reg, 16, 1).await;
     let sub = client
-        .submit_batch("effect", (0..600).map(|i| serde_json::json!({ "i": i })).collect(), BatchOptions::default())
+        .submit_batch(
+            "effect",
+            (0..600).map(|i| serde_json::json!({ "i": i })).collect(),
+            BatchOptions::default(),
+        )
         .await
         .unwrap();
     // Push every ID four more times while the workers run: each must still run once.
@@ -88,10 +98,15 @@ async fn chunked_exactly_once(b: Backend) {
     let ts = TestStore::new(b).await;
     let table = ts.create_effects().await;
     let mut reg = Registry::with_builtins();
-    reg.register("effect", Effect { table, fail: false }, quick(3)).unwrap();
+    reg.register("effect", Effect { table, fail: false }, quick(3))
+        .unwrap();
     let (w, client) = start(&ts, reg, 8, 50).await;
     let sub = client
-        .submit_batch("effect", (0..1000).map(|i| serde_json::json!(i)).collect(), BatchOptions::default())
+        .submit_batch(
+            "effect",
+            (0..1000).map(|i| serde_json::json!(i)).collect(),
+            BatchOptions::default(),
+        )
         .await
         .unwrap();
     let dup: Vec<Due> = sub.ids.iter().map(|&id| Due { id, priority: 0 }).collect();
@@ -106,24 +121,46 @@ async fn failing_processor_writes_roll_back_and_failure_is_recorded(b: Backend) 
     let ts = TestStore::new(b).await;
     let table = ts.create_effects().await;
     let mut reg = Registry::with_builtins();
-    reg.register("bad", Effect { table: table.clone(), fail: true }, quick(2)).unwrap();
-    reg.register("good", Effect { table, fail: false }, quick(2)).unwrap();
+    reg.register(
+        "bad",
+        Effect {
+            table: table.clone(),
+            fail: true,
+        },
+        quick(2),
+    )
+    .unwrap();
+    reg.register("good", Effect { table, fail: false }, quick(2))
+        .unwrap();
     // A chunk mixing failing and succeeding jobs: each job has its own savepoint.
     let (w, client) = start(&ts, reg, 2, 10).await;
     let mut jobs = Vec::new();
     for i in 0..20 {
-        jobs.push(NewJob::new(if i % 2 == 0 { "bad" } else { "good" }, serde_json::json!(i)).max_attempts(2));
+        jobs.push(
+            NewJob::new(
+                if i % 2 == 0 { "bad" } else { "good" },
+                serde_json::json!(i),
+            )
+            .max_attempts(2),
+        );
     }
     let ids = client.submit_many(&jobs).await.unwrap();
     assert!(ts.wait_all_finished(Duration::from_secs(30)).await);
     w.shutdown(Duration::from_secs(5)).await;
-    assert_eq!(ts.effects().await, (10, 10), "only the good jobs' effects remain");
+    assert_eq!(
+        ts.effects().await,
+        (10, 10),
+        "only the good jobs' effects remain"
+    );
     for (i, id) in ids.iter().enumerate() {
         let j = ts.store.job(*id).await.unwrap().unwrap();
         if i % 2 == 0 {
             assert_eq!(j.status, JobStatus::Failed);
             assert_eq!(j.attempts, 2);
-            assert_eq!(j.last_error.as_deref(), Some("failed after writing its effect"));
+            assert_eq!(
+                j.last_error.as_deref(),
+                Some("failed after writing its effect")
+            );
         } else {
             assert_eq!(j.status, JobStatus::Succeeded);
             assert_eq!(j.attempts, 1);
@@ -145,17 +182,30 @@ async fn panics_and_timeouts_are_recorded_and_workers_go_on(b: Backend) {
     )
     .unwrap();
     let (w, client) = start(&ts, reg, 2, 1).await;
-    let p = client.submit(NewJob::new("panics", serde_json::json!({})).max_attempts(1)).await.unwrap();
+    let p = client
+        .submit(NewJob::new("panics", serde_json::json!({})).max_attempts(1))
+        .await
+        .unwrap();
     let s = client
         .submit(NewJob::new("sleep", serde_json::json!({"ms": 60_000})).max_attempts(1))
         .await
         .unwrap();
-    let n = client.submit_batch("noop", vec![serde_json::json!(1); 50], BatchOptions::default()).await.unwrap();
+    let n = client
+        .submit_batch(
+            "noop",
+            vec![serde_json::json!(1); 50],
+            BatchOptions::default(),
+        )
+        .await
+        .unwrap();
     assert!(ts.wait_all_finished(Duration::from_secs(30)).await);
     w.shutdown(Duration::from_secs(5)).await;
     let pj = ts.store.job(p).await.unwrap().unwrap();
     assert_eq!(pj.status, JobStatus::Failed);
-    assert!(pj.last_error.unwrap().contains("panicked: processor exploded"));
+    assert!(pj
+        .last_error
+        .unwrap()
+        .contains("panicked: processor exploded"));
     let sj = ts.store.job(s).await.unwrap().unwrap();
     assert_eq!(sj.status, JobStatus::Failed);
     assert!(sj.last_error.unwrap().contains("timed out after 200 ms"));
@@ -191,28 +241,49 @@ async fn retries_back_off_then_fail(b: Backend) {
 async fn unknown_type_and_rejected_target_fail_with_reason(b: Backend) {
     let ts = TestStore::new(b).await;
     let (w, client) = start(&ts, Registry::with_builtins(), 2, 1).await;
-    let u = client.submit(NewJob::new("nobody_handles_this", serde_json::json!({}))).await.unwrap();
-    let bad = client.submit(NewJob::new("sleep", serde_json::json!({"ms": "soon"}))).await.unwrap();
-    let ok = client.submit(NewJob::new("noop", serde_json::json!(null))).await.unwrap();
+    let u = client
+        .submit(NewJob::new("nobody_handles_this", serde_json::json!({})))
+        .await
+        .unwrap();
+    let bad = client
+        .submit(NewJob::new("sleep", serde_json::json!({"ms": "soon"})))
+        .await
+        .unwrap();
+    let ok = client
+        .submit(NewJob::new("noop", serde_json::json!(null)))
+        .await
+        .unwrap();
     assert!(ts.wait_all_finished(Duration::from_secs(20)).await);
     w.shutdown(Duration::from_secs(5)).await;
     let u = ts.store.job(u).await.unwrap().unwrap();
     assert_eq!(u.status, JobStatus::Failed);
     assert_eq!(u.attempts, 1, "no retries for a missing processor");
-    assert_eq!(u.last_error.as_deref(), Some("no processor for type nobody_handles_this"));
+    assert_eq!(
+        u.last_error.as_deref(),
+        Some("no processor for type nobody_handles_this")
+    );
     let bad = ts.store.job(bad).await.unwrap().unwrap();
     assert_eq!(bad.status, JobStatus::Failed);
     assert!(bad.last_error.unwrap().starts_with("invalid target"));
-    assert_eq!(ts.store.job(ok).await.unwrap().unwrap().status, JobStatus::Succeeded);
+    assert_eq!(
+        ts.store.job(ok).await.unwrap().unwrap().status,
+        JobStatus::Succeeded
+    );
 }
 
 async fn scheduled_jobs_wait_and_priority_orders(b: Backend) {
     let ts = TestStore::new(b).await;
     let (w, client) = start(&ts, Registry::with_builtins(), 1, 1).await;
     let later = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
-    let id = client.submit(NewJob::new("noop", serde_json::json!({})).run_at(later)).await.unwrap();
+    let id = client
+        .submit(NewJob::new("noop", serde_json::json!({})).run_at(later))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(ts.store.job(id).await.unwrap().unwrap().status, JobStatus::Pending);
+    assert_eq!(
+        ts.store.job(id).await.unwrap().unwrap().status,
+        JobStatus::Pending
+    );
     assert!(ts.wait_all_finished(Duration::from_secs(15)).await);
     let j = ts.store.job(id).await.unwrap().unwrap();
     assert_eq!(j.status, JobStatus::Succeeded);
@@ -223,14 +294,31 @@ async fn scheduled_jobs_wait_and_priority_orders(b: Backend) {
 async fn graceful_shutdown_rolls_back_what_cannot_finish(b: Backend) {
     let ts = TestStore::new(b).await;
     let (w, client) = start(&ts, Registry::with_builtins(), 1, 1).await;
-    let id = client.submit(NewJob::new("sleep", serde_json::json!({"ms": 30_000}))).await.unwrap();
-    assert!(common::wait_until(Duration::from_secs(10), || async { w.node().beat().in_flight == 1 }).await);
+    let id = client
+        .submit(NewJob::new("sleep", serde_json::json!({"ms": 30_000})))
+        .await
+        .unwrap();
+    assert!(
+        common::wait_until(Duration::from_secs(10), || async {
+            w.node().beat().in_flight == 1
+        })
+        .await
+    );
     w.shutdown(Duration::from_millis(200)).await;
     let j = ts.store.job(id).await.unwrap().unwrap();
-    assert_eq!(j.status, JobStatus::Pending, "an interrupted job stays pending");
+    assert_eq!(
+        j.status,
+        JobStatus::Pending,
+        "an interrupted job stays pending"
+    );
     assert_eq!(j.attempts, 0, "and its attempt rolled back");
     // The node removed its heartbeat row on the way out.
-    assert!(ts.store.nodes(Duration::from_secs(60)).await.unwrap().is_empty());
+    assert!(ts
+        .store
+        .nodes(Duration::from_secs(60))
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 for_each_backend!(

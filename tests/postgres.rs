@@ -35,15 +35,27 @@ timeout_ms = 300
 max_attempts = 1
 "#;
     let (w, client) = worker_with(&ts, toml, 2).await;
-    let id = client.submit(NewJob::new("slow", serde_json::json!({})).max_attempts(1)).await.unwrap();
-    let ok = client.submit(NewJob::new("noop", serde_json::json!({}))).await.unwrap();
+    let id = client
+        .submit(NewJob::new("slow", serde_json::json!({})).max_attempts(1))
+        .await
+        .unwrap();
+    let ok = client
+        .submit(NewJob::new("noop", serde_json::json!({})))
+        .await
+        .unwrap();
     assert!(ts.wait_all_finished(Duration::from_secs(20)).await);
     w.shutdown(Duration::from_secs(5)).await;
     let j = ts.store.job(id).await.unwrap().unwrap();
     assert_eq!(j.status, JobStatus::Failed);
     let err = j.last_error.unwrap();
-    assert!(err.contains("statement timeout") || err.contains("timed out"), "{err}");
-    assert_eq!(ts.store.job(ok).await.unwrap().unwrap().status, JobStatus::Succeeded);
+    assert!(
+        err.contains("statement timeout") || err.contains("timed out"),
+        "{err}"
+    );
+    assert_eq!(
+        ts.store.job(ok).await.unwrap().unwrap().status,
+        JobStatus::Succeeded
+    );
     // No statement of the slow job is still running on the server.
     let running: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
@@ -58,10 +70,12 @@ max_attempts = 1
 async fn sql_type_rolls_back_every_statement_of_a_failing_job() {
     let ts = TestStore::new(Backend::Postgres).await;
     let s = &ts.schema;
-    sqlx::query(&format!("CREATE TABLE {s}.effects (job_id uuid, target jsonb)"))
-        .execute(ts.pg.as_ref().unwrap())
-        .await
-        .unwrap();
+    sqlx::query(&format!(
+        "CREATE TABLE {s}.effects (job_id uuid, target jsonb)"
+    ))
+    .execute(ts.pg.as_ref().unwrap())
+    .await
+    .unwrap();
     let toml = format!(
         r#"
 [types.good]
@@ -74,7 +88,11 @@ backoff_ms = 10
     );
     let (w, client) = worker_with(&ts, &toml, 4).await;
     let good = client
-        .submit_batch("good", (0..50).map(|i| serde_json::json!({"i": i})).collect(), Default::default())
+        .submit_batch(
+            "good",
+            (0..50).map(|i| serde_json::json!({"i": i})).collect(),
+            Default::default(),
+        )
         .await
         .unwrap();
     let bad = client
@@ -83,13 +101,19 @@ backoff_ms = 10
         .unwrap();
     assert!(ts.wait_all_finished(Duration::from_secs(30)).await);
     w.shutdown(Duration::from_secs(5)).await;
-    let (rows, distinct): (i64, i64) =
-        sqlx::query_as(&format!("SELECT count(*), count(DISTINCT job_id) FROM {s}.effects"))
-            .fetch_one(ts.pg.as_ref().unwrap())
-            .await
-            .unwrap();
+    let (rows, distinct): (i64, i64) = sqlx::query_as(&format!(
+        "SELECT count(*), count(DISTINCT job_id) FROM {s}.effects"
+    ))
+    .fetch_one(ts.pg.as_ref().unwrap())
+    .await
+    .unwrap();
     assert_eq!((rows, distinct), (50, 50));
-    let b = ts.store.batch(good.batch_id.unwrap()).await.unwrap().unwrap();
+    let b = ts
+        .store
+        .batch(good.batch_id.unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(b.succeeded, 50);
     let j = ts.store.job(bad).await.unwrap().unwrap();
     assert_eq!(j.status, JobStatus::Failed);
@@ -110,28 +134,55 @@ async fn jobs_enqueued_in_the_callers_transaction_commit_with_it() {
 
     // Rolled back: neither the order nor its job exist.
     let mut tx = pool.begin().await.unwrap();
-    sqlx::query(&format!("INSERT INTO {s}.orders VALUES (1)")).execute(&mut *tx).await.unwrap();
-    let lost = client.enqueue_in(&mut tx, &[NewJob::new("noop", serde_json::json!({"order": 1}))]).await.unwrap();
+    sqlx::query(&format!("INSERT INTO {s}.orders VALUES (1)"))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let lost = client
+        .enqueue_in(
+            &mut tx,
+            &[NewJob::new("noop", serde_json::json!({"order": 1}))],
+        )
+        .await
+        .unwrap();
     tx.rollback().await.unwrap();
     assert!(ts.store.job(lost[0]).await.unwrap().is_none());
 
     // Committed without notify: the reconciler finds the job and a worker runs it.
     let mut tx = pool.begin().await.unwrap();
-    sqlx::query(&format!("INSERT INTO {s}.orders VALUES (2)")).execute(&mut *tx).await.unwrap();
-    let kept = client.enqueue_in(&mut tx, &[NewJob::new("noop", serde_json::json!({"order": 2}))]).await.unwrap();
-    assert!(ts.store.job(kept[0]).await.unwrap().is_none(), "invisible before commit");
+    sqlx::query(&format!("INSERT INTO {s}.orders VALUES (2)"))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let kept = client
+        .enqueue_in(
+            &mut tx,
+            &[NewJob::new("noop", serde_json::json!({"order": 2}))],
+        )
+        .await
+        .unwrap();
+    assert!(
+        ts.store.job(kept[0]).await.unwrap().is_none(),
+        "invisible before commit"
+    );
     tx.commit().await.unwrap();
     let (w, _) = worker_with(&ts, "", 2).await;
     assert!(ts.wait_all_finished(Duration::from_secs(15)).await);
     w.shutdown(Duration::from_secs(5)).await;
-    assert_eq!(ts.store.job(kept[0]).await.unwrap().unwrap().status, JobStatus::Succeeded);
+    assert_eq!(
+        ts.store.job(kept[0]).await.unwrap().unwrap().status,
+        JobStatus::Succeeded
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_job_abandoned_by_dead_nodes_ends_failed_as_poison() {
     let ts = TestStore::new(Backend::Postgres).await;
     let client = Client::new(ts.store.clone(), Arc::new(MemoryQueue::default()));
-    let id = client.submit(NewJob::new("noop", serde_json::json!({})).max_attempts(2)).await.unwrap();
+    let id = client
+        .submit(NewJob::new("noop", serde_json::json!({})).max_attempts(2))
+        .await
+        .unwrap();
     // Two nodes in turn die holding the job (heartbeat rows that then go silent).
     for n in 0..2 {
         let beat = NodeBeat {
@@ -146,10 +197,18 @@ async fn a_job_abandoned_by_dead_nodes_ends_failed_as_poison() {
         };
         ts.store.heartbeat(&beat).await.unwrap();
         // Not yet stale: nothing happens.
-        let r = ts.store.rescue_abandoned(Duration::from_secs(60)).await.unwrap();
+        let r = ts
+            .store
+            .rescue_abandoned(Duration::from_secs(60))
+            .await
+            .unwrap();
         assert_eq!(r.dead_nodes, 0);
         tokio::time::sleep(Duration::from_millis(30)).await;
-        let r = ts.store.rescue_abandoned(Duration::from_millis(10)).await.unwrap();
+        let r = ts
+            .store
+            .rescue_abandoned(Duration::from_millis(10))
+            .await
+            .unwrap();
         assert_eq!(r.dead_nodes, 1);
     }
     let j = ts.store.job(id).await.unwrap().unwrap();
@@ -163,29 +222,56 @@ async fn workers_survive_their_connections_being_cut() {
     let app = common::unique("skt_app");
     let schema = common::unique("skt");
     let url = format!("{}?application_name={app}", common::pg_url());
-    let store = Arc::new(skiplock::store::postgres::PgStore::connect(&url, &schema, 12).await.unwrap());
+    let store = Arc::new(
+        skiplock::store::postgres::PgStore::connect(&url, &schema, 12)
+            .await
+            .unwrap(),
+    );
     store.migrate().await.unwrap();
     let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::default());
-    let w = Worker::builder(store.clone(), queue.clone()).concurrency(8).start().await.unwrap();
+    let w = Worker::builder(store.clone(), queue.clone())
+        .concurrency(8)
+        .start()
+        .await
+        .unwrap();
     let client = Client::new(store.clone(), queue);
     let admin = sqlx::PgPool::connect(&common::pg_url()).await.unwrap();
     let targets: Vec<_> = (0..3000).map(|i| serde_json::json!(i)).collect();
-    client.submit_batch("sleep", targets.iter().map(|_| serde_json::json!({"ms": 1})).collect(), Default::default()).await.unwrap();
+    client
+        .submit_batch(
+            "sleep",
+            targets
+                .iter()
+                .map(|_| serde_json::json!({"ms": 1}))
+                .collect(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1")
-            .bind(&app)
-            .execute(&admin)
-            .await
-            .unwrap();
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+        )
+        .bind(&app)
+        .execute(&admin)
+        .await
+        .unwrap();
     }
     let done = common::wait_until(Duration::from_secs(60), || async {
-        store.report(Duration::from_secs(10)).await.map(|r| r.types.iter().all(|t| t.pending == 0)).unwrap_or(false)
+        store
+            .report(Duration::from_secs(10))
+            .await
+            .map(|r| r.types.iter().all(|t| t.pending == 0))
+            .unwrap_or(false)
     })
     .await;
     w.shutdown(Duration::from_secs(5)).await;
     assert!(done, "every job finished after the connections were cut");
     let r = store.report(Duration::from_secs(10)).await.unwrap();
     assert_eq!(r.types[0].succeeded, 3000);
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await.unwrap();
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&admin)
+        .await
+        .unwrap();
 }

@@ -1,6 +1,7 @@
 //! The `skiplock` command line: raw flags (clap) are resolved into [`Settings`] once, then
 //! each subcommand lives in its own file.
 
+mod bench;
 mod jobs;
 mod status;
 mod submit;
@@ -60,6 +61,18 @@ pub enum Command {
     /// Inspect jobs.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
+    /// Measure enqueue and processing rates, pickup latency and memory on this machine.
+    Bench(bench::BenchArgs),
+}
+
+impl Command {
+    /// Whether the command's own output is the point (so logs default to warnings only).
+    pub fn is_quiet(&self) -> bool {
+        matches!(
+            self,
+            Command::Bench(_) | Command::Status(_) | Command::Jobs(_)
+        )
+    }
 }
 
 /// Resolved settings: flag, then environment, then config file, then default.
@@ -131,6 +144,14 @@ impl Settings {
         }
     }
 
+    /// [`Settings::queue`] with the library's error type, for library code that takes a
+    /// queue factory.
+    pub async fn queue_boxed(&self) -> crate::error::Result<Arc<dyn Queue>> {
+        self.queue()
+            .await
+            .map_err(|e| crate::error::Error::Config(format!("{e:#}")))
+    }
+
     pub async fn bus(&self) -> anyhow::Result<Arc<dyn EventBus>> {
         Ok(Arc::new(LocalBus::default()))
     }
@@ -149,5 +170,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Submit(a) => submit::run(&settings, a).await,
         Command::Status(a) => status::run(&settings, a).await,
         Command::Jobs(c) => jobs::run(&settings, c).await,
+        Command::Bench(a) => bench::run(&settings, a).await,
     }
 }

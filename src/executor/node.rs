@@ -77,6 +77,11 @@ impl Node {
         }
     }
 
+    /// The jobs this node holds right now.
+    pub fn held(&self) -> HashSet<Uuid> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// The heartbeat to write now.
     pub fn beat(&self) -> NodeBeat {
         let held: Vec<Uuid> = self

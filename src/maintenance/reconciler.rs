@@ -10,6 +10,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
+use crate::executor::Node;
 use crate::metrics::Metrics;
 use crate::queue::Queue;
 use crate::store::Store;
@@ -49,6 +50,9 @@ pub struct Reconciled {
 
 pub struct Reconciler {
     store: Arc<dyn Store>,
+    /// This node: the jobs it is running are due and pending too, but offering them again
+    /// would only make a worker find them locked.
+    node: Arc<Node>,
     queue: Arc<dyn Queue>,
     metrics: Arc<Metrics>,
     config: ReconcilerConfig,
@@ -57,6 +61,7 @@ pub struct Reconciler {
 impl Reconciler {
     pub fn new(
         store: Arc<dyn Store>,
+        node: Arc<Node>,
         queue: Arc<dyn Queue>,
         metrics: Arc<Metrics>,
         config: ReconcilerConfig,
@@ -68,6 +73,7 @@ impl Reconciler {
         }
         Ok(Reconciler {
             store,
+            node,
             queue,
             metrics,
             config,
@@ -80,7 +86,9 @@ impl Reconciler {
 
     pub async fn run_once(&self) -> Result<Reconciled> {
         let rescued = self.store.rescue_abandoned(self.config.node_stale).await?;
-        let due = self.store.due_pending(self.config.limit).await?;
+        let mut due = self.store.due_pending(self.config.limit).await?;
+        let held = self.node.held();
+        due.retain(|d| !held.contains(&d.id));
         let enqueued = self.queue.push(&due).await? as u64;
         self.metrics
             .reconciled

@@ -95,6 +95,10 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(pool_size.max(2))
             .acquire_timeout(Duration::from_secs(30))
+            // sqlx already pings every connection when it returns to the pool and closes
+            // the broken ones; a second ping before each acquire would add a round trip
+            // to every chunk for no extra safety.
+            .test_before_acquire(false)
             .connect_with(opts)
             .await?;
         Ok(Self::from_pool(pool, schema))

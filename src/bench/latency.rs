@@ -1,0 +1,114 @@
+//! Pickup latency: from an insert's commit to its processor's start, under a steady load.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{BenchConfig, Scratch};
+use crate::error::Result;
+use crate::job::{Job, NewJob};
+use crate::processor::{ProcessError, Processor, Registry, TypeOptions};
+use crate::queue::Queue;
+use crate::store::{Due, JobTx, Store};
+use crate::worker::Worker;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    /// The load actually offered, jobs/s.
+    pub rate: f64,
+    pub concurrency: usize,
+    pub chunk: usize,
+    pub samples: usize,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Records when each job's processor started.
+struct Probe(Arc<Mutex<HashMap<Uuid, Instant>>>);
+
+#[async_trait]
+impl Processor for Probe {
+    async fn process(&self, job: &Job, _tx: &mut JobTx<'_>) -> Result<(), ProcessError> {
+        let now = Instant::now();
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(job.id, now);
+        Ok(())
+    }
+}
+
+/// Inserts a small batch every tick so the offered load is about `rate` jobs/s.
+pub async fn measure(
+    cfg: &BenchConfig,
+    (concurrency, chunk): (usize, usize),
+    rate: f64,
+    queue: Arc<dyn Queue>,
+) -> Result<Latency> {
+    let s = Scratch::new(&cfg.database_url, concurrency as u32 + 6).await?;
+    let started_at = Arc::new(Mutex::new(HashMap::new()));
+    let mut reg = Registry::with_builtins();
+    reg.register("probe", Probe(started_at.clone()), TypeOptions::default())?;
+    let store: Arc<dyn Store> = s.store.clone();
+    let w = Worker::builder(store.clone(), queue.clone())
+        .registry(reg)
+        .concurrency(concurrency)
+        .chunk_size(chunk)
+        .start()
+        .await?;
+    let tick = Duration::from_millis(2);
+    let per_tick = ((rate * tick.as_secs_f64()).round() as usize).max(1);
+    let mut committed: HashMap<Uuid, Instant> = HashMap::new();
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let begun = Instant::now();
+    let until = begun + Duration::from_secs(cfg.latency_secs);
+    while Instant::now() < until {
+        interval.tick().await;
+        let jobs = vec![NewJob::new("probe", serde_json::json!({})); per_tick];
+        let ids = store.insert_jobs(&jobs).await?;
+        let at = Instant::now();
+        let due: Vec<Due> = ids.iter().map(|&id| Due { id, priority: 0 }).collect();
+        queue.push(&due).await?;
+        committed.extend(ids.into_iter().map(|id| (id, at)));
+    }
+    let offered = committed.len() as f64 / begun.elapsed().as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while started_at.lock().unwrap_or_else(|e| e.into_inner()).len() < committed.len()
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    w.shutdown(Duration::from_secs(5)).await;
+    let starts = started_at.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut ms: Vec<f64> = committed
+        .iter()
+        .filter_map(|(id, c)| {
+            starts
+                .get(id)
+                .map(|s| s.saturating_duration_since(*c).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| -> f64 {
+        if ms.is_empty() {
+            return f64::NAN;
+        }
+        ms[((ms.len() - 1) as f64 * p).round() as usize]
+    };
+    s.drop_schema().await?;
+    Ok(Latency {
+        rate: offered,
+        concurrency,
+        chunk,
+        samples: ms.len(),
+        p50_ms: pct(0.50),
+        p95_ms: pct(0.95),
+        p99_ms: pct(0.99),
+    })
+}

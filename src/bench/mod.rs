@@ -1,0 +1,256 @@
+//! `skiplock bench`: measured, never asserted. Each phase runs in a fresh PostgreSQL schema
+//! (dropped afterwards) so a bench never touches real jobs:
+//!
+//! 1. enqueue: one batch of N targets, insert to commit;
+//! 2. processing: N `noop` jobs per (concurrency, chunk) setting, worker start to last
+//!    outcome committed, with the raw SQL limit for the same settings beside it;
+//! 3. pickup latency: insert commit to processor start, at half the peak rate;
+//! 4. memory: peak RSS of a child `skiplock worker` at concurrency 64.
+
+mod latency;
+mod memory;
+mod raw;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::queue::Queue;
+use crate::store::postgres::PgStore;
+use crate::store::{BatchOptions, Due, Store};
+use crate::worker::Worker;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub database_url: String,
+    /// Jobs enqueued in the enqueue phase.
+    pub enqueue_jobs: usize,
+    /// Jobs processed per processing setting.
+    pub jobs: usize,
+    /// (concurrency, chunk) settings to sweep.
+    pub sweep: Vec<(usize, usize)>,
+    /// How long the latency phase runs.
+    pub latency_secs: u64,
+    /// Skip the child-process memory phase.
+    pub skip_memory: bool,
+}
+
+/// One processing setting's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessingRow {
+    pub concurrency: usize,
+    pub chunk: usize,
+    pub jobs: usize,
+    pub skiplock_jobs_per_sec: f64,
+    pub raw_jobs_per_sec: f64,
+    /// skiplock's rate as a fraction of the raw SQL's.
+    pub fraction_of_raw: f64,
+}
+
+/// Everything `bench` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub queue: String,
+    pub enqueue_jobs: usize,
+    pub enqueue_jobs_per_sec: f64,
+    pub processing: Vec<ProcessingRow>,
+    pub latency: Option<latency::Latency>,
+    pub worker_peak_rss_mib: Option<f64>,
+}
+
+/// Progress callback: (phase, fraction done 0..=1).
+pub type Progress = Arc<dyn Fn(&str, f64) + Send + Sync>;
+
+/// A throwaway schema for one phase.
+struct Scratch {
+    store: Arc<PgStore>,
+    schema: String,
+}
+
+impl Scratch {
+    async fn new(url: &str, pool: u32) -> Result<Scratch> {
+        let schema = format!(
+            "skiplock_bench_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..10]
+        );
+        let store = Arc::new(PgStore::connect(url, &schema, pool).await?);
+        store.migrate().await?;
+        Ok(Scratch { store, schema })
+    }
+
+    async fn drop_schema(self) -> Result<()> {
+        sqlx::query(&format!("DROP SCHEMA \"{}\" CASCADE", self.schema))
+            .execute(self.store.pool())
+            .await?;
+        self.store.pool().close().await;
+        Ok(())
+    }
+
+    async fn noop_batch(&self, n: usize) -> Result<Vec<uuid::Uuid>> {
+        let targets = vec![serde_json::json!({}); n];
+        Ok(self
+            .store
+            .insert_batch("noop", targets, BatchOptions::default())
+            .await?
+            .ids)
+    }
+}
+
+/// Runs every phase. `make_queue` gives each processing run a fresh, empty queue.
+pub async fn run<F, Fut>(
+    cfg: &BenchConfig,
+    make_queue: F,
+    progress: Progress,
+) -> Result<BenchReport>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Arc<dyn Queue>>>,
+{
+    if !cfg.database_url.starts_with("postgres") {
+        return Err(Error::Config(
+            "bench needs a PostgreSQL --database-url".into(),
+        ));
+    }
+    let queue_name = make_queue().await?.backend().to_string();
+
+    progress("enqueue", 0.0);
+    let s = Scratch::new(&cfg.database_url, 4).await?;
+    let started = Instant::now();
+    s.noop_batch(cfg.enqueue_jobs).await?;
+    let enqueue_rate = cfg.enqueue_jobs as f64 / started.elapsed().as_secs_f64();
+    s.drop_schema().await?;
+
+    let mut processing = Vec::new();
+    let steps = cfg.sweep.len() as f64;
+    let mut peak: f64 = 0.0;
+    for (i, &(concurrency, chunk)) in cfg.sweep.iter().enumerate() {
+        progress(
+            &format!("processing c={concurrency} k={chunk}"),
+            i as f64 / steps,
+        );
+        let ours = processing_rate(cfg, concurrency, chunk, make_queue().await?).await?;
+        let raw = raw_rate(cfg, concurrency, chunk).await?;
+        peak = peak.max(ours);
+        processing.push(ProcessingRow {
+            concurrency,
+            chunk,
+            jobs: cfg.jobs,
+            skiplock_jobs_per_sec: ours,
+            raw_jobs_per_sec: raw,
+            fraction_of_raw: ours / raw,
+        });
+    }
+
+    let latency = if cfg.latency_secs > 0 {
+        progress("pickup latency", 0.0);
+        let best = processing
+            .iter()
+            .max_by(|a, b| a.skiplock_jobs_per_sec.total_cmp(&b.skiplock_jobs_per_sec))
+            .map(|r| (r.concurrency, r.chunk))
+            .unwrap_or((16, 1));
+        Some(latency::measure(cfg, best, peak / 2.0, make_queue().await?).await?)
+    } else {
+        None
+    };
+
+    let worker_peak_rss_mib = if cfg.skip_memory {
+        None
+    } else {
+        progress("worker memory", 0.0);
+        Some(memory::measure(cfg).await?)
+    };
+    progress("done", 1.0);
+    Ok(BenchReport {
+        queue: queue_name,
+        enqueue_jobs: cfg.enqueue_jobs,
+        enqueue_jobs_per_sec: enqueue_rate,
+        processing,
+        latency,
+        worker_peak_rss_mib,
+    })
+}
+
+/// Inserts the jobs and queues their IDs, then times a worker from start to the last outcome.
+async fn processing_rate(
+    cfg: &BenchConfig,
+    concurrency: usize,
+    chunk: usize,
+    queue: Arc<dyn Queue>,
+) -> Result<f64> {
+    let s = Scratch::new(&cfg.database_url, concurrency as u32 + 4).await?;
+    let ids = s.noop_batch(cfg.jobs).await?;
+    let due: Vec<Due> = ids.iter().map(|&id| Due { id, priority: 0 }).collect();
+    for part in due.chunks(10_000) {
+        queue.push(part).await?;
+    }
+    let store: Arc<dyn Store> = s.store.clone();
+    let started = Instant::now();
+    let w = Worker::builder(store, queue)
+        .concurrency(concurrency)
+        .chunk_size(chunk)
+        .start()
+        .await?;
+    let n = cfg.jobs as u64;
+    while w.node().processed() < n {
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+    let took = started.elapsed();
+    w.shutdown(Duration::from_secs(5)).await;
+    s.drop_schema().await?;
+    Ok(cfg.jobs as f64 / took.as_secs_f64())
+}
+
+async fn raw_rate(cfg: &BenchConfig, concurrency: usize, chunk: usize) -> Result<f64> {
+    let s = Scratch::new(&cfg.database_url, 2).await?;
+    let ids = s.noop_batch(cfg.jobs).await?;
+    let took = raw::run(&cfg.database_url, &s.schema, ids, concurrency, chunk).await?;
+    s.drop_schema().await?;
+    Ok(cfg.jobs as f64 / took.as_secs_f64())
+}
+
+impl BenchReport {
+    /// The table people read.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut o = String::new();
+        let _ = writeln!(o, "queue: {}", self.queue);
+        let _ = writeln!(
+            o,
+            "enqueue: {} jobs at {:.0} jobs/s",
+            self.enqueue_jobs, self.enqueue_jobs_per_sec
+        );
+        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "{:>11} {:>6} {:>8} {:>16} {:>14} {:>8}",
+            "concurrency", "chunk", "jobs", "skiplock jobs/s", "raw SQL jobs/s", "of raw"
+        );
+        for r in &self.processing {
+            let _ = writeln!(
+                o,
+                "{:>11} {:>6} {:>8} {:>16.0} {:>14.0} {:>7.0}%",
+                r.concurrency,
+                r.chunk,
+                r.jobs,
+                r.skiplock_jobs_per_sec,
+                r.raw_jobs_per_sec,
+                r.fraction_of_raw * 100.0
+            );
+        }
+        if let Some(l) = &self.latency {
+            let _ = writeln!(o);
+            let _ = writeln!(
+                o,
+                "pickup latency at {:.0} jobs/s (c={} k={}), {} jobs: p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
+                l.rate, l.concurrency, l.chunk, l.samples, l.p50_ms, l.p95_ms, l.p99_ms
+            );
+        }
+        if let Some(m) = self.worker_peak_rss_mib {
+            let _ = writeln!(o, "worker peak memory (concurrency 64): {m:.1} MiB");
+        }
+        o
+    }
+}

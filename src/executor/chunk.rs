@@ -20,7 +20,7 @@ use crate::error::Result;
 use crate::events::{Event, EventStatus};
 use crate::job::{Job, JobStatus};
 use crate::processor::ProcessError;
-use crate::store::{Conn, JobTx, Outcome};
+use crate::store::{Conn, JobTx, Lease, Outcome};
 
 /// Longest error text stored per attempt: enough to debug, bounded so that a processor that
 /// returns a megabyte of output cannot bloat the table.
@@ -28,8 +28,8 @@ pub const MAX_ERROR_LEN: usize = 4096;
 
 /// Runs one chunk end to end. An `Err` means the transaction itself failed (connection lost,
 /// commit refused): nothing was written and every job in it is still pending.
-pub(super) async fn run(ctx: &Ctx, ids: &[Uuid]) -> Result<usize> {
-    let mut chunk = ctx.store.lock_chunk(ids).await?;
+pub(super) async fn run(ctx: &Ctx, lease: &mut Lease, ids: &[Uuid]) -> Result<usize> {
+    let mut chunk = ctx.store.lock_chunk(lease, ids).await?;
     let locked = chunk.jobs.len();
     ctx.metrics.dropped_ids.fetch_add(
         (ids.len() - locked) as u64,
@@ -70,7 +70,7 @@ pub(super) async fn run(ctx: &Ctx, ids: &[Uuid]) -> Result<usize> {
 }
 
 /// Runs one job's processor behind its savepoint and decides its outcome.
-async fn run_one(ctx: &Ctx, job: &Job, conn: &mut Conn) -> Result<Outcome> {
+async fn run_one(ctx: &Ctx, job: &Job, conn: &mut Conn<'_>) -> Result<Outcome> {
     let Some(reg) = ctx.registry.get(&job.job_type) else {
         return Ok(decide(
             job,
@@ -82,7 +82,7 @@ async fn run_one(ctx: &Ctx, job: &Job, conn: &mut Conn) -> Result<Outcome> {
         ));
     };
     let timeout = reg.options.timeout;
-    let mut tx = JobTx::new(conn, timeout);
+    let mut tx = JobTx::new(conn.connection(), timeout);
     let run = AssertUnwindSafe(reg.processor.process(job, &mut tx)).catch_unwind();
     let result = match tokio::time::timeout(timeout, run).await {
         Ok(Ok(r)) => r,

@@ -151,6 +151,8 @@ impl Executor {
 async fn worker(ctx: Arc<Ctx>, stop: CancellationToken) {
     let max = ctx.config.chunk_size;
     let mut quiet_errors = 0u32;
+    // This task's connection, kept across chunks and replaced after any error.
+    let mut lease = None;
     while !stop.is_cancelled() {
         let popped = tokio::select! {
             r = ctx.queue.pop(max, ctx.config.pop_wait) => r,
@@ -158,7 +160,20 @@ async fn worker(ctx: Arc<Ctx>, stop: CancellationToken) {
         };
         let result = match popped {
             Ok(ids) if ids.is_empty() => continue,
-            Ok(ids) => chunk::run(&ctx, &ids).await.map(|_| ()),
+            Ok(ids) => {
+                let r = match lease.as_mut() {
+                    Some(l) => chunk::run(&ctx, l, &ids).await,
+                    None => match ctx.store.lease().await {
+                        Ok(l) => chunk::run(&ctx, lease.insert(l), &ids).await,
+                        Err(e) => Err(e),
+                    },
+                };
+                if r.is_err() {
+                    // Whatever failed, the connection may be broken or mid-transaction.
+                    lease = None;
+                }
+                r.map(|_| ())
+            }
             Err(e) => Err(e),
         };
         match result {

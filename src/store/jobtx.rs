@@ -9,15 +9,32 @@ use sqlx::{Executor as _, PgConnection, SqliteConnection};
 use crate::error::{Error, Result};
 use crate::job::Job;
 
-/// The chunk's open transaction, per backend. Dropping it rolls back.
-pub enum Conn {
-    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
-    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+/// The chunk's open transaction, per backend, on the worker's leased connection. Dropping
+/// it rolls back.
+pub enum Conn<'c> {
+    Postgres(sqlx::Transaction<'c, sqlx::Postgres>),
+    Sqlite(sqlx::Transaction<'c, sqlx::Sqlite>),
+}
+
+impl Conn<'_> {
+    /// The connection inside the transaction, for one job's [`JobTx`].
+    pub(crate) fn connection(&mut self) -> TxRef<'_> {
+        match self {
+            Conn::Postgres(tx) => TxRef::Postgres(&mut **tx),
+            Conn::Sqlite(tx) => TxRef::Sqlite(&mut **tx),
+        }
+    }
+}
+
+/// A borrowed connection that is inside the chunk's transaction.
+pub(crate) enum TxRef<'a> {
+    Postgres(&'a mut PgConnection),
+    Sqlite(&'a mut SqliteConnection),
 }
 
 /// One job's view of the chunk's transaction, behind its own savepoint.
 pub struct JobTx<'c> {
-    conn: &'c mut Conn,
+    conn: TxRef<'c>,
     /// The processor's time limit, also applied as PostgreSQL's `statement_timeout` inside
     /// the savepoint so that a runaway statement is cancelled by the server and the failure
     /// can still be written in the same transaction.
@@ -27,7 +44,7 @@ pub struct JobTx<'c> {
 }
 
 impl<'c> JobTx<'c> {
-    pub(crate) fn new(conn: &'c mut Conn, timeout: Duration) -> Self {
+    pub(crate) fn new(conn: TxRef<'c>, timeout: Duration) -> Self {
         JobTx {
             conn,
             timeout,
@@ -44,15 +61,15 @@ impl<'c> JobTx<'c> {
         if self.savepoint {
             return Ok(());
         }
-        match self.conn {
-            Conn::Postgres(tx) => {
+        match &mut self.conn {
+            TxRef::Postgres(tx) => {
                 // One round trip: the savepoint and the statement timeout that lives and dies
                 // with it (ROLLBACK TO undoes SET LOCAL; finish() resets it after RELEASE).
                 let ms = self.timeout.as_millis().clamp(1, i32::MAX as u128);
                 let sql = format!("SAVEPOINT job; SET LOCAL statement_timeout = {ms}");
                 (&mut **tx).execute(sql.as_str()).await?;
             }
-            Conn::Sqlite(tx) => {
+            TxRef::Sqlite(tx) => {
                 (&mut **tx).execute("SAVEPOINT job").await?;
             }
         }
@@ -63,9 +80,9 @@ impl<'c> JobTx<'c> {
     /// The PostgreSQL connection inside the job's savepoint. Errors on a SQLite store.
     pub async fn postgres(&mut self) -> Result<&mut PgConnection> {
         self.open().await?;
-        match self.conn {
-            Conn::Postgres(tx) => Ok(&mut **tx),
-            Conn::Sqlite(_) => Err(Error::Invalid(
+        match &mut self.conn {
+            TxRef::Postgres(tx) => Ok(&mut **tx),
+            TxRef::Sqlite(_) => Err(Error::Invalid(
                 "this processor needs PostgreSQL but the store is SQLite".into(),
             )),
         }
@@ -74,9 +91,9 @@ impl<'c> JobTx<'c> {
     /// The SQLite connection inside the job's savepoint. Errors on a PostgreSQL store.
     pub async fn sqlite(&mut self) -> Result<&mut SqliteConnection> {
         self.open().await?;
-        match self.conn {
-            Conn::Sqlite(tx) => Ok(&mut **tx),
-            Conn::Postgres(_) => Err(Error::Invalid(
+        match &mut self.conn {
+            TxRef::Sqlite(tx) => Ok(&mut **tx),
+            TxRef::Postgres(_) => Err(Error::Invalid(
                 "this processor needs SQLite but the store is PostgreSQL".into(),
             )),
         }
@@ -86,14 +103,14 @@ impl<'c> JobTx<'c> {
     /// PostgreSQL, JSON text on SQLite). Returns the rows affected.
     pub async fn execute(&mut self, sql: &str, job: &Job) -> Result<u64> {
         self.open().await?;
-        let n = match self.conn {
-            Conn::Postgres(tx) => sqlx::query(sql)
+        let n = match &mut self.conn {
+            TxRef::Postgres(tx) => sqlx::query(sql)
                 .bind(job.id)
                 .bind(&job.target)
                 .execute(&mut **tx)
                 .await?
                 .rows_affected(),
-            Conn::Sqlite(tx) => sqlx::query(sql)
+            TxRef::Sqlite(tx) => sqlx::query(sql)
                 .bind(job.id.to_string())
                 .bind(job.target.to_string())
                 .execute(&mut **tx)
@@ -118,16 +135,16 @@ impl<'c> JobTx<'c> {
             return Ok(());
         }
         let sql = match (&self.conn, ok) {
-            (Conn::Postgres(_), true) => "RELEASE SAVEPOINT job; RESET statement_timeout",
-            (Conn::Postgres(_), false) => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job",
-            (Conn::Sqlite(_), true) => "RELEASE SAVEPOINT job",
-            (Conn::Sqlite(_), false) => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job",
+            (TxRef::Postgres(_), true) => "RELEASE SAVEPOINT job; RESET statement_timeout",
+            (TxRef::Postgres(_), false) => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job",
+            (TxRef::Sqlite(_), true) => "RELEASE SAVEPOINT job",
+            (TxRef::Sqlite(_), false) => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job",
         };
-        match self.conn {
-            Conn::Postgres(tx) => {
+        match &mut self.conn {
+            TxRef::Postgres(tx) => {
                 (&mut **tx).execute(sql).await?;
             }
-            Conn::Sqlite(tx) => {
+            TxRef::Sqlite(tx) => {
                 (&mut **tx).execute(sql).await?;
             }
         }

@@ -85,9 +85,17 @@ pub struct Rescued {
     pub failed: u64,
 }
 
-/// Locked jobs and the open transaction that holds their row locks.
-pub struct Chunk {
-    pub conn: Conn,
+/// A connection a worker task keeps for its whole life: a chunk then costs no pool checkout
+/// and no release ping. The executor drops it after any error, so a broken connection is
+/// replaced by a fresh one; it is closed, not returned to the pool, when dropped.
+pub enum Lease {
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+}
+
+/// Locked jobs and the open transaction (on a [`Lease`]) that holds their row locks.
+pub struct Chunk<'c> {
+    pub conn: Conn<'c>,
     pub jobs: Vec<Job>,
 }
 
@@ -114,12 +122,20 @@ pub trait Store: Send + Sync + 'static {
         opts: BatchOptions,
     ) -> Result<Submitted>;
 
-    /// Begins a transaction and locks those of `ids` that are pending and due, skipping rows
-    /// another transaction holds. The returned chunk may hold fewer jobs than asked, or none.
-    async fn lock_chunk(&self, ids: &[Uuid]) -> Result<Chunk>;
+    /// A connection for one worker task to keep (see [`Lease`]).
+    async fn lease(&self) -> Result<Lease>;
+
+    /// Begins a transaction on the lease and locks those of `ids` that are pending and due,
+    /// skipping rows another transaction holds. The chunk may hold fewer jobs than asked.
+    async fn lock_chunk<'c>(&self, lease: &'c mut Lease, ids: &[Uuid]) -> Result<Chunk<'c>>;
 
     /// Writes the outcomes of a chunk's jobs and commits. Nothing is visible before this.
-    async fn finish_chunk(&self, chunk: Chunk, outcomes: &[Outcome], node_id: &str) -> Result<()>;
+    async fn finish_chunk<'c>(
+        &self,
+        chunk: Chunk<'c>,
+        outcomes: &[Outcome],
+        node_id: &str,
+    ) -> Result<()>;
 
     /// Pending jobs that are due, highest priority and oldest first: what the queue should hold.
     async fn due_pending(&self, limit: i64) -> Result<Vec<Due>>;

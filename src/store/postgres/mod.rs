@@ -10,8 +10,8 @@ use sqlx::{Executor as _, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::{
-    validate_schema, BatchOptions, Chunk, Conn, Due, JobFilter, NodeBeat, Outcome, Rescued, Store,
-    INSERT_CHUNK,
+    validate_schema, BatchOptions, Chunk, Conn, Due, JobFilter, Lease, NodeBeat, Outcome, Rescued,
+    Store, INSERT_CHUNK,
 };
 use crate::error::{Error, Result};
 use crate::job::{Job, JobStatus, NewJob, Submitted, DEFAULT_MAX_ATTEMPTS};
@@ -296,8 +296,21 @@ impl Store for PgStore {
         })
     }
 
-    async fn lock_chunk(&self, ids: &[Uuid]) -> Result<Chunk> {
-        let mut tx = self.pool.begin().await?;
+    async fn lease(&self) -> Result<Lease> {
+        let mut conn = self.pool.acquire().await?;
+        // A worker drops its lease only on error or exit: close it rather than hand a
+        // possibly broken (or mid-transaction) connection back to the pool.
+        conn.close_on_drop();
+        Ok(Lease::Postgres(conn))
+    }
+
+    async fn lock_chunk<'c>(&self, lease: &'c mut Lease, ids: &[Uuid]) -> Result<Chunk<'c>> {
+        let Lease::Postgres(conn) = lease else {
+            return Err(Error::Invalid(
+                "a SQLite lease reached the PostgreSQL store".into(),
+            ));
+        };
+        let mut tx = sqlx::Connection::begin(&mut **conn).await?;
         let rows = sqlx::query(&self.sql.lock_chunk)
             .bind(ids)
             .fetch_all(&mut *tx)
@@ -310,7 +323,12 @@ impl Store for PgStore {
         })
     }
 
-    async fn finish_chunk(&self, chunk: Chunk, outcomes: &[Outcome], node_id: &str) -> Result<()> {
+    async fn finish_chunk<'c>(
+        &self,
+        chunk: Chunk<'c>,
+        outcomes: &[Outcome],
+        node_id: &str,
+    ) -> Result<()> {
         let Conn::Postgres(mut tx) = chunk.conn else {
             return Err(Error::Invalid(
                 "a SQLite chunk reached the PostgreSQL store".into(),

@@ -17,8 +17,10 @@
 //! - [`report`]: the status report and its rendering.
 //! - [`metrics`]: Prometheus counters.
 //! - [`worker`]: a node assembled: executor plus maintenance, with graceful shutdown.
+//! - [`api`]: the HTTP API, dashboard and `/metrics` (axum), served by `skiplock serve`.
 //! - [`config`] and [`cli`]: the binary's settings and subcommands.
 
+pub mod api;
 pub mod cli;
 pub mod client;
 pub mod config;

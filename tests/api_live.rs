@@ -1,5 +1,6 @@
-//! The HTTP API's token, live events, status report, metrics and OpenAPI document, through the
-//! router with `oneshot`, with a real worker where jobs must actually run.
+//! The HTTP API's token, live events, status report, metrics, OpenAPI document, fallbacks and
+//! internal errors, through the router with `oneshot`, with a real worker where jobs must
+//! actually run.
 
 mod common;
 #[path = "api_support/mod.rs"]
@@ -344,4 +345,62 @@ async fn the_dashboard_is_one_self_contained_page() {
         !html.contains("innerHTML"),
         "server data is rendered as text only"
     );
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_in_json() {
+    let app = TestApp::new().await;
+    for uri in [
+        "/nope",
+        "/api/v1",
+        "/api/v1/",
+        "/api/v2/jobs",
+        "/api/v1/jobs/a/b/c",
+        "/metrics/x",
+    ] {
+        let msg = app
+            .expect_error("GET", uri, None, StatusCode::NOT_FOUND)
+            .await;
+        assert_eq!(msg, "no such route");
+    }
+    for (m, uri) in [
+        ("DELETE", "/api/v1/jobs"),
+        ("PUT", "/api/v1/batches"),
+        ("POST", "/api/v1/status"),
+        ("POST", "/healthz"),
+        ("DELETE", "/"),
+    ] {
+        app.expect_error(m, uri, None, StatusCode::METHOD_NOT_ALLOWED)
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn database_failures_are_500_without_details() {
+    let app = TestApp::new().await;
+    let pg = app.db.pg.clone().unwrap();
+    sqlx::query(&format!("DROP SCHEMA {} CASCADE", app.db.schema))
+        .execute(&pg)
+        .await
+        .unwrap();
+    for (m, uri, body) in [
+        (
+            "GET",
+            "/api/v1/jobs/0190f0a8-0000-7000-8000-000000000000".to_string(),
+            None,
+        ),
+        ("GET", "/api/v1/status".to_string(), None),
+        (
+            "POST",
+            "/api/v1/jobs".to_string(),
+            Some(r#"{"type":"noop","target":1}"#),
+        ),
+    ] {
+        let (st, v) = app.call(m, &uri, body).await;
+        assert_eq!(st, StatusCode::INTERNAL_SERVER_ERROR, "{uri}: {v}");
+        assert_eq!(error_message(&v), "internal error");
+    }
+    let (st, v) = app.call("GET", "/healthz", None).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(error_message(&v), "database unreachable");
 }

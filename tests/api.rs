@@ -148,7 +148,7 @@ async fn bad_job_submissions_get_400_and_insert_nothing() {
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert!(error_message(&v).contains("Content-Type"));
     assert_eq!(
-        app.db.count_status("pending").await,
+        support::count_status(&app.db, "pending").await,
         0,
         "nothing was inserted"
     );
@@ -282,7 +282,7 @@ async fn bad_batches_get_400_and_insert_nothing() {
         StatusCode::CREATED
     );
     assert_eq!(
-        app.db.count_status("pending").await,
+        support::count_status(&app.db, "pending").await,
         10,
         "only the good batch"
     );

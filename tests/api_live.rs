@@ -120,7 +120,7 @@ async fn a_batch_posted_over_http_runs_and_shows_in_status_and_metrics() {
     );
     assert!(
         wait_until(Duration::from_secs(20), || async {
-            app.db.count_status("failed").await == 1
+            support::count_status(&app.db, "failed").await == 1
         })
         .await
     );

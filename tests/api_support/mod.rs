@@ -114,6 +114,21 @@ impl TestApp {
     }
 }
 
+/// Jobs with `status` in the app's schema, counted through the store (not through the API
+/// under test).
+pub async fn count_status(db: &TestStore, status: &str) -> i64 {
+    let jobs = db
+        .store
+        .list_jobs(&skiplock::store::JobFilter {
+            status: Some(status.parse().unwrap()),
+            limit: 1_000_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    jobs.len() as i64
+}
+
 /// The `error` of a JSON error body; fails the test if the body is not one.
 pub fn error_message(v: &Value) -> String {
     let obj = v

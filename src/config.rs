@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::processor::{Registry, SqlProcessor, TypeOptions};
+use crate::processor::{
+    CommandProcessor, HttpProcessor, Processor, Registry, SqlProcessor, TypeOptions,
+};
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://skiplock.db";
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
@@ -39,12 +41,47 @@ pub struct FileConfig {
 pub struct TypeConfig {
     /// Statements run in order in the job's transaction: `$1` job id, `$2` target (jsonb).
     pub sql: Option<Vec<String>>,
+    /// POST the target as JSON to this URL; any 2xx is success.
+    pub http: Option<HttpConfig>,
+    /// Run this program (argv, no shell) with the target on stdin; exit 0 is success.
+    pub command: Option<Vec<String>>,
     pub max_attempts: Option<i32>,
     pub timeout_ms: Option<u64>,
     pub backoff_ms: Option<u64>,
 }
 
+/// `http = { url = "…" }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub url: String,
+}
+
 impl TypeConfig {
+    /// The one processor this table declares, if any. Declaring two is an error: which one
+    /// runs must never depend on an order the file does not show.
+    pub fn processor(&self) -> Result<Option<Box<dyn Processor>>> {
+        let declared = [
+            self.sql.is_some(),
+            self.http.is_some(),
+            self.command.is_some(),
+        ];
+        if declared.iter().filter(|d| **d).count() > 1 {
+            return Err(Error::Config(
+                "give exactly one of `sql`, `http` and `command`".into(),
+            ));
+        }
+        Ok(if let Some(stmts) = &self.sql {
+            Some(Box::new(SqlProcessor::new(stmts.clone())?))
+        } else if let Some(h) = &self.http {
+            Some(Box::new(HttpProcessor::new(&h.url)?))
+        } else if let Some(argv) = &self.command {
+            Some(Box::new(CommandProcessor::new(argv.clone())?))
+        } else {
+            None
+        })
+    }
+
     pub fn options(&self) -> TypeOptions {
         let d = TypeOptions::default();
         TypeOptions {
@@ -89,15 +126,12 @@ impl FileConfig {
         for (name, t) in &self.types {
             let opts = t.options();
             let ctx = |e: Error| Error::Config(format!("[types.{name}]: {}", strip(e)));
-            match &t.sql {
-                Some(stmts) => {
-                    let p = SqlProcessor::new(stmts.clone()).map_err(ctx)?;
-                    reg.register(name, p, opts).map_err(ctx)?;
-                }
+            match t.processor().map_err(ctx)? {
+                Some(p) => reg.register_arc(name, p.into(), opts).map_err(ctx)?,
                 None if reg.get(name).is_some() => reg.set_options(name, opts).map_err(ctx)?,
                 None => {
                     return Err(Error::Config(format!(
-                        "[types.{name}]: no processor: give `sql = [...]`"
+                        "[types.{name}]: no processor: give `sql = [...]`, `http = {{ url = \"...\" }}` or `command = [...]`"
                     )))
                 }
             }
@@ -133,6 +167,9 @@ mod tests {
         assert!(e.contains("concurency"), "{e}");
         let e = FileConfig::parse("[types.x]\nsql = ['select 1']\nretries = 2").unwrap_err();
         assert!(e.contains("retries"), "{e}");
+        let e = FileConfig::parse("[types.x]\nhttp = { url = 'http://a/', method = 'GET' }")
+            .unwrap_err();
+        assert!(e.contains("method"), "{e}");
     }
 
     #[test]
@@ -164,6 +201,10 @@ mod tests {
             "[types.x]\nsql = ['select 1']\ntimeout_ms = 0",
             "[types.'bad name']\nsql = ['select 1']",
             "[types.noop]\nsql = ['select 1']",
+            "[types.x]\nsql = ['select 1']\ncommand = ['true']",
+            "[types.x]\nhttp = { url = 'http://127.0.0.1:1/' }\ncommand = ['true']",
+            "[types.x]\nhttp = { url = 'nope' }",
+            "[types.x]\ncommand = []",
         ] {
             let c = FileConfig::parse(bad).unwrap();
             assert!(c.registry().is_err(), "accepted: {bad}");

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 /// A job's stored status. `running` is deliberately absent: while a job runs its row is
 /// locked and still `pending`, so a crash can never strand it in a half state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     Pending,
@@ -60,7 +60,7 @@ impl FromStr for JobStatus {
 }
 
 /// A job as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Job {
     pub id: Uuid,
     #[serde(rename = "type")]

@@ -17,9 +17,11 @@
 //! - [`report`]: the status report and its rendering.
 //! - [`metrics`]: Prometheus counters.
 //! - [`worker`]: a node assembled: executor plus maintenance, with graceful shutdown.
+//! - [`api`]: the HTTP API, dashboard and `/metrics` (axum), served by `skiplock serve`.
 //! - [`config`] and [`cli`]: the binary's settings and subcommands.
 //! - [`bench`]: `skiplock bench`, the measurements behind the README's numbers.
 
+pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod client;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// Jobs of one type, by status.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TypeCounts {
     #[serde(rename = "type")]
     pub job_type: String,
@@ -19,7 +19,7 @@ pub struct TypeCounts {
 }
 
 /// A batch's progress.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BatchReport {
     pub id: Uuid,
     pub name: Option<String>,
@@ -54,7 +54,7 @@ impl BatchReport {
 }
 
 /// A live node, from its last heartbeat.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeReport {
     pub id: String,
     pub host: String,
@@ -68,7 +68,7 @@ pub struct NodeReport {
 }
 
 /// Jobs finished per second, recently.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Throughput {
     /// Mean over the last 60 seconds.
     pub last_minute_per_sec: f64,
@@ -77,7 +77,7 @@ pub struct Throughput {
 }
 
 /// The whole report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatusReport {
     pub types: Vec<TypeCounts>,
     pub batches: Vec<BatchReport>,

@@ -1,9 +1,10 @@
-//! `skiplock jobs list|show`.
+//! `skiplock jobs list|show|retry|cancel`.
 
 use anyhow::Context;
 use uuid::Uuid;
 
 use super::Settings;
+use crate::client::Client;
 use crate::job::JobStatus;
 use crate::store::JobFilter;
 
@@ -27,6 +28,10 @@ pub enum JobsCommand {
     },
     /// Show one job.
     Show { id: Uuid },
+    /// Put a failed or cancelled job back to pending, with fresh attempts.
+    Retry { id: Uuid },
+    /// Cancel a pending job that is not running right now.
+    Cancel { id: Uuid },
 }
 
 pub async fn run(s: &Settings, c: JobsCommand) -> anyhow::Result<()> {
@@ -80,6 +85,17 @@ pub async fn run(s: &Settings, c: JobsCommand) -> anyhow::Result<()> {
                 .await?
                 .with_context(|| format!("job {id} not found"))?;
             println!("{}", serde_json::to_string_pretty(&j)?);
+        }
+        JobsCommand::Retry { id } => {
+            let j = store.retry_job(id).await?;
+            // Queued now where the queue is shared (Redis); otherwise a worker's reconciler
+            // finds the pending job within its interval.
+            Client::new(store, s.queue().await?).notify(&[j.id]).await;
+            println!("{} {}", j.id, j.status);
+        }
+        JobsCommand::Cancel { id } => {
+            let j = store.cancel_job(id).await?;
+            println!("{} {}", j.id, j.status);
         }
     }
     Ok(())

@@ -3,8 +3,10 @@
 
 mod bench;
 mod jobs;
+mod serve;
 mod status;
 mod submit;
+mod wait;
 mod worker;
 
 use std::path::PathBuf;
@@ -54,6 +56,8 @@ pub enum Command {
     Migrate,
     /// Run workers and maintenance until SIGINT or SIGTERM.
     Worker(worker::WorkerArgs),
+    /// Run workers plus the HTTP API, dashboard and /metrics until SIGINT or SIGTERM.
+    Serve(serve::ServeArgs),
     /// Submit jobs: one per --target, or one per line of --file.
     Submit(submit::SubmitArgs),
     /// Counts by type and status, per batch, per node.
@@ -167,6 +171,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Worker(a) => worker::run(&settings, a).await,
+        Command::Serve(a) => serve::run(&settings, a).await,
         Command::Submit(a) => submit::run(&settings, a).await,
         Command::Status(a) => status::run(&settings, a).await,
         Command::Jobs(c) => jobs::run(&settings, c).await,

@@ -1,4 +1,4 @@
-//! `skiplock submit TYPE --target JSON… | --file targets.jsonl [--batch NAME]`.
+//! `skiplock submit TYPE --target JSON… | --file targets.jsonl [--batch NAME] [--wait]`.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
@@ -38,6 +38,10 @@ pub struct SubmitArgs {
     /// Run at this time (RFC 3339), not now.
     #[arg(long)]
     pub run_at: Option<DateTime<Utc>>,
+    /// Submit as a batch and draw its progress until every job finished; exit non-zero if
+    /// any failed.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 pub async fn run(s: &Settings, a: SubmitArgs) -> anyhow::Result<()> {
@@ -60,7 +64,7 @@ pub async fn run(s: &Settings, a: SubmitArgs) -> anyhow::Result<()> {
     });
     let store = s.store(4, true).await?;
     let client = Client::new(store, s.queue().await?);
-    if a.file.is_some() || a.batch.is_some() {
+    if a.file.is_some() || a.batch.is_some() || a.wait {
         let n = targets.len();
         let sub = client
             .submit_batch(
@@ -77,6 +81,9 @@ pub async fn run(s: &Settings, a: SubmitArgs) -> anyhow::Result<()> {
         let id = sub.batch_id.map(|b| b.to_string()).unwrap_or_default();
         println!("{id}");
         eprintln!("submitted batch {id}: {n} {} jobs", a.job_type);
+        if let (true, Some(batch)) = (a.wait, sub.batch_id) {
+            super::wait::batch(client.store().as_ref(), batch).await?;
+        }
     } else {
         let jobs: Vec<NewJob> = targets
             .into_iter()

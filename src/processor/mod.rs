@@ -1,7 +1,10 @@
 //! Processors: what runs a job of a given type. The [`Processor`] trait receives the job and
-//! its transaction; the [`Registry`] maps types to processors and their retry policy.
+//! its transaction; the [`Registry`] maps types to processors and their retry policy. The
+//! binary's configurable processors are `sql`, `http` and `command`.
 
 mod builtin;
+mod command;
+mod http;
 mod sql;
 
 use std::collections::HashMap;
@@ -13,6 +16,8 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 
 pub use builtin::{Fail, Noop, Sleep};
+pub use command::CommandProcessor;
+pub use http::HttpProcessor;
 pub use sql::SqlProcessor;
 
 use crate::error::{Error, Result};

@@ -1,0 +1,225 @@
+//! `/api/v1/jobs`: submit one job, look one up, list with filters and a cursor, retry, cancel.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Datelike, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::error::{ApiError, ErrorBody, Json, Path, Query};
+use super::{ApiState, DEFAULT_PAGE};
+use crate::job::{validate_type, Job, JobStatus, NewJob};
+use crate::store::JobFilter;
+
+/// A job to submit.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitJob {
+    /// The job type: ASCII letters, digits, `_`, `-`, `.`, `:`; at most 200 bytes.
+    #[serde(rename = "type")]
+    pub job_type: String,
+    /// Any JSON value: what the processor works on.
+    pub target: serde_json::Value,
+    /// Attempts before the job ends `failed` (1 to 1000) [default: the type's, or 3].
+    pub max_attempts: Option<i32>,
+    /// Higher runs first (-32768 to 32767) [default: 0].
+    pub priority: Option<i16>,
+    /// When the job becomes due (RFC 3339) [default: now].
+    pub run_at: Option<DateTime<Utc>>,
+}
+
+/// One page of jobs, oldest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    /// Pass as `after` for the next page; `null` on the last page.
+    pub next: Option<Uuid>,
+}
+
+/// Filters and cursor for listing jobs.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// `pending`, `succeeded`, `failed` or `cancelled`.
+    pub status: Option<String>,
+    /// Only jobs of this type.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub job_type: Option<String>,
+    /// Only jobs of this batch.
+    pub batch: Option<Uuid>,
+    /// The cursor: the `next` of the previous page.
+    pub after: Option<Uuid>,
+    /// Page size, 1 to the server's maximum (1000 by default) [default: 100].
+    pub limit: Option<i64>,
+}
+
+/// Submits one job; it is queued at once when due.
+#[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = SubmitJob,
+    responses(
+        (status = 201, description = "The job as stored", body = Job),
+        (status = 400, description = "Malformed or invalid request", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn submit(
+    State(s): State<ApiState>,
+    Json(req): Json<SubmitJob>,
+) -> Result<(StatusCode, Json<Job>), ApiError> {
+    validate_type(&req.job_type).map_err(ApiError::bad_request)?;
+    check_target(&req.target, "target")?;
+    if let Some(t) = req.run_at {
+        check_run_at(t)?;
+    }
+    let job = NewJob {
+        max_attempts: req
+            .max_attempts
+            .unwrap_or_else(|| s.registry().options(&req.job_type).max_attempts),
+        job_type: req.job_type,
+        target: req.target,
+        run_at: req.run_at,
+        priority: req.priority.unwrap_or(0),
+    };
+    job.validate().map_err(ApiError::bad_request)?;
+    let id = s.client().submit(job).await?;
+    let job = s
+        .client()
+        .store()
+        .job(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("job {id} vanished after insert")))?;
+    Ok((StatusCode::CREATED, Json(job)))
+}
+
+/// One job by ID.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job ID")),
+    responses(
+        (status = 200, body = Job),
+        (status = 400, description = "Not a UUID", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn show(State(s): State<ApiState>, Path(id): Path<Uuid>) -> Result<Json<Job>, ApiError> {
+    match s.client().store().job(id).await? {
+        Some(j) => Ok(Json(j)),
+        None => Err(ApiError::not_found(format!("job {id} not found"))),
+    }
+}
+
+/// Jobs by ID order (creation order), filtered; follow `next` for the following page.
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(ListParams),
+    responses(
+        (status = 200, body = JobPage),
+        (status = 400, description = "Unknown status, bad UUID, bad limit, unknown parameter", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(s): State<ApiState>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<JobPage>, ApiError> {
+    let max = s.config().max_page;
+    let limit = p.limit.unwrap_or(DEFAULT_PAGE.min(max));
+    if !(1..=max).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {max}, got {limit}"
+        )));
+    }
+    let status = p
+        .status
+        .as_deref()
+        .map(str::parse::<JobStatus>)
+        .transpose()
+        .map_err(ApiError::bad_request)?;
+    if let Some(t) = &p.job_type {
+        validate_type(t).map_err(ApiError::bad_request)?;
+    }
+    let jobs = s
+        .client()
+        .store()
+        .list_jobs(&JobFilter {
+            status,
+            job_type: p.job_type,
+            batch_id: p.batch,
+            after: p.after,
+            limit,
+        })
+        .await?;
+    // A full page may have more behind it; a short one is the last.
+    let next = if jobs.len() as i64 == limit {
+        jobs.last().map(|j| j.id)
+    } else {
+        None
+    };
+    Ok(Json(JobPage { jobs, next }))
+}
+
+/// Puts a `failed` or `cancelled` job back to `pending` with fresh attempts, and queues it.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job ID")),
+    responses(
+        (status = 200, description = "The job, pending again", body = Job),
+        (status = 400, description = "Not a UUID", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The job is not failed or cancelled", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn retry(State(s): State<ApiState>, Path(id): Path<Uuid>) -> Result<Json<Job>, ApiError> {
+    let job = s.client().store().retry_job(id).await?;
+    s.client().notify(&[job.id]).await;
+    Ok(Json(job))
+}
+
+/// Cancels a pending job that is not running right now.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job ID")),
+    responses(
+        (status = 200, description = "The job, cancelled", body = Job),
+        (status = 400, description = "Not a UUID", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The job is finished or running", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn cancel(
+    State(s): State<ApiState>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Job>, ApiError> {
+    Ok(Json(s.client().store().cancel_job(id).await?))
+}
+
+/// PostgreSQL's `jsonb` cannot hold the NUL character; refusing it here turns what would be a
+/// database error (a 500) into a clear 400 naming the problem.
+pub fn check_target(v: &serde_json::Value, what: &str) -> Result<(), ApiError> {
+    fn has_nul(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::String(s) => s.contains('\0'),
+            serde_json::Value::Array(a) => a.iter().any(has_nul),
+            serde_json::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            _ => false,
+        }
+    }
+    if has_nul(v) {
+        return Err(ApiError::bad_request(format!(
+            "{what} must not contain the NUL character (\\u0000)"
+        )));
+    }
+    Ok(())
+}
+
+/// Years the database can store and a schedule can mean; chrono accepts far more.
+pub fn check_run_at(t: DateTime<Utc>) -> Result<(), ApiError> {
+    if !(1970..=9999).contains(&t.year()) {
+        return Err(ApiError::bad_request(
+            "run_at must be between the years 1970 and 9999",
+        ));
+    }
+    Ok(())
+}

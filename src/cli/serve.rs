@@ -1,0 +1,168 @@
+//! `skiplock serve`: a worker node plus the HTTP API, dashboard and `/metrics`, until SIGINT
+//! or SIGTERM. Shutdown order: stop accepting requests and end event streams, let in-flight
+//! requests finish, then stop the workers (running jobs get the grace period).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::worker::shutdown_signal;
+use super::Settings;
+use crate::api::{self, ApiConfig, ApiState};
+use crate::client::Client;
+use crate::metrics::Metrics;
+use crate::worker::{Worker, WorkerConfig};
+
+/// Shorter tokens are accepted but warned about: they can be guessed.
+const WEAK_TOKEN_LEN: usize = 16;
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free one [default: 127.0.0.1:8080]
+    #[arg(long, env = "SKIPLOCK_BIND")]
+    pub bind: Option<String>,
+    /// Require `Authorization: Bearer <token>` on /api/v1 (needed to bind a non-loopback address)
+    #[arg(long, env = "SKIPLOCK_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Worker tasks on this node [default: 16]
+    #[arg(long, env = "SKIPLOCK_CONCURRENCY")]
+    pub concurrency: Option<usize>,
+    /// Jobs locked per transaction [default: 1]
+    #[arg(long, env = "SKIPLOCK_CHUNK_SIZE")]
+    pub chunk_size: Option<usize>,
+    /// Largest request body in bytes; larger ones get 413 [default: 16777216]
+    #[arg(long, env = "SKIPLOCK_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Most targets in one POST /api/v1/batches [default: 100000]
+    #[arg(long, env = "SKIPLOCK_MAX_BATCH_TARGETS")]
+    pub max_batch_targets: Option<usize>,
+    /// Do not create or upgrade tables on start.
+    #[arg(long)]
+    pub no_migrate: bool,
+    /// Seconds running jobs get to finish after SIGINT/SIGTERM before they are rolled back.
+    #[arg(long, default_value_t = 30)]
+    pub grace_secs: u64,
+}
+
+pub async fn run(s: &Settings, a: ServeArgs) -> anyhow::Result<()> {
+    // Everything that can be refused is refused before touching the database.
+    let token = a
+        .api_token
+        .clone()
+        .or_else(|| s.file.api_token.clone())
+        .filter(|t| !t.trim().is_empty());
+    let addr = resolve(&s.bind(a.bind.clone())).await?;
+    check_exposure(addr, token.as_deref())?;
+    let mut config = ApiConfig::default();
+    if let Some(n) = a.max_body_bytes {
+        config.max_body_bytes = n;
+    }
+    if let Some(n) = a.max_batch_targets {
+        config.max_batch_targets = n;
+    }
+    config.validate()?;
+    let mut wc = WorkerConfig::default();
+    wc.executor.concurrency = s.concurrency(a.concurrency);
+    wc.executor.chunk_size = s.chunk_size(a.chunk_size);
+    wc.executor.validate()?;
+    let registry = s.registry()?;
+
+    // One connection per worker task, plus room for maintenance and API requests.
+    let pool = wc.executor.concurrency as u32 + 8;
+    let store = s.store(pool, !a.no_migrate).await?;
+    let queue = s.queue().await?;
+    let bus = s.bus().await?;
+    let metrics = Arc::new(Metrics::default());
+    let worker = Worker::builder(store.clone(), queue.clone())
+        .registry(registry.clone())
+        .events(bus.clone())
+        .metrics(metrics.clone())
+        .config(wc)
+        .start()
+        .await
+        .context("cannot start the worker")?;
+
+    let stop = CancellationToken::new();
+    let state = ApiState::build(
+        Client::new(store, queue),
+        bus,
+        metrics,
+        registry,
+        token,
+        config,
+        stop.clone(),
+    );
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            worker.shutdown(Duration::from_secs(a.grace_secs)).await;
+            return Err(e).with_context(|| format!("cannot listen on {addr}"));
+        }
+    };
+    let local = listener.local_addr()?;
+    // On stdout, so that a script (or a test) that asked for port 0 learns the port.
+    println!("listening on http://{local}");
+    info!(%local, "serving the API at /api/v1 and the dashboard at /");
+
+    let server = axum::serve(listener, api::app(state)).with_graceful_shutdown({
+        let stop = stop.clone();
+        async move {
+            if let Err(e) = shutdown_signal().await {
+                warn!(error = %e, "cannot listen for signals; shutting down");
+            }
+            info!("shutting down: draining requests, then finishing running jobs");
+            stop.cancel();
+        }
+    });
+    let served = server.await;
+    worker.shutdown(Duration::from_secs(a.grace_secs)).await;
+    served.context("the HTTP server failed")
+}
+
+/// The first address `bind` names (`host:port`, names resolved).
+async fn resolve(bind: &str) -> anyhow::Result<SocketAddr> {
+    let mut addrs = tokio::net::lookup_host(bind)
+        .await
+        .with_context(|| format!("--bind {bind:?} is not an address like 127.0.0.1:8080"))?;
+    addrs
+        .next()
+        .with_context(|| format!("--bind {bind:?} resolves to no address"))
+}
+
+/// An open API on a reachable address would let anyone who can reach it submit, cancel and
+/// retry jobs, so a token is required for anything but loopback.
+pub fn check_exposure(addr: SocketAddr, token: Option<&str>) -> anyhow::Result<()> {
+    match token {
+        None if !addr.ip().is_loopback() => bail!(
+            "refusing to serve on {addr} without an API token: anyone who can reach that \
+             address could submit, cancel and retry jobs. Set --api-token (or \
+             SKIPLOCK_API_TOKEN, or api_token in the config file), or bind a loopback address \
+             such as 127.0.0.1:8080"
+        ),
+        Some(t) if t.len() < WEAK_TOKEN_LEN => {
+            warn!("the API token is shorter than {WEAK_TOKEN_LEN} characters; it can be guessed");
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_may_go_without_a_token() {
+        let ok = |a: &str, t: Option<&str>| check_exposure(a.parse().unwrap(), t).is_ok();
+        assert!(ok("127.0.0.1:8080", None));
+        assert!(ok("[::1]:8080", None));
+        assert!(!ok("0.0.0.0:8080", None));
+        assert!(!ok("[::]:8080", None));
+        assert!(!ok("192.168.1.10:80", None));
+        assert!(ok("0.0.0.0:8080", Some("a-long-enough-secret-token")));
+    }
+}

@@ -20,8 +20,8 @@ impl Conn<'_> {
     /// The connection inside the transaction, for one job's [`JobTx`].
     pub(crate) fn connection(&mut self) -> TxRef<'_> {
         match self {
-            Conn::Postgres(tx) => TxRef::Postgres(&mut **tx),
-            Conn::Sqlite(tx) => TxRef::Sqlite(&mut **tx),
+            Conn::Postgres(tx) => TxRef::Postgres(tx),
+            Conn::Sqlite(tx) => TxRef::Sqlite(tx),
         }
     }
 }

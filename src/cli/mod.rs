@@ -74,7 +74,7 @@ impl Command {
     pub fn is_quiet(&self) -> bool {
         matches!(
             self,
-            Command::Bench(_) | Command::Status(_) | Command::Jobs(_)
+            Command::Bench(_) | Command::Status(_) | Command::Jobs(_) | Command::Submit(_)
         )
     }
 }

@@ -1,0 +1,69 @@
+//! `skiplock bench` runs end to end on small sizes and reports what it measured. Figures are
+//! printed, never asserted: this only proves the command works and its JSON is complete.
+
+mod common;
+
+use std::process::Command;
+
+#[test]
+fn bench_runs_and_reports_every_phase() {
+    let out = Command::new(common::bin())
+        .args(["--database-url", &common::pg_url(), "bench", "--json"])
+        .args([
+            "--jobs",
+            "300",
+            "--enqueue-jobs",
+            "1000",
+            "--sweep",
+            "4:1,4:20",
+            "--latency-secs",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["enqueue_jobs"], 1000);
+    assert!(r["enqueue_jobs_per_sec"].as_f64().unwrap() > 0.0);
+    let rows = r["processing"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        assert!(row["skiplock_jobs_per_sec"].as_f64().unwrap() > 0.0);
+        assert!(row["raw_jobs_per_sec"].as_f64().unwrap() > 0.0);
+        assert!(row["fraction_of_raw"].as_f64().unwrap() > 0.0);
+    }
+    assert!(r["latency"]["samples"].as_u64().unwrap() > 0);
+    assert!(r["latency"]["p99_ms"].as_f64().unwrap() >= r["latency"]["p50_ms"].as_f64().unwrap());
+    assert!(r["worker_peak_rss_mib"].as_f64().unwrap() > 1.0);
+}
+
+#[test]
+fn bench_refuses_bad_settings() {
+    for args in [
+        vec!["bench", "--sweep", "16"],
+        vec!["bench", "--sweep", "0:1"],
+        vec!["bench", "--sweep", "a:b"],
+        vec!["bench", "--jobs", "0"],
+    ] {
+        let out = Command::new(common::bin())
+            .args(["--database-url", &common::pg_url()])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("error:"),
+            "{args:?}"
+        );
+    }
+    let out = Command::new(common::bin())
+        .args(["--database-url", "sqlite://x.db", "bench"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bench needs a PostgreSQL"));
+}

@@ -29,11 +29,14 @@ CREATE TABLE IF NOT EXISTS {s}.jobs (
 -- backlog however many finished rows the table holds.
 CREATE INDEX IF NOT EXISTS jobs_due_idx ON {s}.jobs (priority DESC, run_at, id)
     WHERE status = 'pending';
--- Batch progress and listing by batch.
-CREATE INDEX IF NOT EXISTS jobs_batch_idx ON {s}.jobs (batch_id) WHERE batch_id IS NOT NULL;
--- Pruning and recent throughput.
-CREATE INDEX IF NOT EXISTS jobs_finished_idx ON {s}.jobs (finished_at)
-    WHERE finished_at IS NOT NULL;
+-- Batch progress counts every job of a batch that has not succeeded; `succeeded` is the
+-- batch's total minus those. Success is the hot path, and a succeeded row enters no index
+-- but the primary key, so completing a job costs one index insertion instead of three.
+CREATE INDEX IF NOT EXISTS jobs_batch_open_idx ON {s}.jobs (batch_id, status)
+    WHERE batch_id IS NOT NULL AND status <> 'succeeded';
+-- Pruning and recent throughput. BRIN: finished rows are appended roughly in finishing
+-- order, and a BRIN index costs next to nothing to maintain on the completion path.
+CREATE INDEX IF NOT EXISTS jobs_finished_brin ON {s}.jobs USING brin (finished_at);
 
 CREATE TABLE IF NOT EXISTS {s}.nodes (
     id           text PRIMARY KEY,

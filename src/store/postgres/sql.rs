@@ -97,19 +97,22 @@ pub const CANCEL_JOB: &str = "UPDATE {s}.jobs SET status = 'cancelled', \
     WHERE id = (SELECT id FROM {s}.jobs WHERE id = $1 AND status = 'pending' \
                 FOR UPDATE SKIP LOCKED) RETURNING {cols}";
 
+/// Batch progress from the open-jobs index: what is not pending, failed or cancelled (and
+/// still exists) succeeded. Pruned jobs of a batch count as finished.
 pub const BATCH: &str = "SELECT b.id, b.name, b.type, b.total, b.created_at, \
-    count(j.id) FILTER (WHERE j.status = 'succeeded') AS succeeded, \
+    b.total - count(j.id) AS succeeded, \
     count(j.id) FILTER (WHERE j.status = 'failed') AS failed, \
     count(j.id) FILTER (WHERE j.status = 'cancelled') AS cancelled \
-    FROM {s}.batches b LEFT JOIN {s}.jobs j ON j.batch_id = b.id \
+    FROM {s}.batches b LEFT JOIN {s}.jobs j \
+    ON j.batch_id = b.id AND j.status <> 'succeeded' \
     WHERE b.id = $1 GROUP BY b.id";
 
 pub const RECENT_BATCHES: &str = "SELECT b.id, b.name, b.type, b.total, b.created_at, \
-    count(j.id) FILTER (WHERE j.status = 'succeeded') AS succeeded, \
+    b.total - count(j.id) AS succeeded, \
     count(j.id) FILTER (WHERE j.status = 'failed') AS failed, \
     count(j.id) FILTER (WHERE j.status = 'cancelled') AS cancelled \
     FROM (SELECT * FROM {s}.batches ORDER BY created_at DESC LIMIT $1) b \
-    LEFT JOIN {s}.jobs j ON j.batch_id = b.id \
+    LEFT JOIN {s}.jobs j ON j.batch_id = b.id AND j.status <> 'succeeded' \
     GROUP BY b.id, b.name, b.type, b.total, b.created_at ORDER BY b.created_at DESC";
 
 pub const TYPE_COUNTS: &str = "SELECT type, \

@@ -57,6 +57,12 @@ pub trait EventBus: Send + Sync + 'static {
     /// Publishes events in order. Best effort: a failure is logged by the caller, never fatal.
     async fn publish(&self, events: Vec<Event>) -> Result<()>;
 
+    /// Whether anyone may be listening. A bus that knows nobody is (an in-process bus with
+    /// no subscriber) lets workers skip building events at all.
+    fn has_listeners(&self) -> bool {
+        true
+    }
+
     /// Every event published from now on (on any node, for a shared bus).
     async fn subscribe(&self) -> Result<BoxStream<'static, Event>>;
 }
@@ -88,6 +94,10 @@ impl EventBus for LocalBus {
             let _ = self.tx.send(Arc::new(e));
         }
         Ok(())
+    }
+
+    fn has_listeners(&self) -> bool {
+        self.tx.receiver_count() > 0
     }
 
     async fn subscribe(&self) -> Result<BoxStream<'static, Event>> {

@@ -23,7 +23,7 @@ struct Histogram {
 #[derive(Default)]
 pub struct Metrics {
     /// (type, outcome) → jobs. Outcome is succeeded, failed or retrying.
-    finished: Mutex<BTreeMap<(String, &'static str), u64>>,
+    finished: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
     /// type → processing time histogram.
     durations: Mutex<BTreeMap<String, Histogram>>,
     pub in_flight: AtomicI64,
@@ -35,29 +35,39 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn record(&self, job_type: &str, outcome: &'static str, took: Duration) {
-        {
-            let mut f = self.finished.lock().unwrap_or_else(|e| e.into_inner());
-            *f.entry((job_type.to_string(), outcome)).or_default() += 1;
-        }
-        let secs = took.as_secs_f64();
+        self.record_many(std::iter::once((job_type, outcome, took)));
+    }
+
+    /// Records a chunk's outcomes under one acquisition of each lock. A type already seen
+    /// costs no allocation.
+    pub fn record_many<'a>(&self, items: impl Iterator<Item = (&'a str, &'static str, Duration)>) {
+        let mut f = self.finished.lock().unwrap_or_else(|e| e.into_inner());
         let mut d = self.durations.lock().unwrap_or_else(|e| e.into_inner());
-        let h = d.entry(job_type.to_string()).or_default();
-        for (i, le) in BUCKETS.iter().enumerate() {
-            if secs <= *le {
-                h.counts[i] += 1;
+        for (job_type, outcome, took) in items {
+            let per = match f.get_mut(job_type) {
+                Some(p) => p,
+                None => f.entry(job_type.to_string()).or_default(),
+            };
+            *per.entry(outcome).or_default() += 1;
+            let h = match d.get_mut(job_type) {
+                Some(h) => h,
+                None => d.entry(job_type.to_string()).or_default(),
+            };
+            let secs = took.as_secs_f64();
+            for (i, le) in BUCKETS.iter().enumerate() {
+                if secs <= *le {
+                    h.counts[i] += 1;
+                }
             }
+            h.sum += secs;
+            h.count += 1;
         }
-        h.sum += secs;
-        h.count += 1;
     }
 
     /// Jobs finished with `outcome` so far (all types).
     pub fn finished(&self, outcome: &str) -> u64 {
         let f = self.finished.lock().unwrap_or_else(|e| e.into_inner());
-        f.iter()
-            .filter(|((_, o), _)| *o == outcome)
-            .map(|(_, n)| n)
-            .sum()
+        f.values().filter_map(|per| per.get(outcome)).sum()
     }
 
     /// Prometheus text format. `queue_depth` is asked of the queue by the caller.
@@ -65,17 +75,19 @@ impl Metrics {
         let mut out = String::new();
         out.push_str("# HELP skiplock_jobs_finished_total Job outcomes recorded by this node.\n");
         out.push_str("# TYPE skiplock_jobs_finished_total counter\n");
-        for ((t, o), n) in self
+        for (t, per) in self
             .finished
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
         {
-            let _ = writeln!(
-                out,
-                "skiplock_jobs_finished_total{{type=\"{}\",outcome=\"{o}\"}} {n}",
-                escape(t)
-            );
+            for (o, n) in per {
+                let _ = writeln!(
+                    out,
+                    "skiplock_jobs_finished_total{{type=\"{}\",outcome=\"{o}\"}} {n}",
+                    escape(t)
+                );
+            }
         }
         out.push_str("# HELP skiplock_job_duration_seconds Processor run time.\n");
         out.push_str("# TYPE skiplock_job_duration_seconds histogram\n");

@@ -41,32 +41,53 @@ pub(super) async fn run(ctx: &Ctx, lease: &mut Lease, ids: &[Uuid]) -> Result<us
     }
     let _held = ctx.node.hold(chunk.jobs.iter().map(|j| j.id), &ctx.metrics);
     let jobs = std::mem::take(&mut chunk.jobs);
+    // Decided once per chunk: with nobody listening, no event is built at all.
+    let listened = ctx.events.has_listeners();
+    if listened {
+        // Every locked job is in flight from here: one message for the chunk.
+        ctx.publish(
+            jobs.iter()
+                .map(|j| event(ctx, j, EventStatus::Running, None))
+                .collect(),
+        );
+    }
     let mut outcomes = Vec::with_capacity(locked);
-    let mut events = Vec::with_capacity(locked);
     let mut timings = Vec::with_capacity(locked);
     for job in &jobs {
-        ctx.publish(vec![event(ctx, job, EventStatus::Running, None)]);
         let started = Instant::now();
-        let outcome = run_one(ctx, job, &mut chunk.conn).await?;
+        outcomes.push(run_one(ctx, job, &mut chunk.conn).await?);
         timings.push(started.elapsed());
-        let status = match (outcome.status, outcome.retry_delay_ms) {
-            (JobStatus::Succeeded, _) => EventStatus::Succeeded,
-            (JobStatus::Pending, Some(_)) => EventStatus::Retrying,
-            _ => EventStatus::Failed,
-        };
-        events.push(event(ctx, job, status, outcome.error.clone()));
-        outcomes.push(outcome);
     }
+    let statuses: Vec<EventStatus> = outcomes.iter().map(event_status).collect();
     ctx.store
         .finish_chunk(chunk, &outcomes, &ctx.node.id)
         .await?;
     // Committed: only now may anyone hear about it.
-    for ((job, ev), took) in jobs.iter().zip(&events).zip(timings) {
-        ctx.metrics.record(&job.job_type, ev.status.as_str(), took);
-        ctx.node.count(ev.status);
+    ctx.metrics.record_many(
+        jobs.iter()
+            .zip(&statuses)
+            .zip(timings)
+            .map(|((j, s), t)| (j.job_type.as_str(), s.as_str(), t)),
+    );
+    ctx.node.count(&statuses);
+    if listened {
+        let events = jobs
+            .iter()
+            .zip(statuses)
+            .zip(outcomes)
+            .map(|((j, s), o)| event(ctx, j, s, o.error))
+            .collect();
+        ctx.publish(events);
     }
-    ctx.publish(events);
     Ok(locked)
+}
+
+fn event_status(o: &Outcome) -> EventStatus {
+    match (o.status, o.retry_delay_ms) {
+        (JobStatus::Succeeded, _) => EventStatus::Succeeded,
+        (JobStatus::Pending, Some(_)) => EventStatus::Retrying,
+        _ => EventStatus::Failed,
+    }
 }
 
 /// Runs one job's processor behind its savepoint and decides its outcome.

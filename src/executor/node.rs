@@ -45,16 +45,16 @@ impl Node {
         self.processed.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn count(&self, status: EventStatus) {
-        match status {
-            EventStatus::Succeeded => {
-                self.processed.fetch_add(1, Ordering::Relaxed);
-            }
-            EventStatus::Failed | EventStatus::Retrying => {
-                self.processed.fetch_add(1, Ordering::Relaxed);
-                self.failed.fetch_add(1, Ordering::Relaxed);
-            }
-            EventStatus::Running => {}
+    /// Counts a chunk's committed outcomes.
+    pub(crate) fn count(&self, statuses: &[EventStatus]) {
+        let failed = statuses
+            .iter()
+            .filter(|s| matches!(s, EventStatus::Failed | EventStatus::Retrying))
+            .count() as u64;
+        self.processed
+            .fetch_add(statuses.len() as u64, Ordering::Relaxed);
+        if failed > 0 {
+            self.failed.fetch_add(failed, Ordering::Relaxed);
         }
     }
 

@@ -16,14 +16,22 @@ const BACKLOG: usize = 1024;
 const MAX_BATCH: usize = 2048;
 
 #[derive(Clone)]
-pub(crate) struct Sender(mpsc::Sender<Vec<Event>>);
+pub(crate) struct Sender {
+    tx: mpsc::Sender<Vec<Event>>,
+    bus: Arc<dyn EventBus>,
+}
 
 impl Sender {
+    /// Whether the bus may have listeners; workers build no events when it has none.
+    pub fn has_listeners(&self) -> bool {
+        self.bus.has_listeners()
+    }
+
     pub fn send(&self, events: Vec<Event>) {
         if events.is_empty() {
             return;
         }
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.0.try_send(events) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(events) {
             warn!("event backlog full: dropping status events (jobs are unaffected)");
         }
     }
@@ -31,6 +39,10 @@ impl Sender {
 
 pub(crate) fn spawn(set: &mut JoinSet<()>, bus: Arc<dyn EventBus>) -> Sender {
     let (tx, mut rx) = mpsc::channel::<Vec<Event>>(BACKLOG);
+    let sender = Sender {
+        tx,
+        bus: bus.clone(),
+    };
     set.spawn(async move {
         let mut failing = false;
         while let Some(mut batch) = rx.recv().await {
@@ -54,5 +66,5 @@ pub(crate) fn spawn(set: &mut JoinSet<()>, bus: Arc<dyn EventBus>) -> Sender {
             }
         }
     });
-    Sender(tx)
+    sender
 }

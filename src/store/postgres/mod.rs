@@ -24,6 +24,7 @@ struct Statements {
     insert_jobs: String,
     lock_chunk: String,
     record_outcomes: String,
+    record_successes: String,
     due_pending: String,
     heartbeat: String,
     remove_node: String,
@@ -52,6 +53,7 @@ impl Statements {
             insert_jobs: f(sql::INSERT_JOBS),
             lock_chunk: f(sql::LOCK_CHUNK),
             record_outcomes: f(sql::RECORD_OUTCOMES),
+            record_successes: f(sql::RECORD_SUCCESSES),
             due_pending: f(sql::DUE_PENDING),
             heartbeat: f(sql::HEARTBEAT),
             remove_node: f(sql::REMOVE_NODE),
@@ -334,8 +336,16 @@ impl Store for PgStore {
                 "a SQLite chunk reached the PostgreSQL store".into(),
             ));
         };
-        if !outcomes.is_empty() {
-            let ids: Vec<Uuid> = outcomes.iter().map(|o| o.id).collect();
+        let ids: Vec<Uuid> = outcomes.iter().map(|o| o.id).collect();
+        if outcomes.iter().all(|o| o.status == JobStatus::Succeeded) {
+            if !ids.is_empty() {
+                sqlx::query(&self.sql.record_successes)
+                    .bind(&ids)
+                    .bind(node_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        } else {
             let st: Vec<&str> = outcomes.iter().map(|o| o.status.as_str()).collect();
             let err: Vec<Option<&str>> = outcomes.iter().map(|o| o.error.as_deref()).collect();
             let delay: Vec<Option<i64>> = outcomes.iter().map(|o| o.retry_delay_ms).collect();

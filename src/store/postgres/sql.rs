@@ -31,7 +31,13 @@ pub const LOCK_CHUNK: &str = "SELECT {cols} FROM {s}.jobs \
     WHERE id = ANY($1) AND status = 'pending' AND run_at <= now() \
     FOR UPDATE SKIP LOCKED";
 
-/// Every outcome of a chunk in one statement.
+/// The common case, every job of the chunk succeeded: the same statement the raw SQL would run.
+pub const RECORD_SUCCESSES: &str = "UPDATE {s}.jobs SET status = 'succeeded', \
+    attempts = attempts + 1, finished_at = clock_timestamp(), updated_at = clock_timestamp(), \
+    node_id = $2 WHERE id = ANY($1)";
+
+/// Every outcome of a chunk in one statement. `j.id = ANY($1)` is redundant with the join but
+/// lets the planner reach the rows through the primary key instead of hashing the table.
 pub const RECORD_OUTCOMES: &str = "UPDATE {s}.jobs AS j SET \
     status = o.status, \
     attempts = j.attempts + 1, \
@@ -42,7 +48,7 @@ pub const RECORD_OUTCOMES: &str = "UPDATE {s}.jobs AS j SET \
     updated_at = clock_timestamp(), \
     node_id = $5 \
     FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[]) AS o(id, status, error, delay_ms) \
-    WHERE j.id = o.id";
+    WHERE j.id = o.id AND j.id = ANY($1)";
 
 pub const DUE_PENDING: &str = "SELECT id, priority FROM {s}.jobs \
     WHERE status = 'pending' AND run_at <= now() \

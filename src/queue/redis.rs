@@ -145,35 +145,46 @@ impl RedisQueue {
 
     /// Waits up to `wait` for one ID on a connection of its own.
     async fn pop_blocking(&self, wait: Duration) -> Result<Option<Uuid>> {
+        // BZPOPMIN takes seconds as a double (Redis 6+); 0 would mean forever.
+        let secs = wait.as_secs_f64().max(0.01);
         let idle = self
             .blocking
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .pop();
-        let mut conn = match idle {
-            Some(c) => c,
-            None => {
-                let cfg = AsyncConnectionConfig::new()
-                    .set_connection_timeout(CONNECT_TIMEOUT)
-                    .set_response_timeout(wait + RESPONSE_TIMEOUT);
-                let r = self
-                    .client
-                    .get_multiplexed_async_connection_with_config(&cfg)
-                    .await;
-                self.watch(r)?
+        if let Some(mut conn) = idle {
+            let r: redis::RedisResult<Option<(String, String, f64)>> =
+                conn.bzpopmin(&self.queue_key, secs).await;
+            // An idle connection may predate a Redis restart; if it fails, say nothing yet
+            // and try a fresh one, which tells whether Redis itself is down.
+            if let Ok(got) = r {
+                self.watch(Ok(()))?;
+                self.keep(conn);
+                return Ok(got.and_then(|(_, id, _)| Uuid::parse_str(&id).ok()));
             }
-        };
-        // BZPOPMIN takes seconds as a double (Redis 6+); 0 would mean forever.
-        let secs = wait.as_secs_f64().max(0.01);
+        }
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(CONNECT_TIMEOUT)
+            .set_response_timeout(wait + RESPONSE_TIMEOUT);
+        let r = self
+            .client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await;
+        let mut conn = self.watch(r)?;
         let r: redis::RedisResult<Option<(String, String, f64)>> =
             conn.bzpopmin(&self.queue_key, secs).await;
-        // A failed connection is dropped, not returned: the next pop opens a fresh one.
+        // A failed connection is dropped, not kept: the next pop opens a fresh one.
         let got = self.watch(r)?;
+        self.keep(conn);
+        Ok(got.and_then(|(_, id, _)| Uuid::parse_str(&id).ok()))
+    }
+
+    /// Returns a blocking connection to the idle list, unless enough are idle already.
+    fn keep(&self, conn: MultiplexedConnection) {
         let mut idle = self.blocking.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE_BLOCKING {
             idle.push(conn);
         }
-        Ok(got.and_then(|(_, id, _)| Uuid::parse_str(&id).ok()))
     }
 }
 

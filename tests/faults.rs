@@ -174,6 +174,15 @@ async fn redis_down_for_a_while() {
         .submit_batch("effect", targets(1_500), BatchOptions::default())
         .await
         .unwrap();
+    // So does the CLI: it warns and leaves the queueing to the nodes' reconcilers.
+    let out = std::process::Command::new(common::bin())
+        .args(c.global())
+        .args(["submit", "effect", "--target", "{}"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("submitting anyway"), "{err}");
     // The node stays up and keeps heartbeating through the outage.
     let pg = ts.pg.clone().unwrap();
     let beat = || async {
@@ -199,13 +208,13 @@ async fn redis_down_for_a_while() {
     // Let it stay down for a few of the node's reconcile and pop rounds.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(node.alive(), "{}", node.log());
-    assert_eq!(status_counts(&pg, &ts.schema).await, (1_500, 500, 0));
+    assert_eq!(status_counts(&pg, &ts.schema).await, (1_501, 500, 0));
 
     redis.restart();
     let back = Instant::now();
-    assert_all_once(&ts, 2_000, Duration::from_secs(60)).await;
+    assert_all_once(&ts, 2_001, Duration::from_secs(60)).await;
     println!(
-        "Redis down {:?}: 1500 jobs done {:?} after it came back",
+        "Redis down {:?}: 1501 jobs done {:?} after it came back",
         back - down,
         back.elapsed()
     );

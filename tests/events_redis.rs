@@ -3,58 +3,13 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::cluster::{effect_counts, effect_setup, ClusterArgs, NodeProc};
-use common::{bin, redis_url, wait_until, Backend, TestStore};
+use common::cluster::{
+    effect_counts, effect_setup, events, statuses_of, watch, ClusterArgs, NodeProc,
+};
+use common::{redis_url, wait_until, Backend, TestStore};
 use skiplock::{Client, NewJob};
-
-/// `skiplock watch --json` writing to a file; returns once it is subscribed.
-async fn watch(
-    c: &ClusterArgs,
-    dir: &std::path::Path,
-    extra: &[&str],
-) -> (Child, std::path::PathBuf) {
-    let out = dir.join("watch.jsonl");
-    let err = dir.join("watch.err");
-    let child = Command::new(bin())
-        .args(c.global())
-        .args(["watch", "--json"])
-        .args(extra)
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(30), || async {
-            std::fs::read_to_string(&err)
-                .unwrap_or_default()
-                .contains("watching")
-        })
-        .await,
-        "watch did not subscribe: {}",
-        std::fs::read_to_string(&err).unwrap_or_default()
-    );
-    (child, out)
-}
-
-/// The events `watch` printed so far.
-fn events(path: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn statuses_of(evs: &[serde_json::Value], job: uuid::Uuid) -> Vec<String> {
-    evs.iter()
-        .filter(|e| e["job_id"] == job.to_string())
-        .map(|e| e["status"].as_str().unwrap().to_string())
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn watch_prints_events_of_jobs_another_process_runs() {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    cut_connections, effect_counts, effect_setup, status_counts, ClusterArgs, NodeProc,
-    PrivateRedis,
+    cut_connections, effect_counts, effect_setup, events, status_counts, statuses_of, watch,
+    ClusterArgs, NodeProc, PrivateRedis,
 };
 use common::{redis_url, wait_until, Backend, TestStore};
 use skiplock::queue::redis::RedisQueue;
@@ -166,6 +166,8 @@ async fn redis_down_for_a_while() {
         .await
         .unwrap();
     assert_all_once(&ts, 500, Duration::from_secs(30)).await;
+    // A watcher subscribed before the outage must hear events after it.
+    let (mut watcher, watched) = watch(&c, dir.path(), &["--status", "succeeded"]).await;
 
     redis.stop();
     let down = Instant::now();
@@ -218,6 +220,19 @@ async fn redis_down_for_a_while() {
         back - down,
         back.elapsed()
     );
+    let late = client
+        .submit(skiplock::NewJob::new("effect", serde_json::json!({})))
+        .await
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            statuses_of(&events(&watched), late) == ["succeeded"]
+        })
+        .await,
+        "watch should resubscribe after the outage: {:?}",
+        events(&watched)
+    );
+    let _ = watcher.kill();
     let log = node.log();
     assert_eq!(log.matches("Redis is unreachable").count(), 1, "{log}");
     assert!(log.contains("Redis is reachable again"), "{log}");

@@ -313,3 +313,49 @@ impl Drop for ClusterArgs {
         }
     }
 }
+
+/// `skiplock watch --json` writing to a file; returns once it is subscribed.
+pub async fn watch(
+    c: &ClusterArgs,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (Child, std::path::PathBuf) {
+    let out = dir.join("watch.jsonl");
+    let err = dir.join("watch.err");
+    let child = Command::new(bin())
+        .args(c.global())
+        .args(["watch", "--json"])
+        .args(extra)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        super::wait_until(Duration::from_secs(30), || async {
+            std::fs::read_to_string(&err)
+                .unwrap_or_default()
+                .contains("watching")
+        })
+        .await,
+        "watch did not subscribe: {}",
+        std::fs::read_to_string(&err).unwrap_or_default()
+    );
+    (child, out)
+}
+
+/// The events `watch` printed so far.
+pub fn events(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+pub fn statuses_of(evs: &[serde_json::Value], job: uuid::Uuid) -> Vec<String> {
+    evs.iter()
+        .filter(|e| e["job_id"] == job.to_string())
+        .map(|e| e["status"].as_str().unwrap().to_string())
+        .collect()
+}

@@ -52,10 +52,8 @@ impl Drop for Fresh {
             if let Ok(mut c) =
                 redis::Client::open(common::redis_url()).and_then(|c| c.get_connection())
             {
-                let _: redis::RedisResult<()> = redis::cmd("DEL")
-                    .arg(format!("{p}:queue"))
-                    .arg(format!("{p}:seq"))
-                    .query(&mut c);
+                let _: redis::RedisResult<()> =
+                    redis::cmd("DEL").arg(format!("{p}:queue")).query(&mut c);
             }
         }
     }

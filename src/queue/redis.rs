@@ -1,8 +1,10 @@
 //! The Redis queue for many nodes: one sorted set of job IDs under `{prefix}:queue`, scored so
-//! that the lowest score is the highest priority and, within a priority, the oldest push.
+//! that the lowest score is the highest priority and, within a priority, the oldest job.
 //!
-//! - `push` is one Lua script call for the whole slice: `ZADD NX` per ID (dedup), scores from a
-//!   counter `{prefix}:seq` so arrival order holds across every pushing process.
+//! - `push` is one `ZADD NX` for the whole slice: one round trip, and an ID already queued is
+//!   neither added twice nor moved. The score is the priority, then the job's age read from
+//!   its UUIDv7 ID, so an ID the reconciler re-offers (after a crash, a flush) goes back to
+//!   its place near the front instead of behind the whole backlog.
 //! - `pop` first takes up to `max` with `ZPOPMIN` on the shared, multiplexed connection; only
 //!   when the set is empty does it block in `BZPOPMIN`, on a connection of its own (a blocking
 //!   command would stall every request multiplexed behind it), then tops up with `ZPOPMIN`.
@@ -17,7 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncCommands, AsyncConnectionConfig, Client, Script};
+use redis::{AsyncCommands, AsyncConnectionConfig, Client};
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -28,24 +30,28 @@ use crate::store::Due;
 /// Key prefix used when none is configured.
 pub const DEFAULT_PREFIX: &str = "skiplock";
 
-/// Pushes many IDs in one round trip. ARGV holds pairs (id, priority). Returns how many were
-/// new. A member already present keeps its score (`NX`): re-offering never reorders.
-///
-/// Score: `(32767 - priority) * 2^36 + seq`. The low 36 bits are arrival order, the priority
-/// sits above them in 16 bits, so a score stays within the 53 bits a double (and Lua) holds
-/// exactly. The counter wraps after 2^36 (about 68 billion) pushes, which only blurs FIFO for
-/// a moment.
-const PUSH_LUA: &str = r"
-local n = #ARGV / 2
-local base = redis.call('INCRBY', KEYS[2], n) - n
-local added = 0
-for i = 1, n do
-  local prio = tonumber(ARGV[2 * i])
-  local score = (32767 - prio) * 68719476736 + ((base + i) % 68719476736)
-  added = added + redis.call('ZADD', KEYS[1], 'NX', score, ARGV[2 * i - 1])
-end
-return added
-";
+/// Bits of the score that hold the job's age, in [`AGE_TICK_MS`] ticks since [`AGE_EPOCH_MS`];
+/// the priority sits above them in 16 bits, so a score stays within the 53 bits a double holds
+/// exactly. 2^37 ticks of 10 ms last until 2067. Equal scores pop in member order, and a
+/// UUIDv7's text sorts by its time, so order within a tick is still oldest first.
+const AGE_SPAN: f64 = 137_438_953_472.0; // 2^37
+const AGE_TICK_MS: u64 = 10;
+/// 2024-01-01T00:00:00Z.
+const AGE_EPOCH_MS: u64 = 1_704_067_200_000;
+
+/// Lower is popped first: higher priority, then older job.
+fn score(d: &Due) -> f64 {
+    let ms =
+        d.id.get_timestamp()
+            .map(|t| {
+                let (secs, nanos) = t.to_unix();
+                secs * 1000 + u64::from(nanos) / 1_000_000
+            })
+            // Not a time-based ID: treat it as created now.
+            .unwrap_or_else(|| chrono::Utc::now().timestamp_millis().max(0) as u64);
+    let ticks = (ms.saturating_sub(AGE_EPOCH_MS) / AGE_TICK_MS).min(AGE_SPAN as u64 - 1);
+    f64::from(i32::from(i16::MAX) - i32::from(d.priority)) * AGE_SPAN + ticks as f64
+}
 
 /// Time allowed to open a connection: a Redis that does not answer counts as down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -62,9 +68,7 @@ pub struct RedisQueue {
     /// Idle connections for `BZPOPMIN`, one per waiting popper. A mutex held only to take or
     /// return one, never across an await.
     blocking: Mutex<Vec<MultiplexedConnection>>,
-    push_script: Script,
     queue_key: String,
-    seq_key: String,
     /// Whether the last command failed, so an outage is logged once when it starts and once
     /// when it ends, not once per failed call.
     down: AtomicBool,
@@ -99,9 +103,7 @@ impl RedisQueue {
             client,
             conn,
             blocking: Mutex::new(Vec::new()),
-            push_script: Script::new(PUSH_LUA),
             queue_key: format!("{prefix}:queue"),
-            seq_key: format!("{prefix}:seq"),
             down: AtomicBool::new(false),
             shown_url: crate::store::redact_url(url),
         })
@@ -194,13 +196,13 @@ impl Queue for RedisQueue {
         if items.is_empty() {
             return Ok(0);
         }
-        let mut inv = self.push_script.key(&self.queue_key);
-        inv.key(&self.seq_key);
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(&self.queue_key).arg("NX");
         for d in items {
-            inv.arg(d.id.to_string()).arg(d.priority);
+            cmd.arg(score(d)).arg(d.id.to_string());
         }
         let mut conn = self.conn.clone();
-        let r: redis::RedisResult<usize> = inv.invoke_async(&mut conn).await;
+        let r: redis::RedisResult<usize> = cmd.query_async(&mut conn).await;
         self.watch(r)
     }
 
@@ -261,13 +263,34 @@ pub fn validate_prefix(prefix: &str) -> Result<()> {
 mod tests {
     use super::*;
 
+    fn due_at(ms: u64, priority: i16) -> Due {
+        let ts =
+            uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, (ms % 1000) as u32 * 1_000_000);
+        Due {
+            id: Uuid::new_v7(ts),
+            priority,
+        }
+    }
+
+    #[test]
+    fn scores_order_by_priority_then_age() {
+        let now = 1_800_000_000_000;
+        let old = score(&due_at(now - 60_000, 0));
+        let new = score(&due_at(now, 0));
+        let urgent_new = score(&due_at(now, 1));
+        assert!(old < new, "older first within a priority");
+        assert!(urgent_new < old, "priority before age");
+        assert!(score(&due_at(now, i16::MIN)) > score(&due_at(now, i16::MAX)));
+    }
+
     #[test]
     fn scores_fit_a_double_exactly() {
-        // Lowest priority, last sequence number: still below 2^53.
-        const SEQ_BITS: f64 = 68_719_476_736.0; // 2^36
-        let max = 65_535.0 * SEQ_BITS + (SEQ_BITS - 1.0);
-        assert!(max < 9_007_199_254_740_992.0);
-        assert!(PUSH_LUA.contains("68719476736"));
+        // Lowest priority, the last tick: still below 2^53, so no two scores blur together.
+        let far = due_at(AGE_EPOCH_MS + AGE_TICK_MS * (1 << 40), i16::MIN);
+        assert!(score(&far) < 9_007_199_254_740_992.0);
+        assert_eq!(score(&far), 65_535.0 * AGE_SPAN + (AGE_SPAN - 1.0));
+        // Before the epoch clamps to zero rather than going negative.
+        assert_eq!(score(&due_at(0, i16::MAX)), 0.0);
     }
 
     #[test]

@@ -308,7 +308,6 @@ impl Drop for ClusterArgs {
         {
             let _: redis::RedisResult<()> = redis::cmd("DEL")
                 .arg(format!("{}:queue", self.prefix))
-                .arg(format!("{}:seq", self.prefix))
                 .query(&mut c);
         }
     }

@@ -25,6 +25,8 @@ const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 pub struct FileConfig {
     pub database_url: Option<String>,
     pub redis_url: Option<String>,
+    /// Prefix of Redis keys and channels (`skiplock` by default).
+    pub redis_prefix: Option<String>,
     pub concurrency: Option<usize>,
     pub chunk_size: Option<usize>,
     pub bind: Option<String>,

@@ -7,19 +7,21 @@ mod serve;
 mod status;
 mod submit;
 mod wait;
+mod watch;
 mod worker;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::{
     FileConfig, DEFAULT_BIND, DEFAULT_CONCURRENCY, DEFAULT_DATABASE_URL, DEFAULT_SCHEMA,
 };
-use crate::events::{EventBus, LocalBus};
+use crate::events::{EventBus, LocalBus, RedisBus};
 use crate::processor::Registry;
+use crate::queue::redis::{RedisQueue, DEFAULT_PREFIX as DEFAULT_REDIS_PREFIX};
 use crate::queue::{memory::MemoryQueue, Queue};
 use crate::store::{self, Store};
 
@@ -45,6 +47,10 @@ pub struct GlobalArgs {
     /// redis://… for the shared queue and events of many nodes [default: in-memory queue]
     #[arg(long, global = true, env = "SKIPLOCK_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel, so several deployments share one Redis
+    /// [default: skiplock]
+    #[arg(long, global = true, env = "SKIPLOCK_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
     /// PostgreSQL schema holding skiplock's tables [default: skiplock]
     #[arg(long, global = true, env = "SKIPLOCK_SCHEMA")]
     pub schema: Option<String>,
@@ -62,6 +68,8 @@ pub enum Command {
     Submit(submit::SubmitArgs),
     /// Counts by type and status, per batch, per node.
     Status(status::StatusArgs),
+    /// Print status events as they happen, from every node (needs --redis-url).
+    Watch(watch::WatchArgs),
     /// Inspect jobs.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
@@ -83,6 +91,7 @@ impl Command {
 pub struct Settings {
     pub database_url: String,
     pub redis_url: Option<String>,
+    pub redis_prefix: String,
     pub schema: String,
     pub file: FileConfig,
 }
@@ -102,6 +111,8 @@ impl Settings {
             database_url: pick(&g.database_url, &file.database_url)
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string()),
             redis_url: pick(&g.redis_url, &file.redis_url),
+            redis_prefix: pick(&g.redis_prefix, &file.redis_prefix)
+                .unwrap_or_else(|| DEFAULT_REDIS_PREFIX.to_string()),
             schema: pick(&g.schema, &file.schema).unwrap_or_else(|| DEFAULT_SCHEMA.to_string()),
             file,
         })
@@ -144,7 +155,11 @@ impl Settings {
     pub async fn queue(&self) -> anyhow::Result<Arc<dyn Queue>> {
         match &self.redis_url {
             None => Ok(Arc::new(MemoryQueue::default())),
-            Some(_) => bail!("the Redis queue is not available in this build"),
+            Some(url) => Ok(Arc::new(
+                RedisQueue::connect(url, &self.redis_prefix)
+                    .await
+                    .context("cannot open the Redis queue")?,
+            )),
         }
     }
 
@@ -156,8 +171,16 @@ impl Settings {
             .map_err(|e| crate::error::Error::Config(format!("{e:#}")))
     }
 
+    /// Redis pub/sub when Redis is configured (events reach every node), in process otherwise.
     pub async fn bus(&self) -> anyhow::Result<Arc<dyn EventBus>> {
-        Ok(Arc::new(LocalBus::default()))
+        match &self.redis_url {
+            None => Ok(Arc::new(LocalBus::default())),
+            Some(url) => Ok(Arc::new(
+                RedisBus::connect(url, &self.redis_prefix)
+                    .await
+                    .context("cannot open Redis for status events")?,
+            )),
+        }
     }
 }
 
@@ -176,5 +199,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(a) => status::run(&settings, a).await,
         Command::Jobs(c) => jobs::run(&settings, c).await,
         Command::Bench(a) => bench::run(&settings, a).await,
+        Command::Watch(a) => watch::run(&settings, a).await,
     }
 }

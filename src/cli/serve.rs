@@ -46,6 +46,8 @@ pub struct ServeArgs {
     /// Seconds running jobs get to finish after SIGINT/SIGTERM before they are rolled back.
     #[arg(long, default_value_t = 30)]
     pub grace_secs: u64,
+    #[command(flatten)]
+    pub timing: super::worker::TimingArgs,
 }
 
 pub async fn run(s: &Settings, a: ServeArgs) -> anyhow::Result<()> {
@@ -66,6 +68,7 @@ pub async fn run(s: &Settings, a: ServeArgs) -> anyhow::Result<()> {
     }
     config.validate()?;
     let mut wc = WorkerConfig::default();
+    a.timing.apply(&mut wc)?;
     wc.executor.concurrency = s.concurrency(a.concurrency);
     wc.executor.chunk_size = s.chunk_size(a.chunk_size);
     wc.executor.validate()?;

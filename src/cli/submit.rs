@@ -2,13 +2,16 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 
 use super::Settings;
 use crate::client::Client;
+use crate::error::Error;
 use crate::job::NewJob;
+use crate::queue::memory::MemoryQueue;
 use crate::store::BatchOptions;
 
 /// Largest accepted target: jobs carry references to data, not the data itself.
@@ -63,7 +66,17 @@ pub async fn run(s: &Settings, a: SubmitArgs) -> anyhow::Result<()> {
             .unwrap_or(3)
     });
     let store = s.store(4, true).await?;
-    let client = Client::new(store, s.queue().await?);
+    let queue = match s.queue().await {
+        Ok(q) => q,
+        // The database is the truth: with Redis down the jobs are still stored, and the
+        // workers' reconciler queues them once Redis is back. Only a bad URL is fatal.
+        Err(e) if s.redis_url.is_some() && !is_config_error(&e) => {
+            eprintln!("warning: {e:#}; submitting anyway: the workers will queue these jobs");
+            Arc::new(MemoryQueue::default())
+        }
+        Err(e) => return Err(e),
+    };
+    let client = Client::new(store, queue);
     if a.file.is_some() || a.batch.is_some() || a.wait {
         let n = targets.len();
         let sub = client
@@ -100,6 +113,12 @@ pub async fn run(s: &Settings, a: SubmitArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A configuration mistake (bad URL, bad prefix), as opposed to an unreachable server.
+fn is_config_error(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| matches!(c.downcast_ref::<Error>(), Some(Error::Config(_))))
 }
 
 fn parse_target(t: &str) -> anyhow::Result<serde_json::Value> {

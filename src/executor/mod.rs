@@ -33,7 +33,8 @@ pub struct ExecutorConfig {
     pub chunk_size: usize,
     /// How long an idle worker waits on the queue before checking for shutdown. Default 1 s.
     pub pop_wait: Duration,
-    /// Pause after a store or queue error, so a database outage is not a busy loop. Default 500 ms.
+    /// Pause after a store or queue error, so a database outage is not a busy loop; doubles
+    /// while errors continue, up to 4x. Default 500 ms.
     pub error_pause: Duration,
 }
 
@@ -150,7 +151,10 @@ impl Executor {
 
 async fn worker(ctx: Arc<Ctx>, stop: CancellationToken) {
     let max = ctx.config.chunk_size;
-    let mut quiet_errors = 0u32;
+    // Consecutive failed rounds; drives the backoff and the sparse logging.
+    let mut errors = 0u32;
+    // Of those, database errors (the queue logs its own outages, once per outage).
+    let mut logged = 0u32;
     // This task's connection, kept across chunks and replaced after any error.
     let mut lease = None;
     while !stop.is_cancelled() {
@@ -159,7 +163,7 @@ async fn worker(ctx: Arc<Ctx>, stop: CancellationToken) {
             _ = stop.cancelled() => break,
         };
         let result = match popped {
-            Ok(ids) if ids.is_empty() => continue,
+            Ok(ids) if ids.is_empty() => Ok(()),
             Ok(ids) => {
                 let r = match lease.as_mut() {
                     Some(l) => chunk::run(&ctx, l, &ids).await,
@@ -178,19 +182,26 @@ async fn worker(ctx: Arc<Ctx>, stop: CancellationToken) {
         };
         match result {
             Ok(()) => {
-                if quiet_errors > 0 {
-                    info!("worker recovered after {quiet_errors} errors");
-                    quiet_errors = 0;
+                if logged > 0 {
+                    info!("worker recovered after {errors} failed rounds");
                 }
+                errors = 0;
+                logged = 0;
             }
             Err(e) => {
                 // The jobs stay pending; the reconciler offers them again.
-                if quiet_errors == 0 || quiet_errors.is_power_of_two() {
-                    warn!(error = %e, errors = quiet_errors + 1, "worker error; retrying");
+                if !matches!(e, Error::Queue(_)) {
+                    if logged == 0 || logged.is_power_of_two() {
+                        warn!(error = %e, errors = logged + 1, "worker error; retrying");
+                    }
+                    logged += 1;
                 }
-                quiet_errors += 1;
+                // Back off (error_pause, doubling, at most 4x) so that an outage of the
+                // database or Redis is not hammered by every worker task at once.
+                let pause = ctx.config.error_pause * (1 << errors.min(2));
+                errors = errors.saturating_add(1);
                 tokio::select! {
-                    _ = tokio::time::sleep(ctx.config.error_pause) => {}
+                    _ = tokio::time::sleep(pause) => {}
                     _ = stop.cancelled() => break,
                 }
             }

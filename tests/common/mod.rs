@@ -3,6 +3,8 @@
 //! parallel with no TRUNCATE and no global lock. Nothing here mocks a service.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -15,6 +15,9 @@ use uuid::Uuid;
 
 use crate::error::Result;
 
+mod redis;
+pub use self::redis::RedisBus;
+
 /// What happened to a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]

@@ -1,0 +1,304 @@
+//! The Redis queue for many nodes: one sorted set of job IDs under `{prefix}:queue`, scored so
+//! that the lowest score is the highest priority and, within a priority, the oldest job.
+//!
+//! - `push` is one `ZADD NX` for the whole slice: one round trip, and an ID already queued is
+//!   neither added twice nor moved. The score is the priority, then the job's age read from
+//!   its UUIDv7 ID, so an ID the reconciler re-offers (after a crash, a flush) goes back to
+//!   its place near the front instead of behind the whole backlog.
+//! - `pop` first takes up to `max` with `ZPOPMIN` on the shared, multiplexed connection; only
+//!   when the set is empty does it block in `BZPOPMIN`, on a connection of its own (a blocking
+//!   command would stall every request multiplexed behind it), then tops up with `ZPOPMIN`.
+//!
+//! Redis is a delivery hint: when it is unreachable the queue says so once in the log, returns
+//! errors (workers pause and retry), and the reconciler refills it from the database when it
+//! is back.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncCommands, AsyncConnectionConfig, Client};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::Queue;
+use crate::error::{Error, Result};
+use crate::store::Due;
+
+/// Key prefix used when none is configured.
+pub const DEFAULT_PREFIX: &str = "skiplock";
+
+/// Bits of the score that hold the job's age, in [`AGE_TICK_MS`] ticks since [`AGE_EPOCH_MS`];
+/// the priority sits above them in 16 bits, so a score stays within the 53 bits a double holds
+/// exactly. 2^37 ticks of 10 ms last until 2067. Equal scores pop in member order, and a
+/// UUIDv7's text sorts by its time, so order within a tick is still oldest first.
+const AGE_SPAN: f64 = 137_438_953_472.0; // 2^37
+const AGE_TICK_MS: u64 = 10;
+/// 2024-01-01T00:00:00Z.
+const AGE_EPOCH_MS: u64 = 1_704_067_200_000;
+
+/// Lower is popped first: higher priority, then older job.
+fn score(d: &Due) -> f64 {
+    let ms =
+        d.id.get_timestamp()
+            .map(|t| {
+                let (secs, nanos) = t.to_unix();
+                secs * 1000 + u64::from(nanos) / 1_000_000
+            })
+            // Not a time-based ID: treat it as created now.
+            .unwrap_or_else(|| chrono::Utc::now().timestamp_millis().max(0) as u64);
+    let ticks = (ms.saturating_sub(AGE_EPOCH_MS) / AGE_TICK_MS).min(AGE_SPAN as u64 - 1);
+    f64::from(i32::from(i16::MAX) - i32::from(d.priority)) * AGE_SPAN + ticks as f64
+}
+
+/// Time allowed to open a connection: a Redis that does not answer counts as down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time allowed for a non-blocking command's reply.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Blocking connections kept for reuse; more poppers than this open and close their own.
+const MAX_IDLE_BLOCKING: usize = 64;
+
+/// A deduplicating priority queue of job IDs in Redis, shared by every node.
+pub struct RedisQueue {
+    client: Client,
+    /// Reconnects by itself after Redis restarts; used for everything that does not block.
+    conn: ConnectionManager,
+    /// Idle connections for `BZPOPMIN`, one per waiting popper. A mutex held only to take or
+    /// return one, never across an await.
+    blocking: Mutex<Vec<MultiplexedConnection>>,
+    queue_key: String,
+    /// Whether the last command failed, so an outage is logged once when it starts and once
+    /// when it ends, not once per failed call.
+    down: AtomicBool,
+    /// The URL without a password, for log lines.
+    shown_url: String,
+}
+
+impl RedisQueue {
+    /// Connects now, so a wrong URL or a Redis that is down fails at start-up.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
+        validate_prefix(prefix)?;
+        let client =
+            Client::open(url).map_err(|e| Error::Config(format!("invalid Redis URL: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(CONNECT_TIMEOUT)
+            .set_response_timeout(RESPONSE_TIMEOUT)
+            // Few, quick reconnect attempts per call: while Redis is down a call should fail
+            // within seconds (the worker pauses and retries), not hang.
+            .set_number_of_retries(2)
+            .set_factor(100)
+            .set_max_delay(1_000);
+        let conn = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(|e| {
+                Error::Queue(format!(
+                    "cannot reach Redis at {}: {e}",
+                    crate::store::redact_url(url)
+                ))
+            })?;
+        Ok(RedisQueue {
+            client,
+            conn,
+            blocking: Mutex::new(Vec::new()),
+            queue_key: format!("{prefix}:queue"),
+            down: AtomicBool::new(false),
+            shown_url: crate::store::redact_url(url),
+        })
+    }
+
+    /// The sorted set's key, for operators (and tests that delete it).
+    pub fn queue_key(&self) -> &str {
+        &self.queue_key
+    }
+
+    /// Logs the transitions of Redis's health and passes the result through.
+    fn watch<T>(&self, r: redis::RedisResult<T>) -> Result<T> {
+        match r {
+            Ok(v) => {
+                if self.down.swap(false, Ordering::Relaxed) {
+                    info!(redis = %self.shown_url, "Redis is reachable again; the queue is back");
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                if !self.down.swap(true, Ordering::Relaxed) {
+                    warn!(
+                        redis = %self.shown_url,
+                        error = %e,
+                        "Redis is unreachable: jobs wait safely in the database; \
+                         retrying until it is back"
+                    );
+                }
+                Err(Error::Queue(e.to_string()))
+            }
+        }
+    }
+
+    /// Takes up to `max` IDs without waiting.
+    async fn pop_now(&self, max: usize) -> Result<Vec<Uuid>> {
+        let mut conn = self.conn.clone();
+        let r: redis::RedisResult<Vec<(String, f64)>> =
+            conn.zpopmin(&self.queue_key, max as isize).await;
+        Ok(parse_ids(self.watch(r)?))
+    }
+
+    /// Waits up to `wait` for one ID on a connection of its own.
+    async fn pop_blocking(&self, wait: Duration) -> Result<Option<Uuid>> {
+        // BZPOPMIN takes seconds as a double (Redis 6+); 0 would mean forever.
+        let secs = wait.as_secs_f64().max(0.01);
+        let idle = self
+            .blocking
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
+        if let Some(mut conn) = idle {
+            let r: redis::RedisResult<Option<(String, String, f64)>> =
+                conn.bzpopmin(&self.queue_key, secs).await;
+            // An idle connection may predate a Redis restart; if it fails, say nothing yet
+            // and try a fresh one, which tells whether Redis itself is down.
+            if let Ok(got) = r {
+                self.watch(Ok(()))?;
+                self.keep(conn);
+                return Ok(got.and_then(|(_, id, _)| Uuid::parse_str(&id).ok()));
+            }
+        }
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(CONNECT_TIMEOUT)
+            .set_response_timeout(wait + RESPONSE_TIMEOUT);
+        let r = self
+            .client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await;
+        let mut conn = self.watch(r)?;
+        let r: redis::RedisResult<Option<(String, String, f64)>> =
+            conn.bzpopmin(&self.queue_key, secs).await;
+        // A failed connection is dropped, not kept: the next pop opens a fresh one.
+        let got = self.watch(r)?;
+        self.keep(conn);
+        Ok(got.and_then(|(_, id, _)| Uuid::parse_str(&id).ok()))
+    }
+
+    /// Returns a blocking connection to the idle list, unless enough are idle already.
+    fn keep(&self, conn: MultiplexedConnection) {
+        let mut idle = self.blocking.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE_BLOCKING {
+            idle.push(conn);
+        }
+    }
+}
+
+#[async_trait]
+impl Queue for RedisQueue {
+    async fn push(&self, items: &[Due]) -> Result<usize> {
+        if items.is_empty() {
+            return Ok(0);
+        }
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(&self.queue_key).arg("NX");
+        for d in items {
+            cmd.arg(score(d)).arg(d.id.to_string());
+        }
+        let mut conn = self.conn.clone();
+        let r: redis::RedisResult<usize> = cmd.query_async(&mut conn).await;
+        self.watch(r)
+    }
+
+    async fn pop(&self, max: usize, wait: Duration) -> Result<Vec<Uuid>> {
+        let max = max.max(1);
+        let got = self.pop_now(max).await?;
+        if !got.is_empty() || wait.is_zero() {
+            return Ok(got);
+        }
+        let Some(first) = self.pop_blocking(wait).await? else {
+            return Ok(Vec::new());
+        };
+        let mut out = vec![first];
+        if max > 1 {
+            // The first ID is ours already; if topping up fails, return what we have.
+            if let Ok(more) = self.pop_now(max - 1).await {
+                out.extend(more);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn depth(&self) -> Result<u64> {
+        let mut conn = self.conn.clone();
+        let r: redis::RedisResult<u64> = conn.zcard(&self.queue_key).await;
+        self.watch(r)
+    }
+
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+}
+
+/// Members that are not UUIDs (someone else's writes under our prefix) are skipped.
+fn parse_ids(raw: Vec<(String, f64)>) -> Vec<Uuid> {
+    raw.into_iter()
+        .filter_map(|(id, _)| Uuid::parse_str(&id).ok())
+        .collect()
+}
+
+/// A prefix is spliced into key names: keep it to characters that read well in `redis-cli`.
+pub fn validate_prefix(prefix: &str) -> Result<()> {
+    let ok = !prefix.is_empty()
+        && prefix.len() <= 128
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "invalid Redis prefix {prefix:?}: use letters, digits, '_', '-', ':' or '.' (at most 128)"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn due_at(ms: u64, priority: i16) -> Due {
+        let ts =
+            uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, (ms % 1000) as u32 * 1_000_000);
+        Due {
+            id: Uuid::new_v7(ts),
+            priority,
+        }
+    }
+
+    #[test]
+    fn scores_order_by_priority_then_age() {
+        let now = 1_800_000_000_000;
+        let old = score(&due_at(now - 60_000, 0));
+        let new = score(&due_at(now, 0));
+        let urgent_new = score(&due_at(now, 1));
+        assert!(old < new, "older first within a priority");
+        assert!(urgent_new < old, "priority before age");
+        assert!(score(&due_at(now, i16::MIN)) > score(&due_at(now, i16::MAX)));
+    }
+
+    #[test]
+    fn scores_fit_a_double_exactly() {
+        // Lowest priority, the last tick: still below 2^53, so no two scores blur together.
+        let far = due_at(AGE_EPOCH_MS + AGE_TICK_MS * (1 << 40), i16::MIN);
+        assert!(score(&far) < 9_007_199_254_740_992.0);
+        assert_eq!(score(&far), 65_535.0 * AGE_SPAN + (AGE_SPAN - 1.0));
+        // Before the epoch clamps to zero rather than going negative.
+        assert_eq!(score(&due_at(0, i16::MAX)), 0.0);
+    }
+
+    #[test]
+    fn prefixes_are_validated() {
+        assert!(validate_prefix("skiplock").is_ok());
+        assert!(validate_prefix("app:jobs-1").is_ok());
+        assert!(validate_prefix("").is_err());
+        assert!(validate_prefix("has space").is_err());
+        assert!(validate_prefix("{x}").is_err());
+    }
+}

@@ -1,0 +1,114 @@
+//! Many nodes on one PostgreSQL and one Redis: they share a batch, `skiplock status` lists
+//! them, and a node killed with SIGKILL drops out of the report after the node timeout.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::cluster::{status_counts, ClusterArgs, NodeProc};
+use common::{bin, redis_url, wait_until, Backend, TestStore};
+use skiplock::store::BatchOptions;
+use skiplock::Client;
+
+/// `skiplock status --json`, parsed.
+fn status(c: &ClusterArgs) -> serde_json::Value {
+    let out = Command::new(bin())
+        .args(c.global())
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn node_pids(report: &serde_json::Value) -> Vec<i64> {
+    let mut v: Vec<i64> = report["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["pid"].as_i64().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_workers_share_a_batch_and_status_drops_a_killed_one() {
+    let ts = TestStore::new(Backend::Postgres).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = ClusterArgs::new(&ts, redis_url());
+    let mut a = NodeProc::start(dir.path(), "a", c.worker(4, 5));
+    let mut b = NodeProc::start(dir.path(), "b", c.worker(4, 5));
+    let pids = {
+        let mut p = vec![a.pid().unwrap() as i64, b.pid().unwrap() as i64];
+        p.sort();
+        p
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            node_pids(&status(&c)) == pids
+        })
+        .await,
+        "status should list both nodes: {}",
+        status(&c)
+    );
+
+    // A batch both nodes work on: jobs long enough that neither drains it alone.
+    let client = Client::new(ts.store.clone(), std::sync::Arc::new(c.queue().await));
+    let targets = (0..400).map(|_| serde_json::json!({"ms": 20})).collect();
+    client
+        .submit_batch("sleep", targets, BatchOptions::default())
+        .await
+        .unwrap();
+    let pg = ts.pg.clone().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            status_counts(&pg, &ts.schema).await.1 == 400
+        })
+        .await,
+        "the batch should finish"
+    );
+    // Both report processing some, and together all of it (heartbeats lag a little).
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            let r = status(&c);
+            let done: Vec<i64> = r["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["processed"].as_i64().unwrap())
+                .collect();
+            done.len() == 2 && done.iter().all(|&n| n > 0) && done.iter().sum::<i64>() == 400
+        })
+        .await,
+        "both nodes should report their share: {}",
+        status(&c)
+    );
+    let text = Command::new(bin())
+        .args(c.global())
+        .arg("status")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    for n in status(&c)["nodes"].as_array().unwrap() {
+        assert!(text.contains(n["id"].as_str().unwrap()), "{text}");
+    }
+
+    // SIGKILL one: it cannot say goodbye, so only the timeout removes it.
+    let survivor = b.pid().unwrap() as i64;
+    a.kill9();
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            node_pids(&status(&c)) == vec![survivor]
+        })
+        .await,
+        "status should drop the killed node: {}",
+        status(&c)
+    );
+    assert!(b.alive());
+}

@@ -12,7 +12,12 @@ use crate::job::Job;
 /// The chunk's open transaction, per backend. Dropping it rolls back.
 pub enum Conn {
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
-    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    /// SQLite's transaction and its turn as the store's only writer, released after the
+    /// transaction ends (see [`super::sqlite`]).
+    Sqlite(
+        sqlx::Transaction<'static, sqlx::Sqlite>,
+        super::sqlite::WriteLock,
+    ),
 }
 
 /// One job's view of the chunk's transaction, behind its own savepoint.
@@ -52,8 +57,12 @@ impl<'c> JobTx<'c> {
                 let sql = format!("SAVEPOINT job; SET LOCAL statement_timeout = {ms}");
                 (&mut **tx).execute(sql.as_str()).await?;
             }
-            Conn::Sqlite(tx) => {
+            Conn::Sqlite(tx, _) => {
                 (&mut **tx).execute("SAVEPOINT job").await?;
+                // No statement_timeout in SQLite: a progress handler interrupts the job's SQL
+                // at its time limit instead. finish() removes it.
+                let handler = super::sqlite::deadline_handler(self.timeout);
+                tx.lock_handle().await?.set_progress_handler(1000, handler);
             }
         }
         self.savepoint = true;
@@ -65,7 +74,7 @@ impl<'c> JobTx<'c> {
         self.open().await?;
         match self.conn {
             Conn::Postgres(tx) => Ok(&mut **tx),
-            Conn::Sqlite(_) => Err(Error::Invalid(
+            Conn::Sqlite(..) => Err(Error::Invalid(
                 "this processor needs PostgreSQL but the store is SQLite".into(),
             )),
         }
@@ -75,7 +84,7 @@ impl<'c> JobTx<'c> {
     pub async fn sqlite(&mut self) -> Result<&mut SqliteConnection> {
         self.open().await?;
         match self.conn {
-            Conn::Sqlite(tx) => Ok(&mut **tx),
+            Conn::Sqlite(tx, _) => Ok(&mut **tx),
             Conn::Postgres(_) => Err(Error::Invalid(
                 "this processor needs SQLite but the store is PostgreSQL".into(),
             )),
@@ -93,7 +102,7 @@ impl<'c> JobTx<'c> {
                 .execute(&mut **tx)
                 .await?
                 .rows_affected(),
-            Conn::Sqlite(tx) => sqlx::query(sql)
+            Conn::Sqlite(tx, _) => sqlx::query(sql)
                 .bind(job.id.to_string())
                 .bind(job.target.to_string())
                 .execute(&mut **tx)
@@ -120,14 +129,15 @@ impl<'c> JobTx<'c> {
         let sql = match (&self.conn, ok) {
             (Conn::Postgres(_), true) => "RELEASE SAVEPOINT job; RESET statement_timeout",
             (Conn::Postgres(_), false) => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job",
-            (Conn::Sqlite(_), true) => "RELEASE SAVEPOINT job",
-            (Conn::Sqlite(_), false) => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job",
+            (Conn::Sqlite(..), true) => "RELEASE SAVEPOINT job",
+            (Conn::Sqlite(..), false) => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job",
         };
         match self.conn {
             Conn::Postgres(tx) => {
                 (&mut **tx).execute(sql).await?;
             }
-            Conn::Sqlite(tx) => {
+            Conn::Sqlite(tx, _) => {
+                tx.lock_handle().await?.remove_progress_handler();
                 (&mut **tx).execute(sql).await?;
             }
         }

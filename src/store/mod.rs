@@ -6,6 +6,7 @@
 
 mod jobtx;
 pub mod postgres;
+pub mod sqlite;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -161,6 +162,10 @@ pub async fn connect(url: &str, schema: &str, pool_size: u32) -> Result<Arc<dyn 
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(
             postgres::PgStore::connect(url, schema, pool_size).await?,
+        ))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(
+            sqlite::SqliteStore::connect(url, pool_size).await?,
         ))
     } else {
         Err(Error::Config(format!(

@@ -1,0 +1,624 @@
+//! The SQLite store: the embedded single-node default. Same tables, same semantics as the
+//! PostgreSQL reference, within what one SQLite file can honestly do.
+//!
+//! # Writes are serialised, on purpose
+//!
+//! SQLite has one writer per database file. A job's transaction must hold the write lock
+//! from the moment it picks its rows until its outcome commits (that is what makes the
+//! processor's writes and the job's status commit together), so job transactions cannot
+//! overlap: `concurrency` workers on SQLite take turns, one transaction at a time.
+//!
+//! Two layers make that orderly instead of a storm of "database is locked" errors:
+//!
+//! * inside this process, every write (job chunks, inserts, heartbeats, maintenance) first
+//!   takes [`SqliteStore`]'s async writer mutex, so writers queue in FIFO order without ever
+//!   touching SQLite's lock while another of ours holds it;
+//! * across processes (a `submit` beside a `worker`), every write transaction is
+//!   `BEGIN IMMEDIATE`, taking SQLite's write lock up front, and waits for it under a busy
+//!   timeout. A deferred `BEGIN` would read first and could fail to upgrade to a writer
+//!   (`SQLITE_BUSY_SNAPSHOT`) with no retry at all.
+//!
+//! WAL mode lets readers (reports, listings, the reconciler's due-job query) run beside the
+//! writer. `FOR UPDATE SKIP LOCKED` does not exist here and is not needed: with writes
+//! serialised, `lock_chunk`'s "pending and due" check inside the write transaction sees the
+//! only truth there is, and a duplicate ID simply finds its job no longer pending.
+
+mod rows;
+mod sql;
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Executor as _, Row, Sqlite, Transaction};
+use tokio::sync::OwnedMutexGuard;
+use uuid::Uuid;
+
+use self::rows::{batch_from_row, fmt_time, ids_json, job_from_row, modifier, node_from_row};
+use super::{
+    BatchOptions, Chunk, Conn, Due, JobFilter, NodeBeat, Outcome, Rescued, Store, INSERT_CHUNK,
+};
+use crate::error::{Error, Result};
+use crate::job::{Job, JobStatus, NewJob, Submitted, DEFAULT_MAX_ATTEMPTS};
+use crate::report::{BatchReport, NodeReport, StatusReport, Throughput, TypeCounts};
+
+/// How long a write waits for another process's write transaction before SQLite gives up
+/// with "database is locked". A job transaction lasts as long as its processor, so this
+/// matches the default processor time limit (60 s).
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// SQLite over a small connection pool. Only one connection writes at a time (see the
+/// module docs); the others serve readers.
+pub struct SqliteStore {
+    pool: SqlitePool,
+    /// The writer mutex: held for the whole life of every write transaction this store opens,
+    /// including a job chunk's (its guard travels inside [`Conn::Sqlite`]).
+    writer: Arc<tokio::sync::Mutex<()>>,
+    /// Jobs locked by this store's open chunks. Lets `cancel_job` answer "running right now"
+    /// at once, as PostgreSQL's `SKIP LOCKED` does, instead of queueing behind the job.
+    running: Arc<Mutex<HashSet<Uuid>>>,
+    /// Nodes that heartbeat through this store, i.e. live in this process. Their `held`
+    /// lists receive the intent records of [`sql::RECORD_INTENT`].
+    local_nodes: Mutex<Vec<String>>,
+}
+
+/// A write transaction's place in line: the writer mutex and, for a job chunk, what it
+/// holds. Lives inside [`Conn::Sqlite`] next to the transaction, declared after it so that
+/// dropping a chunk queues its rollback before the next writer is let in.
+pub struct WriteLock {
+    _guard: OwnedMutexGuard<()>,
+    /// IDs popped for this chunk, whose intent may be recorded in a node's `held` list.
+    popped: Vec<Uuid>,
+    /// IDs locked by this chunk (removed from `running` when the chunk ends, however).
+    locked: Vec<Uuid>,
+    running: Arc<Mutex<HashSet<Uuid>>>,
+}
+
+impl Drop for WriteLock {
+    fn drop(&mut self) {
+        let mut r = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        for id in &self.locked {
+            r.remove(id);
+        }
+    }
+}
+
+/// A plain write: the transaction first so that, dropped on an error path, its rollback is
+/// queued before the writer mutex is released.
+struct Write {
+    tx: Transaction<'static, Sqlite>,
+    guard: OwnedMutexGuard<()>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database a `sqlite:` URL names, in WAL mode.
+    pub async fn connect(url: &str, pool_size: u32) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(|e| Error::Config(format!("invalid SQLite URL: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // In WAL mode NORMAL never corrupts and survives any process crash; only an OS
+            // crash or power cut may undo the last commits (jobs then run again, their
+            // database effects undone with them). FULL would fsync every job's commit.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(pool_size.max(2))
+            .acquire_timeout(Duration::from_secs(30))
+            // A job's SQL time limit is a progress handler on the connection; never let one
+            // outlive the job and interrupt whoever uses the connection next.
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    conn.lock_handle().await?.remove_progress_handler();
+                    Ok(true)
+                })
+            })
+            .connect_with(opts)
+            .await?;
+        Ok(Self::from_pool(pool))
+    }
+
+    /// Wraps an existing pool. The pool's connections should use WAL and a busy timeout.
+    pub fn from_pool(pool: SqlitePool) -> Self {
+        SqliteStore {
+            pool,
+            writer: Arc::new(tokio::sync::Mutex::new(())),
+            running: Arc::new(Mutex::new(HashSet::new())),
+            local_nodes: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Waits for our turn to write, then opens a `BEGIN IMMEDIATE` transaction.
+    async fn write(&self) -> Result<Write> {
+        let guard = self.writer.clone().lock_owned().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(Write { tx, guard })
+    }
+
+    fn local_nodes_json(&self) -> Option<String> {
+        let nodes = self.local_nodes.lock().unwrap_or_else(|e| e.into_inner());
+        (!nodes.is_empty()).then(|| serde_json::Value::from(nodes.clone()).to_string())
+    }
+
+    async fn insert_batch_in(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        batch_id: Uuid,
+        job_type: &str,
+        targets: &[serde_json::Value],
+        max_attempts: i32,
+        opts: &BatchOptions,
+    ) -> Result<Vec<Uuid>> {
+        sqlx::query(sql::INSERT_BATCH_ROW)
+            .bind(batch_id.to_string())
+            .bind(&opts.name)
+            .bind(job_type)
+            .bind(targets.len() as i64)
+            .execute(&mut **tx)
+            .await?;
+        let run_at = opts.run_at.map(fmt_time);
+        let mut ids = Vec::with_capacity(targets.len());
+        for chunk in targets.chunks(INSERT_CHUNK) {
+            let cids: Vec<Uuid> = chunk.iter().map(|_| Uuid::now_v7()).collect();
+            let rows: Vec<(String, String)> = cids
+                .iter()
+                .zip(chunk)
+                .map(|(id, t)| (id.to_string(), t.to_string()))
+                .collect();
+            sqlx::query(sql::INSERT_BATCH_JOBS)
+                .bind(serde_json::to_string(&rows).map_err(invalid)?)
+                .bind(job_type)
+                .bind(max_attempts)
+                .bind(&run_at)
+                .bind(opts.priority)
+                .bind(batch_id.to_string())
+                .execute(&mut **tx)
+                .await?;
+            ids.extend(cids);
+        }
+        Ok(ids)
+    }
+
+    /// Explains why a retry or cancel matched no row: missing, or in the wrong state.
+    async fn why_not(&self, id: Uuid, rule: &str) -> Error {
+        match self.job(id).await {
+            Ok(None) => Error::NotFound(format!("job {id}")),
+            Ok(Some(j)) if j.status == JobStatus::Pending => Error::Conflict(format!(
+                "job {id} is pending (perhaps running right now): {rule}"
+            )),
+            Ok(Some(j)) => Error::Conflict(format!("job {id} is {}: {rule}", j.status)),
+            Err(e) => e,
+        }
+    }
+
+    fn is_running(&self, id: Uuid) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&id)
+    }
+}
+
+fn invalid(e: serde_json::Error) -> Error {
+    Error::Invalid(format!("cannot encode rows: {e}"))
+}
+
+const RETRY_RULE: &str = "only failed or cancelled jobs can be retried";
+const CANCEL_RULE: &str = "only pending jobs that are not running can be cancelled";
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        // BEGIN IMMEDIATE makes concurrent migrators (two processes starting at once) queue.
+        let mut w = self.write().await?;
+        (&mut *w.tx).execute(sql::CREATE_MIGRATIONS).await?;
+        let done: Vec<i32> = sqlx::query_scalar(sql::DONE_MIGRATIONS)
+            .fetch_all(&mut *w.tx)
+            .await?;
+        for (version, text) in sql::MIGRATIONS {
+            if done.contains(version) {
+                continue;
+            }
+            (&mut *w.tx).execute(*text).await?;
+            sqlx::query(sql::RECORD_MIGRATION)
+                .bind(version)
+                .execute(&mut *w.tx)
+                .await?;
+        }
+        w.tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_jobs(&self, jobs: &[NewJob]) -> Result<Vec<Uuid>> {
+        for j in jobs {
+            j.validate().map_err(Error::Invalid)?;
+        }
+        let mut w = self.write().await?;
+        let mut ids = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(INSERT_CHUNK) {
+            let mut rows = Vec::with_capacity(chunk.len());
+            for j in chunk {
+                let id = Uuid::now_v7();
+                rows.push(serde_json::json!([
+                    id.to_string(),
+                    j.job_type,
+                    j.target.to_string(),
+                    j.max_attempts,
+                    j.run_at.map(fmt_time),
+                    j.priority
+                ]));
+                ids.push(id);
+            }
+            sqlx::query(sql::INSERT_JOBS)
+                .bind(serde_json::Value::from(rows).to_string())
+                .execute(&mut *w.tx)
+                .await?;
+        }
+        w.tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn insert_batch(
+        &self,
+        job_type: &str,
+        targets: Vec<serde_json::Value>,
+        opts: BatchOptions,
+    ) -> Result<Submitted> {
+        let probe = NewJob::new(job_type, serde_json::Value::Null)
+            .max_attempts(opts.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS));
+        probe.validate().map_err(Error::Invalid)?;
+        let batch_id = Uuid::now_v7();
+        let mut w = self.write().await?;
+        let ids = self
+            .insert_batch_in(
+                &mut w.tx,
+                batch_id,
+                job_type,
+                &targets,
+                probe.max_attempts,
+                &opts,
+            )
+            .await?;
+        w.tx.commit().await?;
+        Ok(Submitted {
+            batch_id: Some(batch_id),
+            ids,
+        })
+    }
+
+    async fn lock_chunk(&self, ids: &[Uuid]) -> Result<Chunk> {
+        let guard = self.writer.clone().lock_owned().await;
+        let popped = ids_json(ids);
+        // Committed before the job transaction opens, so it survives a crash mid-job.
+        if let Some(nodes) = self.local_nodes_json() {
+            let mut intent = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            sqlx::query(sql::RECORD_INTENT)
+                .bind(&popped)
+                .bind(&nodes)
+                .execute(&mut *intent)
+                .await?;
+            intent.commit().await?;
+        }
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query(sql::LOCK_CHUNK)
+            .bind(&popped)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        jobs.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.id));
+        let locked: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(locked.iter().copied());
+        let lock = WriteLock {
+            _guard: guard,
+            popped: ids.to_vec(),
+            locked,
+            running: self.running.clone(),
+        };
+        Ok(Chunk {
+            conn: Conn::Sqlite(tx, lock),
+            jobs,
+        })
+    }
+
+    async fn finish_chunk(&self, chunk: Chunk, outcomes: &[Outcome], node_id: &str) -> Result<()> {
+        let Conn::Sqlite(mut tx, lock) = chunk.conn else {
+            return Err(Error::Invalid(
+                "a PostgreSQL chunk reached the SQLite store".into(),
+            ));
+        };
+        if !outcomes.is_empty() {
+            let rows: Vec<serde_json::Value> = outcomes
+                .iter()
+                .map(|o| {
+                    serde_json::json!([
+                        o.id.to_string(),
+                        o.status.as_str(),
+                        o.error,
+                        o.retry_delay_ms
+                    ])
+                })
+                .collect();
+            sqlx::query(sql::RECORD_OUTCOMES)
+                .bind(serde_json::Value::from(rows).to_string())
+                .bind(node_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(nodes) = self.local_nodes_json() {
+            sqlx::query(sql::CLEAR_INTENT)
+                .bind(ids_json(&lock.popped))
+                .bind(&nodes)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        drop(lock);
+        Ok(())
+    }
+
+    async fn due_pending(&self, limit: i64) -> Result<Vec<Due>> {
+        let rows = sqlx::query(sql::DUE_PENDING)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Due {
+                    id: rows::uuid(r.try_get::<String, _>(0)?)?,
+                    priority: r.try_get(1)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn heartbeat(&self, b: &NodeBeat) -> Result<()> {
+        {
+            let mut nodes = self.local_nodes.lock().unwrap_or_else(|e| e.into_inner());
+            if !nodes.contains(&b.id) {
+                nodes.push(b.id.clone());
+            }
+        }
+        let mut w = self.write().await?;
+        sqlx::query(sql::HEARTBEAT)
+            .bind(&b.id)
+            .bind(&b.host)
+            .bind(b.pid)
+            .bind(b.concurrency)
+            .bind(b.in_flight)
+            .bind(b.processed)
+            .bind(b.failed)
+            .bind(ids_json(&b.held))
+            .execute(&mut *w.tx)
+            .await?;
+        w.tx.commit().await?;
+        Ok(())
+    }
+
+    async fn remove_node(&self, id: &str) -> Result<()> {
+        self.local_nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|n| n != id);
+        let mut w = self.write().await?;
+        sqlx::query(sql::REMOVE_NODE)
+            .bind(id)
+            .execute(&mut *w.tx)
+            .await?;
+        w.tx.commit().await?;
+        Ok(())
+    }
+
+    async fn rescue_abandoned(&self, stale: Duration) -> Result<Rescued> {
+        let mut w = self.write().await?;
+        let dead = sqlx::query(sql::DELETE_DEAD_NODES)
+            .bind(modifier(stale, -1))
+            .fetch_all(&mut *w.tx)
+            .await?;
+        let mut out = Rescued {
+            dead_nodes: dead.len() as u64,
+            ..Rescued::default()
+        };
+        // One charge per job, even if two dead nodes both listed it.
+        let mut seen = HashSet::new();
+        let mut pairs = Vec::new();
+        for r in &dead {
+            let node: String = r.try_get("id")?;
+            let held: String = r.try_get("held")?;
+            let held: Vec<Uuid> = serde_json::from_str(&held)
+                .map_err(|e| Error::Database(sqlx::Error::Decode(e.into())))?;
+            for id in held {
+                if seen.insert(id) {
+                    pairs.push(serde_json::json!([id.to_string(), node]));
+                }
+            }
+        }
+        if !pairs.is_empty() {
+            let statuses: Vec<String> = sqlx::query_scalar(sql::CHARGE_ABANDONED)
+                .bind(serde_json::Value::from(pairs).to_string())
+                .fetch_all(&mut *w.tx)
+                .await?;
+            for s in statuses {
+                if s == "failed" {
+                    out.failed += 1;
+                } else {
+                    out.retried += 1;
+                }
+            }
+        }
+        w.tx.commit().await?;
+        drop(w.guard);
+        Ok(out)
+    }
+
+    async fn prune(&self, retention: Duration) -> Result<u64> {
+        let cutoff = modifier(retention, -1);
+        let mut total = 0;
+        // One short write per 10,000 rows, so workers get their turns in between.
+        loop {
+            let mut w = self.write().await?;
+            let n = sqlx::query(sql::PRUNE)
+                .bind(&cutoff)
+                .execute(&mut *w.tx)
+                .await?
+                .rows_affected();
+            w.tx.commit().await?;
+            total += n;
+            if n == 0 {
+                break;
+            }
+        }
+        let mut w = self.write().await?;
+        sqlx::query(sql::PRUNE_BATCHES)
+            .bind(&cutoff)
+            .execute(&mut *w.tx)
+            .await?;
+        w.tx.commit().await?;
+        Ok(total)
+    }
+
+    async fn job(&self, id: Uuid) -> Result<Option<Job>> {
+        let row = sqlx::query(sql::GET_JOB)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn list_jobs(&self, f: &JobFilter) -> Result<Vec<Job>> {
+        let rows = sqlx::query(sql::LIST_JOBS)
+            .bind(f.status.map(|s| s.as_str()))
+            .bind(&f.job_type)
+            .bind(f.batch_id.map(|b| b.to_string()))
+            .bind(f.after.map(|a| a.to_string()))
+            .bind(f.limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn retry_job(&self, id: Uuid) -> Result<Job> {
+        // Only a failed or cancelled job can match, and no chunk ever holds one: check first
+        // so that a pending (perhaps running) job is a conflict without queueing to write.
+        match self.job(id).await? {
+            Some(j) if matches!(j.status, JobStatus::Failed | JobStatus::Cancelled) => {}
+            _ => return Err(self.why_not(id, RETRY_RULE).await),
+        }
+        let mut w = self.write().await?;
+        let row = sqlx::query(sql::RETRY_JOB)
+            .bind(id.to_string())
+            .fetch_optional(&mut *w.tx)
+            .await?;
+        w.tx.commit().await?;
+        match row {
+            Some(r) => job_from_row(&r),
+            None => Err(self.why_not(id, RETRY_RULE).await),
+        }
+    }
+
+    async fn cancel_job(&self, id: Uuid) -> Result<Job> {
+        // The SKIP LOCKED of this store: a job one of our chunks holds is running right now.
+        if self.is_running(id) {
+            return Err(self.why_not(id, CANCEL_RULE).await);
+        }
+        let mut w = self.write().await?;
+        let row = sqlx::query(sql::CANCEL_JOB)
+            .bind(id.to_string())
+            .fetch_optional(&mut *w.tx)
+            .await?;
+        w.tx.commit().await?;
+        match row {
+            Some(r) => job_from_row(&r),
+            None => Err(self.why_not(id, CANCEL_RULE).await),
+        }
+    }
+
+    async fn batch(&self, id: Uuid) -> Result<Option<BatchReport>> {
+        let row = sqlx::query(sql::BATCH)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(batch_from_row).transpose()
+    }
+
+    async fn report(&self, node_stale: Duration) -> Result<StatusReport> {
+        let types = sqlx::query(sql::TYPE_COUNTS)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(TypeCounts {
+                    job_type: r.try_get("type")?,
+                    pending: r.try_get("pending")?,
+                    succeeded: r.try_get("succeeded")?,
+                    failed: r.try_get("failed")?,
+                    cancelled: r.try_get("cancelled")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let batches = sqlx::query(sql::RECENT_BATCHES)
+            .bind(20_i64)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(batch_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let nodes = self.nodes(node_stale).await?;
+        let mut buckets = vec![0_i64; 30];
+        for r in sqlx::query(sql::THROUGHPUT).fetch_all(&self.pool).await? {
+            let b: i64 = r.try_get("bucket")?;
+            if let Some(slot) = usize::try_from(b).ok().and_then(|b| buckets.get_mut(b)) {
+                *slot += r.try_get::<i64, _>("n")?;
+            }
+        }
+        let last_minute: i64 = buckets[24..].iter().sum();
+        Ok(StatusReport {
+            types,
+            batches,
+            nodes,
+            queue_depth: None,
+            throughput: Throughput {
+                last_minute_per_sec: last_minute as f64 / 60.0,
+                buckets_10s: buckets,
+            },
+            generated_at: chrono::Utc::now(),
+        })
+    }
+
+    async fn nodes(&self, node_stale: Duration) -> Result<Vec<NodeReport>> {
+        sqlx::query(sql::NODES)
+            .bind(modifier(node_stale, -1))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(node_from_row)
+            .collect()
+    }
+}
+
+/// The deadline a job's SQL runs under, enforced by a progress handler on the connection
+/// (SQLite's stand-in for PostgreSQL's `statement_timeout`): past it, the running statement is
+/// interrupted, so the savepoint can be rolled back and the failure written.
+pub(crate) fn deadline_handler(timeout: Duration) -> impl FnMut() -> bool + Send + 'static {
+    let deadline = Instant::now() + timeout;
+    move || Instant::now() < deadline
+}

@@ -1,6 +1,7 @@
 //! The `skiplock` command line: raw flags (clap) are resolved into [`Settings`] once, then
 //! each subcommand lives in its own file.
 
+mod demo;
 mod jobs;
 mod status;
 mod submit;
@@ -60,6 +61,8 @@ pub enum Command {
     /// Inspect jobs.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
+    /// A whole run on the embedded default: submit a sample batch, process it, report.
+    Demo(demo::DemoArgs),
 }
 
 /// Resolved settings: flag, then environment, then config file, then default.
@@ -81,13 +84,29 @@ impl Settings {
                 .or_else(|| file.clone())
                 .filter(|s| !s.trim().is_empty())
         };
-        Ok(Settings {
+        let settings = Settings {
             database_url: pick(&g.database_url, &file.database_url)
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string()),
             redis_url: pick(&g.redis_url, &file.redis_url),
             schema: pick(&g.schema, &file.schema).unwrap_or_else(|| DEFAULT_SCHEMA.to_string()),
             file,
-        })
+        };
+        settings.check_single_node()?;
+        Ok(settings)
+    }
+
+    /// Redis exists to share a queue between nodes; a SQLite file serves exactly one node
+    /// (its writes are serialised within one process). Refuse the pair before anything runs.
+    fn check_single_node(&self) -> anyhow::Result<()> {
+        if self.redis_url.is_some() && self.database_url.starts_with("sqlite:") {
+            bail!(
+                "a Redis queue is for several nodes, and several nodes need PostgreSQL: \
+                 SQLite ({}) serves a single node with the in-memory queue. \
+                 Use --database-url postgres://… or drop --redis-url",
+                store::redact_url(&self.database_url)
+            );
+        }
+        Ok(())
     }
 
     pub fn concurrency(&self, flag: Option<usize>) -> usize {
@@ -149,5 +168,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Submit(a) => submit::run(&settings, a).await,
         Command::Status(a) => status::run(&settings, a).await,
         Command::Jobs(c) => jobs::run(&settings, c).await,
+        Command::Demo(a) => demo::run(&settings, a).await,
     }
 }

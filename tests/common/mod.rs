@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use skiplock::store::postgres::PgStore;
+use skiplock::store::sqlite::SqliteStore;
 use skiplock::store::Store;
 
 /// The PostgreSQL the suite talks to.
@@ -32,6 +33,8 @@ pub fn unique(prefix: &str) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Postgres,
+    /// A fresh database file in a temporary folder.
+    Sqlite,
 }
 
 /// A store in its own schema, migrated, plus what a child process needs to reach it.
@@ -44,6 +47,8 @@ pub struct TestStore {
     pub schema: String,
     /// A direct pool for assertions (PostgreSQL).
     pub pg: Option<sqlx::PgPool>,
+    /// A direct pool for assertions (SQLite).
+    pub sqlite: Option<sqlx::SqlitePool>,
     /// Keeps a SQLite store's folder alive.
     pub dir: Option<tempfile::TempDir>,
 }
@@ -68,7 +73,24 @@ impl TestStore {
                     url: pg_url(),
                     schema,
                     pg: Some(pg),
+                    sqlite: None,
                     dir: None,
+                }
+            }
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("skiplock.db").display());
+                let s = SqliteStore::connect(&url, pool).await.expect("open SQLite");
+                s.migrate().await.expect("migrate");
+                let sqlite = s.pool().clone();
+                TestStore {
+                    store: Arc::new(s),
+                    backend,
+                    url,
+                    schema: "skiplock".into(),
+                    pg: None,
+                    sqlite: Some(sqlite),
+                    dir: Some(dir),
                 }
             }
         }
@@ -123,8 +145,7 @@ pub fn bin() -> PathBuf {
 }
 
 /// Runs each listed `async fn name(backend: Backend)` once per store backend, as
-/// `postgres::name` (and `sqlite::name` once that store exists), so one suite covers every
-/// backend.
+/// `postgres::name` and `sqlite::name`, so one suite covers every backend.
 #[macro_export]
 macro_rules! for_each_backend {
     ($($name:ident),* $(,)?) => {
@@ -133,6 +154,14 @@ macro_rules! for_each_backend {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
                     super::$name($crate::common::Backend::Postgres).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await
                 }
             )*
         }

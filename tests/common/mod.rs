@@ -26,7 +26,10 @@ pub fn redis_url() -> String {
 /// A fresh name: `prefix_` and 12 hex digits. Test schemas start with `skt_` so the test
 /// script can sweep leftovers of killed runs.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "{prefix}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 /// Which store a conformance test runs against.

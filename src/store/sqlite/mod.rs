@@ -23,13 +23,17 @@
 //! serialised, `lock_chunk`'s "pending and due" check inside the write transaction sees the
 //! only truth there is, and a duplicate ID simply finds its job no longer pending.
 
+mod held;
 mod rows;
 mod sql;
+
+pub(crate) use held::deadline_handler;
+pub use held::WriteLock;
 
 use std::collections::HashSet;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -40,9 +44,7 @@ use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
 use self::rows::{batch_from_row, fmt_time, ids_json, job_from_row, modifier, node_from_row};
-use super::{
-    BatchOptions, Chunk, Conn, Due, JobFilter, NodeBeat, Outcome, Rescued, Store, INSERT_CHUNK,
-};
+use super::{BatchOptions, Chunk, Due, JobFilter, NodeBeat, Outcome, Rescued, Store, INSERT_CHUNK};
 use crate::error::{Error, Result};
 use crate::job::{Job, JobStatus, NewJob, Submitted, DEFAULT_MAX_ATTEMPTS};
 use crate::report::{BatchReport, NodeReport, StatusReport, Throughput, TypeCounts};
@@ -67,32 +69,11 @@ pub struct SqliteStore {
     local_nodes: Mutex<Vec<String>>,
 }
 
-/// A write transaction's place in line: the writer mutex and, for a job chunk, what it
-/// holds. Lives inside [`Conn::Sqlite`] next to the transaction, declared after it so that
-/// dropping a chunk queues its rollback before the next writer is let in.
-pub struct WriteLock {
-    _guard: OwnedMutexGuard<()>,
-    /// IDs popped for this chunk, whose intent may be recorded in a node's `held` list.
-    popped: Vec<Uuid>,
-    /// IDs locked by this chunk (removed from `running` when the chunk ends, however).
-    locked: Vec<Uuid>,
-    running: Arc<Mutex<HashSet<Uuid>>>,
-}
-
-impl Drop for WriteLock {
-    fn drop(&mut self) {
-        let mut r = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        for id in &self.locked {
-            r.remove(id);
-        }
-    }
-}
-
 /// A plain write: the transaction first so that, dropped on an error path, its rollback is
 /// queued before the writer mutex is released.
 struct Write {
     tx: Transaction<'static, Sqlite>,
-    guard: OwnedMutexGuard<()>,
+    _guard: OwnedMutexGuard<()>,
 }
 
 impl SqliteStore {
@@ -141,12 +122,7 @@ impl SqliteStore {
     async fn write(&self) -> Result<Write> {
         let guard = self.writer.clone().lock_owned().await;
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        Ok(Write { tx, guard })
-    }
-
-    fn local_nodes_json(&self) -> Option<String> {
-        let nodes = self.local_nodes.lock().unwrap_or_else(|e| e.into_inner());
-        (!nodes.is_empty()).then(|| serde_json::Value::from(nodes.clone()).to_string())
+        Ok(Write { tx, _guard: guard })
     }
 
     async fn insert_batch_in(
@@ -198,13 +174,6 @@ impl SqliteStore {
             Ok(Some(j)) => Error::Conflict(format!("job {id} is {}: {rule}", j.status)),
             Err(e) => e,
         }
-    }
-
-    fn is_running(&self, id: Uuid) -> bool {
-        self.running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&id)
     }
 }
 
@@ -304,76 +273,11 @@ impl Store for SqliteStore {
     }
 
     async fn lock_chunk(&self, ids: &[Uuid]) -> Result<Chunk> {
-        let guard = self.writer.clone().lock_owned().await;
-        let popped = ids_json(ids);
-        // Committed before the job transaction opens, so it survives a crash mid-job.
-        if let Some(nodes) = self.local_nodes_json() {
-            let mut intent = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-            sqlx::query(sql::RECORD_INTENT)
-                .bind(&popped)
-                .bind(&nodes)
-                .execute(&mut *intent)
-                .await?;
-            intent.commit().await?;
-        }
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let rows = sqlx::query(sql::LOCK_CHUNK)
-            .bind(&popped)
-            .fetch_all(&mut *tx)
-            .await?;
-        let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
-        jobs.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.id));
-        let locked: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
-        self.running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(locked.iter().copied());
-        let lock = WriteLock {
-            _guard: guard,
-            popped: ids.to_vec(),
-            locked,
-            running: self.running.clone(),
-        };
-        Ok(Chunk {
-            conn: Conn::Sqlite(tx, lock),
-            jobs,
-        })
+        self.lock(ids).await
     }
 
     async fn finish_chunk(&self, chunk: Chunk, outcomes: &[Outcome], node_id: &str) -> Result<()> {
-        let Conn::Sqlite(mut tx, lock) = chunk.conn else {
-            return Err(Error::Invalid(
-                "a PostgreSQL chunk reached the SQLite store".into(),
-            ));
-        };
-        if !outcomes.is_empty() {
-            let rows: Vec<serde_json::Value> = outcomes
-                .iter()
-                .map(|o| {
-                    serde_json::json!([
-                        o.id.to_string(),
-                        o.status.as_str(),
-                        o.error,
-                        o.retry_delay_ms
-                    ])
-                })
-                .collect();
-            sqlx::query(sql::RECORD_OUTCOMES)
-                .bind(serde_json::Value::from(rows).to_string())
-                .bind(node_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if let Some(nodes) = self.local_nodes_json() {
-            sqlx::query(sql::CLEAR_INTENT)
-                .bind(ids_json(&lock.popped))
-                .bind(&nodes)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        drop(lock);
-        Ok(())
+        self.finish(chunk, outcomes, node_id).await
     }
 
     async fn due_pending(&self, limit: i64) -> Result<Vec<Due>> {
@@ -429,45 +333,7 @@ impl Store for SqliteStore {
     }
 
     async fn rescue_abandoned(&self, stale: Duration) -> Result<Rescued> {
-        let mut w = self.write().await?;
-        let dead = sqlx::query(sql::DELETE_DEAD_NODES)
-            .bind(modifier(stale, -1))
-            .fetch_all(&mut *w.tx)
-            .await?;
-        let mut out = Rescued {
-            dead_nodes: dead.len() as u64,
-            ..Rescued::default()
-        };
-        // One charge per job, even if two dead nodes both listed it.
-        let mut seen = HashSet::new();
-        let mut pairs = Vec::new();
-        for r in &dead {
-            let node: String = r.try_get("id")?;
-            let held: String = r.try_get("held")?;
-            let held: Vec<Uuid> = serde_json::from_str(&held)
-                .map_err(|e| Error::Database(sqlx::Error::Decode(e.into())))?;
-            for id in held {
-                if seen.insert(id) {
-                    pairs.push(serde_json::json!([id.to_string(), node]));
-                }
-            }
-        }
-        if !pairs.is_empty() {
-            let statuses: Vec<String> = sqlx::query_scalar(sql::CHARGE_ABANDONED)
-                .bind(serde_json::Value::from(pairs).to_string())
-                .fetch_all(&mut *w.tx)
-                .await?;
-            for s in statuses {
-                if s == "failed" {
-                    out.failed += 1;
-                } else {
-                    out.retried += 1;
-                }
-            }
-        }
-        w.tx.commit().await?;
-        drop(w.guard);
-        Ok(out)
+        self.rescue(stale).await
     }
 
     async fn prune(&self, retention: Duration) -> Result<u64> {
@@ -613,12 +479,4 @@ impl Store for SqliteStore {
             .map(node_from_row)
             .collect()
     }
-}
-
-/// The deadline a job's SQL runs under, enforced by a progress handler on the connection
-/// (SQLite's stand-in for PostgreSQL's `statement_timeout`): past it, the running statement is
-/// interrupted, so the savepoint can be rolled back and the failure written.
-pub(crate) fn deadline_handler(timeout: Duration) -> impl FnMut() -> bool + Send + 'static {
-    let deadline = Instant::now() + timeout;
-    move || Instant::now() < deadline
 }

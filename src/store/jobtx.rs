@@ -57,11 +57,11 @@ impl<'c> JobTx<'c> {
                 let sql = format!("SAVEPOINT job; SET LOCAL statement_timeout = {ms}");
                 (&mut **tx).execute(sql.as_str()).await?;
             }
-            Conn::Sqlite(tx, _) => {
+            Conn::Sqlite(tx, lock) => {
                 (&mut **tx).execute("SAVEPOINT job").await?;
                 // No statement_timeout in SQLite: a progress handler interrupts the job's SQL
                 // at its time limit instead. finish() removes it.
-                let handler = super::sqlite::deadline_handler(self.timeout);
+                let handler = lock.deadline_handler(self.timeout);
                 tx.lock_handle().await?.set_progress_handler(1000, handler);
             }
         }

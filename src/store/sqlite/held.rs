@@ -3,6 +3,7 @@
 //! node died holding them.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,10 +26,26 @@ pub struct WriteLock {
     /// IDs locked by this chunk (removed from `running` when the chunk ends, however).
     locked: Vec<Uuid>,
     running: Arc<Mutex<HashSet<Uuid>>>,
+    /// Whether the chunk is alive. Its jobs' time-limit handlers check it, so a handler
+    /// left on a connection by a chunk that ended abnormally (aborted mid-job) never
+    /// interrupts the connection's next user.
+    alive: Arc<AtomicBool>,
+}
+
+impl WriteLock {
+    /// The deadline a job's SQL runs under, enforced by a progress handler on the connection
+    /// (SQLite's stand-in for PostgreSQL's `statement_timeout`): past it, the running
+    /// statement is interrupted, so the savepoint can be rolled back and the failure written.
+    pub(crate) fn deadline_handler(&self, timeout: Duration) -> impl FnMut() -> bool + Send {
+        let deadline = Instant::now() + timeout;
+        let alive = self.alive.clone();
+        move || !alive.load(Ordering::Relaxed) || Instant::now() < deadline
+    }
 }
 
 impl Drop for WriteLock {
     fn drop(&mut self) {
+        self.alive.store(false, Ordering::Relaxed);
         let mut r = self.running.lock().unwrap_or_else(|e| e.into_inner());
         for id in &self.locked {
             r.remove(id);
@@ -79,6 +96,7 @@ impl SqliteStore {
             popped: ids.to_vec(),
             locked,
             running: self.running.clone(),
+            alive: Arc::new(AtomicBool::new(true)),
         };
         Ok(Chunk {
             conn: Conn::Sqlite(tx, lock),
@@ -167,12 +185,4 @@ impl SqliteStore {
         w.tx.commit().await?;
         Ok(out)
     }
-}
-
-/// The deadline a job's SQL runs under, enforced by a progress handler on the connection
-/// (SQLite's stand-in for PostgreSQL's `statement_timeout`): past it, the running statement is
-/// interrupted, so the savepoint can be rolled back and the failure written.
-pub(crate) fn deadline_handler(timeout: Duration) -> impl FnMut() -> bool + Send + 'static {
-    let deadline = Instant::now() + timeout;
-    move || Instant::now() < deadline
 }

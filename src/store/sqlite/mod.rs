@@ -27,7 +27,6 @@ mod held;
 mod rows;
 mod sql;
 
-pub(crate) use held::deadline_handler;
 pub use held::WriteLock;
 
 use std::collections::HashSet;
@@ -91,14 +90,6 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(pool_size.max(2))
             .acquire_timeout(Duration::from_secs(30))
-            // A job's SQL time limit is a progress handler on the connection; never let one
-            // outlive the job and interrupt whoever uses the connection next.
-            .after_release(|conn, _| {
-                Box::pin(async move {
-                    conn.lock_handle().await?.remove_progress_handler();
-                    Ok(true)
-                })
-            })
             .connect_with(opts)
             .await?;
         Ok(Self::from_pool(pool))

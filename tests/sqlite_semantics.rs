@@ -118,10 +118,11 @@ async fn a_runaway_statement_is_interrupted_at_the_time_limit() {
         .unwrap();
     wait_for(&ts, "failed", 1, Duration::from_secs(20)).await;
     let j = ts.store.job(stuck).await.unwrap().unwrap();
+    // The processor's timer normally names it; under heavy load the interrupt may land first.
+    let why = j.last_error.unwrap_or_default();
     assert!(
-        j.last_error.as_deref().unwrap_or("").contains("timed out"),
-        "{:?}",
-        j.last_error
+        why.contains("timed out") || why.contains("interrupted"),
+        "{why}"
     );
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM effects")
         .fetch_one(&pool)

@@ -16,6 +16,9 @@ use super::{sql, SqliteStore};
 use crate::error::{Error, Result};
 use crate::store::{Chunk, Conn, Outcome, Rescued};
 
+/// How long after a job's time limit its running SQL statement is interrupted.
+const INTERRUPT_GRACE: Duration = Duration::from_millis(100);
+
 /// A write transaction's place in line: the writer mutex and, for a job chunk, what it
 /// holds. Lives inside [`Conn::Sqlite`] next to the transaction, declared after it so that
 /// dropping a chunk queues its rollback before the next writer is let in.
@@ -36,8 +39,11 @@ impl WriteLock {
     /// The deadline a job's SQL runs under, enforced by a progress handler on the connection
     /// (SQLite's stand-in for PostgreSQL's `statement_timeout`): past it, the running
     /// statement is interrupted, so the savepoint can be rolled back and the failure written.
+    /// It trails the processor's own timer by [`INTERRUPT_GRACE`], so that timer normally
+    /// fires first and names the failure ("timed out after N ms"); the interrupt is the
+    /// backstop that frees the connection.
     pub(crate) fn deadline_handler(&self, timeout: Duration) -> impl FnMut() -> bool + Send {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + timeout + INTERRUPT_GRACE;
         let alive = self.alive.clone();
         move || !alive.load(Ordering::Relaxed) || Instant::now() < deadline
     }

@@ -53,6 +53,11 @@ use crate::report::{BatchReport, NodeReport, StatusReport, Throughput, TypeCount
 /// matches the default processor time limit (60 s).
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Most pooled connections (each is an OS thread in sqlx). Only one writes at a time and
+/// workers waiting for their turn hold none, so the rest only serve readers: a handful is
+/// plenty, however high the concurrency.
+const MAX_CONNECTIONS: u32 = 8;
+
 /// SQLite over a small connection pool. Only one connection writes at a time (see the
 /// module docs); the others serve readers.
 pub struct SqliteStore {
@@ -88,7 +93,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT);
         let pool = SqlitePoolOptions::new()
-            .max_connections(pool_size.max(2))
+            .max_connections(pool_size.clamp(2, MAX_CONNECTIONS))
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts)
             .await?;

@@ -95,6 +95,9 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(pool_size.clamp(2, MAX_CONNECTIONS))
             .acquire_timeout(Duration::from_secs(30))
+            // A local file has no server to drop the connection: the default ping before
+            // every acquire would be two extra round trips per job for nothing.
+            .test_before_acquire(false)
             .connect_with(opts)
             .await?;
         Ok(Self::from_pool(pool))

@@ -2,6 +2,7 @@
 //! each subcommand lives in its own file.
 
 mod bench;
+mod demo;
 mod jobs;
 mod serve;
 mod status;
@@ -13,7 +14,7 @@ mod worker;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
 use crate::config::{
@@ -75,6 +76,8 @@ pub enum Command {
     Jobs(jobs::JobsCommand),
     /// Measure enqueue and processing rates, pickup latency and memory on this machine.
     Bench(bench::BenchArgs),
+    /// A whole run on the embedded default: submit a sample batch, process it, report.
+    Demo(demo::DemoArgs),
 }
 
 impl Command {
@@ -82,7 +85,11 @@ impl Command {
     pub fn is_quiet(&self) -> bool {
         matches!(
             self,
-            Command::Bench(_) | Command::Status(_) | Command::Jobs(_) | Command::Submit(_)
+            Command::Bench(_)
+                | Command::Status(_)
+                | Command::Jobs(_)
+                | Command::Submit(_)
+                | Command::Demo(_)
         )
     }
 }
@@ -107,7 +114,7 @@ impl Settings {
                 .or_else(|| file.clone())
                 .filter(|s| !s.trim().is_empty())
         };
-        Ok(Settings {
+        let settings = Settings {
             database_url: pick(&g.database_url, &file.database_url)
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string()),
             redis_url: pick(&g.redis_url, &file.redis_url),
@@ -115,7 +122,23 @@ impl Settings {
                 .unwrap_or_else(|| DEFAULT_REDIS_PREFIX.to_string()),
             schema: pick(&g.schema, &file.schema).unwrap_or_else(|| DEFAULT_SCHEMA.to_string()),
             file,
-        })
+        };
+        settings.check_single_node()?;
+        Ok(settings)
+    }
+
+    /// Redis exists to share a queue between nodes; a SQLite file serves exactly one node
+    /// (its writes are serialised within one process). Refuse the pair before anything runs.
+    fn check_single_node(&self) -> anyhow::Result<()> {
+        if self.redis_url.is_some() && self.database_url.starts_with("sqlite:") {
+            bail!(
+                "a Redis queue is for several nodes, and several nodes need PostgreSQL: \
+                 SQLite ({}) serves a single node with the in-memory queue. \
+                 Use --database-url postgres://… or drop --redis-url",
+                store::redact_url(&self.database_url)
+            );
+        }
+        Ok(())
     }
 
     pub fn concurrency(&self, flag: Option<usize>) -> usize {
@@ -200,5 +223,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs(c) => jobs::run(&settings, c).await,
         Command::Bench(a) => bench::run(&settings, a).await,
         Command::Watch(a) => watch::run(&settings, a).await,
+        Command::Demo(a) => demo::run(&settings, a).await,
     }
 }

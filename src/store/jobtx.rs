@@ -9,11 +9,16 @@ use sqlx::{Executor as _, PgConnection, SqliteConnection};
 use crate::error::{Error, Result};
 use crate::job::Job;
 
-/// The chunk's open transaction, per backend, on the worker's leased connection. Dropping
-/// it rolls back.
+/// The chunk's open transaction, per backend. Dropping it rolls back.
 pub enum Conn<'c> {
+    /// On the worker's leased connection.
     Postgres(sqlx::Transaction<'c, sqlx::Postgres>),
-    Sqlite(sqlx::Transaction<'c, sqlx::Sqlite>),
+    /// SQLite's transaction and its turn as the store's only writer, released after the
+    /// transaction ends (see [`super::sqlite`]).
+    Sqlite(
+        sqlx::Transaction<'c, sqlx::Sqlite>,
+        super::sqlite::WriteLock,
+    ),
 }
 
 impl Conn<'_> {
@@ -21,7 +26,7 @@ impl Conn<'_> {
     pub(crate) fn connection(&mut self) -> TxRef<'_> {
         match self {
             Conn::Postgres(tx) => TxRef::Postgres(tx),
-            Conn::Sqlite(tx) => TxRef::Sqlite(tx),
+            Conn::Sqlite(tx, lock) => TxRef::Sqlite(tx, lock),
         }
     }
 }
@@ -29,7 +34,7 @@ impl Conn<'_> {
 /// A borrowed connection that is inside the chunk's transaction.
 pub(crate) enum TxRef<'a> {
     Postgres(&'a mut PgConnection),
-    Sqlite(&'a mut SqliteConnection),
+    Sqlite(&'a mut SqliteConnection, &'a super::sqlite::WriteLock),
 }
 
 /// One job's view of the chunk's transaction, behind its own savepoint.
@@ -69,8 +74,12 @@ impl<'c> JobTx<'c> {
                 let sql = format!("SAVEPOINT job; SET LOCAL statement_timeout = {ms}");
                 (&mut **tx).execute(sql.as_str()).await?;
             }
-            TxRef::Sqlite(tx) => {
+            TxRef::Sqlite(tx, lock) => {
                 (&mut **tx).execute("SAVEPOINT job").await?;
+                // No statement_timeout in SQLite: a progress handler interrupts the job's SQL
+                // at its time limit instead. finish() removes it.
+                let handler = lock.deadline_handler(self.timeout);
+                tx.lock_handle().await?.set_progress_handler(1000, handler);
             }
         }
         self.savepoint = true;
@@ -82,7 +91,7 @@ impl<'c> JobTx<'c> {
         self.open().await?;
         match &mut self.conn {
             TxRef::Postgres(tx) => Ok(&mut **tx),
-            TxRef::Sqlite(_) => Err(Error::Invalid(
+            TxRef::Sqlite(..) => Err(Error::Invalid(
                 "this processor needs PostgreSQL but the store is SQLite".into(),
             )),
         }
@@ -92,7 +101,7 @@ impl<'c> JobTx<'c> {
     pub async fn sqlite(&mut self) -> Result<&mut SqliteConnection> {
         self.open().await?;
         match &mut self.conn {
-            TxRef::Sqlite(tx) => Ok(&mut **tx),
+            TxRef::Sqlite(tx, _) => Ok(&mut **tx),
             TxRef::Postgres(_) => Err(Error::Invalid(
                 "this processor needs SQLite but the store is PostgreSQL".into(),
             )),
@@ -110,7 +119,7 @@ impl<'c> JobTx<'c> {
                 .execute(&mut **tx)
                 .await?
                 .rows_affected(),
-            TxRef::Sqlite(tx) => sqlx::query(sql)
+            TxRef::Sqlite(tx, _) => sqlx::query(sql)
                 .bind(job.id.to_string())
                 .bind(job.target.to_string())
                 .execute(&mut **tx)
@@ -137,14 +146,15 @@ impl<'c> JobTx<'c> {
         let sql = match (&self.conn, ok) {
             (TxRef::Postgres(_), true) => "RELEASE SAVEPOINT job; RESET statement_timeout",
             (TxRef::Postgres(_), false) => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job",
-            (TxRef::Sqlite(_), true) => "RELEASE SAVEPOINT job",
-            (TxRef::Sqlite(_), false) => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job",
+            (TxRef::Sqlite(..), true) => "RELEASE SAVEPOINT job",
+            (TxRef::Sqlite(..), false) => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job",
         };
         match &mut self.conn {
             TxRef::Postgres(tx) => {
                 (&mut **tx).execute(sql).await?;
             }
-            TxRef::Sqlite(tx) => {
+            TxRef::Sqlite(tx, _) => {
+                tx.lock_handle().await?.remove_progress_handler();
                 (&mut **tx).execute(sql).await?;
             }
         }

@@ -6,6 +6,7 @@
 
 mod jobtx;
 pub mod postgres;
+pub mod sqlite;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,7 +91,9 @@ pub struct Rescued {
 /// replaced by a fresh one; it is closed, not returned to the pool, when dropped.
 pub enum Lease {
     Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
-    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    /// SQLite runs one writer at a time, so a kept connection buys nothing; each chunk
+    /// borrows one from the (small) pool instead.
+    Sqlite,
 }
 
 /// Locked jobs and the open transaction (on a [`Lease`]) that holds their row locks.
@@ -177,6 +180,10 @@ pub async fn connect(url: &str, schema: &str, pool_size: u32) -> Result<Arc<dyn 
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(
             postgres::PgStore::connect(url, schema, pool_size).await?,
+        ))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(
+            sqlite::SqliteStore::connect(url, pool_size).await?,
         ))
     } else {
         Err(Error::Config(format!(

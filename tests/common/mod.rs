@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use skiplock::store::postgres::PgStore;
+use skiplock::store::sqlite::SqliteStore;
 use skiplock::store::Store;
 
 /// The PostgreSQL the suite talks to.
@@ -37,6 +38,8 @@ pub fn unique(prefix: &str) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Postgres,
+    /// A fresh database file in a temporary folder.
+    Sqlite,
 }
 
 /// A store in its own schema, migrated, plus what a child process needs to reach it.
@@ -49,6 +52,8 @@ pub struct TestStore {
     pub schema: String,
     /// A direct pool for assertions (PostgreSQL).
     pub pg: Option<sqlx::PgPool>,
+    /// A direct pool for assertions (SQLite).
+    pub sqlite: Option<sqlx::SqlitePool>,
     /// Keeps a SQLite store's folder alive.
     pub dir: Option<tempfile::TempDir>,
 }
@@ -73,7 +78,24 @@ impl TestStore {
                     url: pg_url(),
                     schema,
                     pg: Some(pg),
+                    sqlite: None,
                     dir: None,
+                }
+            }
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("skiplock.db").display());
+                let s = SqliteStore::connect(&url, pool).await.expect("open SQLite");
+                s.migrate().await.expect("migrate");
+                let sqlite = s.pool().clone();
+                TestStore {
+                    store: Arc::new(s),
+                    backend,
+                    url,
+                    schema: "skiplock".into(),
+                    pg: None,
+                    sqlite: Some(sqlite),
+                    dir: Some(dir),
                 }
             }
         }
@@ -102,6 +124,18 @@ impl TestStore {
         t
     }
 
+    /// Jobs with one status, over every type.
+    pub async fn count_status(&self, status: &str) -> i64 {
+        let c = self.counts().await;
+        match status {
+            "pending" => c.pending,
+            "succeeded" => c.succeeded,
+            "failed" => c.failed,
+            "cancelled" => c.cancelled,
+            other => panic!("unknown status {other}"),
+        }
+    }
+
     /// Waits until no job is pending; false on timeout.
     pub async fn wait_all_finished(&self, timeout: Duration) -> bool {
         wait_until(timeout, || async { self.counts().await.pending == 0 }).await
@@ -118,6 +152,13 @@ impl TestStore {
                     .unwrap();
                 t
             }
+            Backend::Sqlite => {
+                sqlx::query("CREATE TABLE effects (job_id text NOT NULL)")
+                    .execute(self.sqlite.as_ref().unwrap())
+                    .await
+                    .unwrap();
+                "effects".to_string()
+            }
         }
     }
 
@@ -131,6 +172,12 @@ impl TestStore {
             .fetch_one(self.pg.as_ref().unwrap())
             .await
             .unwrap(),
+            Backend::Sqlite => {
+                sqlx::query_as("SELECT count(*), count(DISTINCT job_id) FROM effects")
+                    .fetch_one(self.sqlite.as_ref().unwrap())
+                    .await
+                    .unwrap()
+            }
         }
     }
 }
@@ -159,8 +206,7 @@ pub fn bin() -> PathBuf {
 }
 
 /// Runs each listed `async fn name(backend: Backend)` once per store backend, as
-/// `postgres::name` (and `sqlite::name` once that store exists), so one suite covers every
-/// backend.
+/// `postgres::name` and `sqlite::name`, so one suite covers every backend.
 #[macro_export]
 macro_rules! for_each_backend {
     ($($name:ident),* $(,)?) => {
@@ -169,6 +215,14 @@ macro_rules! for_each_backend {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
                     super::$name($crate::common::Backend::Postgres).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await
                 }
             )*
         }

@@ -1,0 +1,168 @@
+//! `skiplock demo`: the whole main job on the embedded default, for a first run on a machine
+//! with nothing installed. Submits three sample batches to `sqlite://skiplock.db` (or
+//! `--database-url`), processes them with an in-process worker behind a progress bar, and
+//! prints the status report.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::status::NODE_STALE;
+use super::Settings;
+use crate::client::Client;
+use crate::processor::TypeOptions;
+use crate::queue::memory::MemoryQueue;
+use crate::queue::Queue;
+use crate::store::{self, BatchOptions, Store};
+use crate::worker::{Worker, WorkerConfig};
+
+/// Quick jobs that succeed: the bulk of the sample.
+const QUICK_JOBS: usize = 300;
+/// Slow jobs: on SQLite they take turns with everything else (one writer), so their total
+/// time is the demo's floor. 12 × 150–370 ms keeps it to a few seconds.
+const SLOW_JOBS: usize = 12;
+/// Jobs that fail every attempt, retry with backoff, and end `failed`.
+const FAILING_JOBS: usize = 8;
+/// Attempts for the failing jobs, and their first retry delay (then doubled, with jitter):
+/// short, so the retries are visible and the demo still ends in seconds.
+const FAIL_ATTEMPTS: i32 = 3;
+const FAIL_BACKOFF: Duration = Duration::from_millis(150);
+/// The demo gives up (exit 1) if the sample has not finished by then: something is wrong.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Worker tasks for the in-process node.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+}
+
+pub async fn run(s: &Settings, a: DemoArgs) -> anyhow::Result<()> {
+    let url = store::redact_url(&s.database_url);
+    let store = s.store(a.concurrency as u32 + 4, true).await?;
+    // The demo's node and its submissions share one in-memory queue, so no Redis either.
+    let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::default());
+    println!("skiplock demo on {url} ({} store)", store.backend());
+
+    let mut registry = s.registry()?;
+    registry.set_options(
+        "fail",
+        TypeOptions {
+            max_attempts: FAIL_ATTEMPTS,
+            backoff: FAIL_BACKOFF,
+            ..registry.options("fail")
+        },
+    )?;
+    let mut config = WorkerConfig::default();
+    config.executor.concurrency = a.concurrency;
+    // Retries come due after their backoff; look for them often so the demo stays brisk.
+    config.reconciler.interval = Duration::from_millis(200);
+    let worker = Worker::builder(store.clone(), queue.clone())
+        .registry(registry)
+        .config(config)
+        .start()
+        .await
+        .context("cannot start the demo's worker")?;
+
+    let client = Client::new(store.clone(), queue);
+    let batches = submit_samples(&client).await?;
+    let total = (QUICK_JOBS + SLOW_JOBS + FAILING_JOBS) as u64;
+    println!(
+        "submitted {total} jobs in 3 batches: {QUICK_JOBS} thumbnails (noop), \
+         {SLOW_JOBS} reports (sleep), {FAILING_JOBS} webhooks to a broken endpoint (fail)"
+    );
+
+    let started = Instant::now();
+    let waited = wait_with_bar(&*store, &batches, total).await;
+    let report = store.report(NODE_STALE).await;
+    worker.shutdown(Duration::from_secs(5)).await;
+    waited?;
+    let mut report = report?;
+    report.queue_depth = Some(0);
+    println!(
+        "\nfinished in {:.1} s; the webhooks failed on purpose, after {FAIL_ATTEMPTS} attempts each\n",
+        started.elapsed().as_secs_f64()
+    );
+    print!("{}", report.render());
+    println!(
+        "\nEverything lives in {url}. Next: `skiplock status`, `skiplock jobs list --status failed`, \
+         `skiplock submit noop --target '{{}}'` and `skiplock worker`."
+    );
+    Ok(())
+}
+
+/// The sample: three batches a real system might run.
+async fn submit_samples(client: &Client) -> anyhow::Result<Vec<Uuid>> {
+    let thumbnails = (1..=QUICK_JOBS)
+        .map(|i| json!({ "image": format!("uploads/2026/IMG_{i:04}.jpg"), "size": 256 }))
+        .collect();
+    let reports = (0..SLOW_JOBS)
+        .map(|i| json!({ "ms": 150 + (i * 97) % 220 }))
+        .collect();
+    let webhooks = (1..=FAILING_JOBS)
+        .map(|i| {
+            json!({ "message": format!("crm.example.com answered 503 for order #{}", 1000 + i) })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for (job_type, name, targets, attempts) in [
+        ("noop", "thumbnails", thumbnails, None),
+        ("sleep", "monthly-reports", reports, None),
+        ("fail", "crm-webhooks", webhooks, Some(FAIL_ATTEMPTS)),
+    ] {
+        let sub = client
+            .submit_batch(
+                job_type,
+                targets,
+                BatchOptions {
+                    name: Some(name.into()),
+                    max_attempts: attempts,
+                    ..BatchOptions::default()
+                },
+            )
+            .await?;
+        ids.extend(sub.batch_id);
+    }
+    Ok(ids)
+}
+
+/// Draws the bar from the batches' committed counts until every job has finished.
+async fn wait_with_bar(store: &dyn Store, batches: &[Uuid], total: u64) -> anyhow::Result<()> {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} jobs finished ({msg})",
+        )?
+        .progress_chars("=> "),
+    );
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (mut done, mut failed) = (0, 0);
+        for id in batches {
+            let b = store
+                .batch(*id)
+                .await?
+                .with_context(|| format!("batch {id} vanished"))?;
+            done += (b.succeeded + b.failed + b.cancelled) as u64;
+            failed += b.failed;
+        }
+        bar.set_position(done);
+        bar.set_message(format!("{failed} failed"));
+        if done >= total {
+            bar.finish();
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bar.abandon();
+            bail!(
+                "the demo did not finish within {} s ({done}/{total} jobs)",
+                DEADLINE.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

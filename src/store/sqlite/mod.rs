@@ -1,0 +1,492 @@
+//! The SQLite store: the embedded single-node default. Same tables, same semantics as the
+//! PostgreSQL reference, within what one SQLite file can honestly do.
+//!
+//! # Writes are serialised, on purpose
+//!
+//! SQLite has one writer per database file. A job's transaction must hold the write lock
+//! from the moment it picks its rows until its outcome commits (that is what makes the
+//! processor's writes and the job's status commit together), so job transactions cannot
+//! overlap: `concurrency` workers on SQLite take turns, one transaction at a time.
+//!
+//! Two layers make that orderly instead of a storm of "database is locked" errors:
+//!
+//! * inside this process, every write (job chunks, inserts, heartbeats, maintenance) first
+//!   takes [`SqliteStore`]'s async writer mutex, so writers queue in FIFO order without ever
+//!   touching SQLite's lock while another of ours holds it;
+//! * across processes (a `submit` beside a `worker`), every write transaction is
+//!   `BEGIN IMMEDIATE`, taking SQLite's write lock up front, and waits for it under a busy
+//!   timeout. A deferred `BEGIN` would read first and could fail to upgrade to a writer
+//!   (`SQLITE_BUSY_SNAPSHOT`) with no retry at all.
+//!
+//! WAL mode lets readers (reports, listings, the reconciler's due-job query) run beside the
+//! writer. `FOR UPDATE SKIP LOCKED` does not exist here and is not needed: with writes
+//! serialised, `lock_chunk`'s "pending and due" check inside the write transaction sees the
+//! only truth there is, and a duplicate ID simply finds its job no longer pending.
+
+mod held;
+mod rows;
+mod sql;
+
+pub use held::WriteLock;
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Executor as _, Row, Sqlite, Transaction};
+use tokio::sync::OwnedMutexGuard;
+use uuid::Uuid;
+
+use self::rows::{batch_from_row, fmt_time, ids_json, job_from_row, modifier, node_from_row};
+use super::{
+    BatchOptions, Chunk, Due, JobFilter, Lease, NodeBeat, Outcome, Rescued, Store, INSERT_CHUNK,
+};
+use crate::error::{Error, Result};
+use crate::job::{Job, JobStatus, NewJob, Submitted, DEFAULT_MAX_ATTEMPTS};
+use crate::report::{BatchReport, NodeReport, StatusReport, Throughput, TypeCounts};
+
+/// How long a write waits for another process's write transaction before SQLite gives up
+/// with "database is locked". A job transaction lasts as long as its processor, so this
+/// matches the default processor time limit (60 s).
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Most pooled connections (each is an OS thread in sqlx). Only one writes at a time and
+/// workers waiting for their turn hold none, so the rest only serve readers: a handful is
+/// plenty, however high the concurrency.
+const MAX_CONNECTIONS: u32 = 8;
+
+/// SQLite over a small connection pool. Only one connection writes at a time (see the
+/// module docs); the others serve readers.
+pub struct SqliteStore {
+    pool: SqlitePool,
+    /// The writer mutex: held for the whole life of every write transaction this store opens,
+    /// including a job chunk's (its guard travels inside [`Conn::Sqlite`]).
+    writer: Arc<tokio::sync::Mutex<()>>,
+    /// Jobs locked by this store's open chunks. Lets `cancel_job` answer "running right now"
+    /// at once, as PostgreSQL's `SKIP LOCKED` does, instead of queueing behind the job.
+    running: Arc<Mutex<HashSet<Uuid>>>,
+    /// Nodes that heartbeat through this store, i.e. live in this process. Their `held`
+    /// lists receive the intent records of [`sql::RECORD_INTENT`].
+    local_nodes: Mutex<Vec<String>>,
+}
+
+/// A plain write: the transaction first so that, dropped on an error path, its rollback is
+/// queued before the writer mutex is released.
+struct Write {
+    tx: Transaction<'static, Sqlite>,
+    _guard: OwnedMutexGuard<()>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database a `sqlite:` URL names, in WAL mode.
+    pub async fn connect(url: &str, pool_size: u32) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(|e| Error::Config(format!("invalid SQLite URL: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // In WAL mode NORMAL never corrupts and survives any process crash; only an OS
+            // crash or power cut may undo the last commits (jobs then run again, their
+            // database effects undone with them). FULL would fsync every job's commit.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(pool_size.clamp(2, MAX_CONNECTIONS))
+            .acquire_timeout(Duration::from_secs(30))
+            // A local file has no server to drop the connection: the default ping before
+            // every acquire would be two extra round trips per job for nothing.
+            .test_before_acquire(false)
+            .connect_with(opts)
+            .await?;
+        Ok(Self::from_pool(pool))
+    }
+
+    /// Wraps an existing pool. The pool's connections should use WAL and a busy timeout.
+    pub fn from_pool(pool: SqlitePool) -> Self {
+        SqliteStore {
+            pool,
+            writer: Arc::new(tokio::sync::Mutex::new(())),
+            running: Arc::new(Mutex::new(HashSet::new())),
+            local_nodes: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Waits for our turn to write, then opens a `BEGIN IMMEDIATE` transaction.
+    async fn write(&self) -> Result<Write> {
+        let guard = self.writer.clone().lock_owned().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(Write { tx, _guard: guard })
+    }
+
+    async fn insert_batch_in(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        batch_id: Uuid,
+        job_type: &str,
+        targets: &[serde_json::Value],
+        max_attempts: i32,
+        opts: &BatchOptions,
+    ) -> Result<Vec<Uuid>> {
+        sqlx::query(sql::INSERT_BATCH_ROW)
+            .bind(batch_id.to_string())
+            .bind(&opts.name)
+            .bind(job_type)
+            .bind(targets.len() as i64)
+            .execute(&mut **tx)
+            .await?;
+        let run_at = opts.run_at.map(fmt_time);
+        let mut ids = Vec::with_capacity(targets.len());
+        for chunk in targets.chunks(INSERT_CHUNK) {
+            let cids: Vec<Uuid> = chunk.iter().map(|_| Uuid::now_v7()).collect();
+            let rows: Vec<(String, String)> = cids
+                .iter()
+                .zip(chunk)
+                .map(|(id, t)| (id.to_string(), t.to_string()))
+                .collect();
+            sqlx::query(sql::INSERT_BATCH_JOBS)
+                .bind(serde_json::to_string(&rows).map_err(invalid)?)
+                .bind(job_type)
+                .bind(max_attempts)
+                .bind(&run_at)
+                .bind(opts.priority)
+                .bind(batch_id.to_string())
+                .execute(&mut **tx)
+                .await?;
+            ids.extend(cids);
+        }
+        Ok(ids)
+    }
+
+    /// Explains why a retry or cancel matched no row: missing, or in the wrong state.
+    async fn why_not(&self, id: Uuid, rule: &str) -> Error {
+        match self.job(id).await {
+            Ok(None) => Error::NotFound(format!("job {id}")),
+            Ok(Some(j)) if j.status == JobStatus::Pending => Error::Conflict(format!(
+                "job {id} is pending (perhaps running right now): {rule}"
+            )),
+            Ok(Some(j)) => Error::Conflict(format!("job {id} is {}: {rule}", j.status)),
+            Err(e) => e,
+        }
+    }
+}
+
+fn invalid(e: serde_json::Error) -> Error {
+    Error::Invalid(format!("cannot encode rows: {e}"))
+}
+
+const RETRY_RULE: &str = "only failed or cancelled jobs can be retried";
+const CANCEL_RULE: &str = "only pending jobs that are not running can be cancelled";
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        // BEGIN IMMEDIATE makes concurrent migrators (two processes starting at once) queue.
+        let mut w = self.write().await?;
+        (&mut *w.tx).execute(sql::CREATE_MIGRATIONS).await?;
+        let done: Vec<i32> = sqlx::query_scalar(sql::DONE_MIGRATIONS)
+            .fetch_all(&mut *w.tx)
+            .await?;
+        for (version, text) in sql::MIGRATIONS {
+            if done.contains(version) {
+                continue;
+            }
+            (&mut *w.tx).execute(*text).await?;
+            sqlx::query(sql::RECORD_MIGRATION)
+                .bind(version)
+                .execute(&mut *w.tx)
+                .await?;
+        }
+        w.tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_jobs(&self, jobs: &[NewJob]) -> Result<Vec<Uuid>> {
+        for j in jobs {
+            j.validate().map_err(Error::Invalid)?;
+        }
+        let mut w = self.write().await?;
+        let mut ids = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(INSERT_CHUNK) {
+            let mut rows = Vec::with_capacity(chunk.len());
+            for j in chunk {
+                let id = Uuid::now_v7();
+                rows.push(serde_json::json!([
+                    id.to_string(),
+                    j.job_type,
+                    j.target.to_string(),
+                    j.max_attempts,
+                    j.run_at.map(fmt_time),
+                    j.priority
+                ]));
+                ids.push(id);
+            }
+            sqlx::query(sql::INSERT_JOBS)
+                .bind(serde_json::Value::from(rows).to_string())
+                .execute(&mut *w.tx)
+                .await?;
+        }
+        w.tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn insert_batch(
+        &self,
+        job_type: &str,
+        targets: Vec<serde_json::Value>,
+        opts: BatchOptions,
+    ) -> Result<Submitted> {
+        let probe = NewJob::new(job_type, serde_json::Value::Null)
+            .max_attempts(opts.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS));
+        probe.validate().map_err(Error::Invalid)?;
+        let batch_id = Uuid::now_v7();
+        let mut w = self.write().await?;
+        let ids = self
+            .insert_batch_in(
+                &mut w.tx,
+                batch_id,
+                job_type,
+                &targets,
+                probe.max_attempts,
+                &opts,
+            )
+            .await?;
+        w.tx.commit().await?;
+        Ok(Submitted {
+            batch_id: Some(batch_id),
+            ids,
+        })
+    }
+
+    async fn lease(&self) -> Result<Lease> {
+        Ok(Lease::Sqlite)
+    }
+
+    async fn lock_chunk<'c>(&self, _lease: &'c mut Lease, ids: &[Uuid]) -> Result<Chunk<'c>> {
+        self.lock(ids).await
+    }
+
+    async fn finish_chunk<'c>(
+        &self,
+        chunk: Chunk<'c>,
+        outcomes: &[Outcome],
+        node_id: &str,
+    ) -> Result<()> {
+        self.finish(chunk, outcomes, node_id).await
+    }
+
+    async fn due_pending(&self, limit: i64) -> Result<Vec<Due>> {
+        let rows = sqlx::query(sql::DUE_PENDING)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Due {
+                    id: rows::uuid(r.try_get::<String, _>(0)?)?,
+                    priority: r.try_get(1)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn heartbeat(&self, b: &NodeBeat) -> Result<()> {
+        {
+            let mut nodes = self.local_nodes.lock().unwrap_or_else(|e| e.into_inner());
+            if !nodes.contains(&b.id) {
+                nodes.push(b.id.clone());
+            }
+        }
+        let mut w = self.write().await?;
+        sqlx::query(sql::HEARTBEAT)
+            .bind(&b.id)
+            .bind(&b.host)
+            .bind(b.pid)
+            .bind(b.concurrency)
+            .bind(b.in_flight)
+            .bind(b.processed)
+            .bind(b.failed)
+            .bind(ids_json(&b.held))
+            .execute(&mut *w.tx)
+            .await?;
+        w.tx.commit().await?;
+        Ok(())
+    }
+
+    async fn remove_node(&self, id: &str) -> Result<()> {
+        self.local_nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|n| n != id);
+        let mut w = self.write().await?;
+        sqlx::query(sql::REMOVE_NODE)
+            .bind(id)
+            .execute(&mut *w.tx)
+            .await?;
+        w.tx.commit().await?;
+        Ok(())
+    }
+
+    async fn rescue_abandoned(&self, stale: Duration) -> Result<Rescued> {
+        self.rescue(stale).await
+    }
+
+    async fn prune(&self, retention: Duration) -> Result<u64> {
+        let cutoff = modifier(retention, -1);
+        let mut total = 0;
+        // One short write per 10,000 rows, so workers get their turns in between.
+        loop {
+            let mut w = self.write().await?;
+            let n = sqlx::query(sql::PRUNE)
+                .bind(&cutoff)
+                .execute(&mut *w.tx)
+                .await?
+                .rows_affected();
+            w.tx.commit().await?;
+            total += n;
+            if n == 0 {
+                break;
+            }
+        }
+        let mut w = self.write().await?;
+        sqlx::query(sql::PRUNE_BATCHES)
+            .bind(&cutoff)
+            .execute(&mut *w.tx)
+            .await?;
+        w.tx.commit().await?;
+        Ok(total)
+    }
+
+    async fn job(&self, id: Uuid) -> Result<Option<Job>> {
+        let row = sqlx::query(sql::GET_JOB)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn list_jobs(&self, f: &JobFilter) -> Result<Vec<Job>> {
+        let rows = sqlx::query(sql::LIST_JOBS)
+            .bind(f.status.map(|s| s.as_str()))
+            .bind(&f.job_type)
+            .bind(f.batch_id.map(|b| b.to_string()))
+            .bind(f.after.map(|a| a.to_string()))
+            .bind(f.limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn retry_job(&self, id: Uuid) -> Result<Job> {
+        // Only a failed or cancelled job can match, and no chunk ever holds one: check first
+        // so that a pending (perhaps running) job is a conflict without queueing to write.
+        match self.job(id).await? {
+            Some(j) if matches!(j.status, JobStatus::Failed | JobStatus::Cancelled) => {}
+            _ => return Err(self.why_not(id, RETRY_RULE).await),
+        }
+        let mut w = self.write().await?;
+        let row = sqlx::query(sql::RETRY_JOB)
+            .bind(id.to_string())
+            .fetch_optional(&mut *w.tx)
+            .await?;
+        w.tx.commit().await?;
+        match row {
+            Some(r) => job_from_row(&r),
+            None => Err(self.why_not(id, RETRY_RULE).await),
+        }
+    }
+
+    async fn cancel_job(&self, id: Uuid) -> Result<Job> {
+        // The SKIP LOCKED of this store: a job one of our chunks holds is running right now.
+        if self.is_running(id) {
+            return Err(self.why_not(id, CANCEL_RULE).await);
+        }
+        let mut w = self.write().await?;
+        let row = sqlx::query(sql::CANCEL_JOB)
+            .bind(id.to_string())
+            .fetch_optional(&mut *w.tx)
+            .await?;
+        w.tx.commit().await?;
+        match row {
+            Some(r) => job_from_row(&r),
+            None => Err(self.why_not(id, CANCEL_RULE).await),
+        }
+    }
+
+    async fn batch(&self, id: Uuid) -> Result<Option<BatchReport>> {
+        let row = sqlx::query(sql::BATCH)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(batch_from_row).transpose()
+    }
+
+    async fn report(&self, node_stale: Duration) -> Result<StatusReport> {
+        let types = sqlx::query(sql::TYPE_COUNTS)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(TypeCounts {
+                    job_type: r.try_get("type")?,
+                    pending: r.try_get("pending")?,
+                    succeeded: r.try_get("succeeded")?,
+                    failed: r.try_get("failed")?,
+                    cancelled: r.try_get("cancelled")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let batches = sqlx::query(sql::RECENT_BATCHES)
+            .bind(20_i64)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(batch_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let nodes = self.nodes(node_stale).await?;
+        let mut buckets = vec![0_i64; 30];
+        for r in sqlx::query(sql::THROUGHPUT).fetch_all(&self.pool).await? {
+            let b: i64 = r.try_get("bucket")?;
+            if let Some(slot) = usize::try_from(b).ok().and_then(|b| buckets.get_mut(b)) {
+                *slot += r.try_get::<i64, _>("n")?;
+            }
+        }
+        let last_minute: i64 = buckets[24..].iter().sum();
+        Ok(StatusReport {
+            types,
+            batches,
+            nodes,
+            queue_depth: None,
+            throughput: Throughput {
+                last_minute_per_sec: last_minute as f64 / 60.0,
+                buckets_10s: buckets,
+            },
+            generated_at: chrono::Utc::now(),
+        })
+    }
+
+    async fn nodes(&self, node_stale: Duration) -> Result<Vec<NodeReport>> {
+        sqlx::query(sql::NODES)
+            .bind(modifier(node_stale, -1))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(node_from_row)
+            .collect()
+    }
+}

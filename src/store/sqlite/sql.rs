@@ -1,0 +1,232 @@
+//! Every statement the SQLite store runs, by name. Lists of values (IDs, rows to insert,
+//! outcomes) arrive as one JSON text parameter read with `json_each`, SQLite's stand-in for
+//! PostgreSQL's `UNNEST`; user input only ever arrives as bind parameters.
+//!
+//! Time is SQLite's clock in the fixed-width text form of `NOW` (see the migration), so the
+//! comparisons below are plain text comparisons. Intervals arrive as SQLite date modifiers
+//! such as `-10.000 seconds` (built by [`super::modifier`]).
+
+pub const MIGRATIONS: &[(i32, &str)] =
+    &[(1, include_str!("../../../migrations/sqlite/0001_init.sql"))];
+
+/// The database's current time in the stored format.
+macro_rules! now {
+    () => {
+        "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+    };
+}
+
+macro_rules! cols {
+    () => {
+        "id, type, target, status, attempts, max_attempts, run_at, priority, batch_id, \
+         last_error, created_at, updated_at, finished_at, node_id"
+    };
+}
+
+pub const CREATE_MIGRATIONS: &str = concat!(
+    "CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, ",
+    "applied_at TEXT NOT NULL DEFAULT (",
+    now!(),
+    "))"
+);
+pub const DONE_MIGRATIONS: &str = "SELECT version FROM migrations";
+pub const RECORD_MIGRATION: &str = "INSERT INTO migrations (version) VALUES ($1)";
+
+pub const INSERT_BATCH_ROW: &str = concat!(
+    "INSERT INTO batches (id, name, type, total, created_at) VALUES ($1, $2, $3, $4, ",
+    now!(),
+    ")"
+);
+
+/// One statement per chunk of a batch: `$1` is `[[id, target JSON text], …]`; the type and
+/// options are shared scalars.
+pub const INSERT_BATCH_JOBS: &str = concat!(
+    "INSERT INTO jobs (id, type, target, max_attempts, run_at, priority, batch_id, ",
+    "created_at, updated_at) ",
+    "SELECT value ->> 0, $2, value ->> 1, $3, COALESCE($4, ",
+    now!(),
+    "), $5, $6, ",
+    now!(),
+    ", ",
+    now!(),
+    " FROM json_each($1) ORDER BY key"
+);
+
+/// One statement per chunk of mixed jobs: `$1` is
+/// `[[id, type, target JSON text, max_attempts, run_at or null, priority], …]`.
+pub const INSERT_JOBS: &str = concat!(
+    "INSERT INTO jobs (id, type, target, max_attempts, run_at, priority, created_at, ",
+    "updated_at) ",
+    "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, COALESCE(value ->> 4, ",
+    now!(),
+    "), value ->> 5, ",
+    now!(),
+    ", ",
+    now!(),
+    " FROM json_each($1) ORDER BY key"
+);
+
+/// The heart of the design, SQLite edition. There is no `FOR UPDATE SKIP LOCKED`: SQLite
+/// locks the whole database for writing, and the store runs this inside a `BEGIN IMMEDIATE`
+/// transaction that it holds (with its in-process writer lock) until `finish_chunk` commits.
+/// No other transaction, in this process or another, can change these rows before then, so
+/// "pending and due, read inside the write transaction" is exactly the guarantee that
+/// PostgreSQL's row lock gives: a duplicate or stale ID finds nothing.
+pub const LOCK_CHUNK: &str = concat!(
+    "SELECT ",
+    cols!(),
+    " FROM jobs WHERE id IN (SELECT value FROM json_each($1)) ",
+    "AND status = 'pending' AND run_at <= ",
+    now!()
+);
+
+/// Records, before the job transaction opens, which of the popped jobs this process is about
+/// to run, in the `held` list of its most recently seen node. A heartbeat cannot be written
+/// while a job's transaction holds SQLite's write lock, so this is how the jobs of a node
+/// that dies mid-job (a poison job) are still found. `$1` the popped IDs, `$2` this
+/// process's node IDs.
+pub const RECORD_INTENT: &str = concat!(
+    "UPDATE nodes SET held = (SELECT json_group_array(value) FROM ",
+    "(SELECT value FROM json_each(nodes.held) UNION ",
+    "SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each($1)) ",
+    "AND status = 'pending' AND run_at <= ",
+    now!(),
+    ")) WHERE id = (SELECT id FROM nodes WHERE id IN (SELECT value FROM json_each($2)) ",
+    "ORDER BY last_seen DESC LIMIT 1)"
+);
+
+/// Drops finished (or abandoned) jobs from this process's nodes' `held` lists, in the chunk's
+/// own transaction so the list and the outcomes commit together. `$1` job IDs, `$2` nodes.
+pub const CLEAR_INTENT: &str = "UPDATE nodes SET held = \
+    (SELECT json_group_array(h.value) FROM json_each(nodes.held) AS h \
+     WHERE h.value NOT IN (SELECT value FROM json_each($1))) \
+    WHERE id IN (SELECT value FROM json_each($2))";
+
+/// Every outcome of a chunk in one statement: `$1` is `[[id, status, error, delay_ms], …]`.
+pub const RECORD_OUTCOMES: &str = concat!(
+    "UPDATE jobs SET ",
+    "status = o.value ->> 1, ",
+    "attempts = jobs.attempts + 1, ",
+    "last_error = COALESCE(o.value ->> 2, jobs.last_error), ",
+    "run_at = CASE WHEN o.value ->> 3 IS NULL THEN jobs.run_at ",
+    "ELSE strftime('%Y-%m-%d %H:%M:%f', 'now', ((o.value ->> 3) / 1000.0) || ' seconds') END, ",
+    "finished_at = CASE WHEN o.value ->> 1 = 'pending' THEN NULL ELSE ",
+    now!(),
+    " END, ",
+    "updated_at = ",
+    now!(),
+    ", node_id = $2 ",
+    "FROM json_each($1) AS o WHERE jobs.id = o.value ->> 0"
+);
+
+pub const DUE_PENDING: &str = concat!(
+    "SELECT id, priority FROM jobs WHERE status = 'pending' AND run_at <= ",
+    now!(),
+    " ORDER BY priority DESC, run_at, id LIMIT $1"
+);
+
+pub const HEARTBEAT: &str = concat!(
+    "INSERT INTO nodes (id, host, pid, concurrency, in_flight, processed, failed, held, ",
+    "started_at, last_seen) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, ",
+    now!(),
+    ", ",
+    now!(),
+    ") ON CONFLICT (id) DO UPDATE SET in_flight = excluded.in_flight, ",
+    "processed = excluded.processed, failed = excluded.failed, held = excluded.held, ",
+    "concurrency = excluded.concurrency, last_seen = excluded.last_seen"
+);
+
+pub const REMOVE_NODE: &str = "DELETE FROM nodes WHERE id = $1";
+
+pub const DELETE_DEAD_NODES: &str =
+    "DELETE FROM nodes WHERE last_seen < strftime('%Y-%m-%d %H:%M:%f', 'now', $1) \
+     RETURNING id, held";
+
+/// Charges an attempt to each abandoned job that is still pending: `$1` is
+/// `[[job id, node id], …]`. Nothing else holds them: this runs in a write transaction, so no
+/// job transaction is open. Spent attempts end the job `failed`: a poison job.
+pub const CHARGE_ABANDONED: &str = concat!(
+    "UPDATE jobs SET attempts = jobs.attempts + 1, ",
+    "status = CASE WHEN jobs.attempts + 1 >= jobs.max_attempts THEN 'failed' ELSE 'pending' END, ",
+    "finished_at = CASE WHEN jobs.attempts + 1 >= jobs.max_attempts THEN ",
+    now!(),
+    " END, ",
+    "last_error = 'abandoned: node ' || (a.value ->> 1) || ",
+    "' stopped (killed or crashed) while running this job', ",
+    "node_id = a.value ->> 1, updated_at = ",
+    now!(),
+    " FROM json_each($1) AS a WHERE jobs.id = a.value ->> 0 AND jobs.status = 'pending' ",
+    "RETURNING status"
+);
+
+pub const PRUNE: &str = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
+    WHERE finished_at < strftime('%Y-%m-%d %H:%M:%f', 'now', $1) LIMIT 10000)";
+
+pub const PRUNE_BATCHES: &str = "DELETE FROM batches \
+    WHERE created_at < strftime('%Y-%m-%d %H:%M:%f', 'now', $1) \
+    AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.batch_id = batches.id)";
+
+pub const GET_JOB: &str = concat!("SELECT ", cols!(), " FROM jobs WHERE id = $1");
+
+/// Filters are bind parameters that may be NULL, so the statement text never varies.
+pub const LIST_JOBS: &str = concat!(
+    "SELECT ",
+    cols!(),
+    " FROM jobs WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR type = $2) ",
+    "AND ($3 IS NULL OR batch_id = $3) AND ($4 IS NULL OR id > $4) ORDER BY id LIMIT $5"
+);
+
+pub const RETRY_JOB: &str = concat!(
+    "UPDATE jobs SET status = 'pending', attempts = 0, run_at = ",
+    now!(),
+    ", finished_at = NULL, updated_at = ",
+    now!(),
+    " WHERE id = $1 AND status IN ('failed', 'cancelled') RETURNING ",
+    cols!()
+);
+
+pub const CANCEL_JOB: &str = concat!(
+    "UPDATE jobs SET status = 'cancelled', finished_at = ",
+    now!(),
+    ", updated_at = ",
+    now!(),
+    " WHERE id = $1 AND status = 'pending' RETURNING ",
+    cols!()
+);
+
+pub const BATCH: &str = "SELECT b.id, b.name, b.type, b.total, b.created_at, \
+    count(j.id) FILTER (WHERE j.status = 'succeeded') AS succeeded, \
+    count(j.id) FILTER (WHERE j.status = 'failed') AS failed, \
+    count(j.id) FILTER (WHERE j.status = 'cancelled') AS cancelled \
+    FROM batches b LEFT JOIN jobs j ON j.batch_id = b.id \
+    WHERE b.id = $1 GROUP BY b.id";
+
+pub const RECENT_BATCHES: &str = "SELECT b.id, b.name, b.type, b.total, b.created_at, \
+    count(j.id) FILTER (WHERE j.status = 'succeeded') AS succeeded, \
+    count(j.id) FILTER (WHERE j.status = 'failed') AS failed, \
+    count(j.id) FILTER (WHERE j.status = 'cancelled') AS cancelled \
+    FROM (SELECT * FROM batches ORDER BY created_at DESC, id DESC LIMIT $1) b \
+    LEFT JOIN jobs j ON j.batch_id = b.id \
+    GROUP BY b.id, b.name, b.type, b.total, b.created_at \
+    ORDER BY b.created_at DESC, b.id DESC";
+
+pub const TYPE_COUNTS: &str = "SELECT type, \
+    count(*) FILTER (WHERE status = 'pending') AS pending, \
+    count(*) FILTER (WHERE status = 'succeeded') AS succeeded, \
+    count(*) FILTER (WHERE status = 'failed') AS failed, \
+    count(*) FILTER (WHERE status = 'cancelled') AS cancelled \
+    FROM jobs GROUP BY type ORDER BY type";
+
+pub const NODES: &str = "SELECT id, host, pid, concurrency, in_flight, processed, failed, \
+    started_at, last_seen FROM nodes \
+    WHERE last_seen >= strftime('%Y-%m-%d %H:%M:%f', 'now', $1) ORDER BY started_at, id";
+
+/// Jobs finished in each of the last 30 ten-second buckets (bucket 0 is the oldest).
+pub const THROUGHPUT: &str = concat!(
+    "SELECT 29 - CAST((julianday('now') - julianday(finished_at)) * 8640 AS INTEGER) ",
+    "AS bucket, count(*) AS n FROM jobs ",
+    "WHERE finished_at > strftime('%Y-%m-%d %H:%M:%f', 'now', '-300 seconds') ",
+    "AND finished_at <= ",
+    now!(),
+    " GROUP BY 1"
+);

@@ -194,19 +194,21 @@ pub const CANCEL_JOB: &str = concat!(
     cols!()
 );
 
+/// As on PostgreSQL: what is not pending, failed or cancelled (and still exists) succeeded,
+/// so pruned jobs of a batch count as finished.
 pub const BATCH: &str = "SELECT b.id, b.name, b.type, b.total, b.created_at, \
-    count(j.id) FILTER (WHERE j.status = 'succeeded') AS succeeded, \
+    b.total - count(j.id) AS succeeded, \
     count(j.id) FILTER (WHERE j.status = 'failed') AS failed, \
     count(j.id) FILTER (WHERE j.status = 'cancelled') AS cancelled \
-    FROM batches b LEFT JOIN jobs j ON j.batch_id = b.id \
+    FROM batches b LEFT JOIN jobs j ON j.batch_id = b.id AND j.status <> 'succeeded' \
     WHERE b.id = $1 GROUP BY b.id";
 
 pub const RECENT_BATCHES: &str = "SELECT b.id, b.name, b.type, b.total, b.created_at, \
-    count(j.id) FILTER (WHERE j.status = 'succeeded') AS succeeded, \
+    b.total - count(j.id) AS succeeded, \
     count(j.id) FILTER (WHERE j.status = 'failed') AS failed, \
     count(j.id) FILTER (WHERE j.status = 'cancelled') AS cancelled \
     FROM (SELECT * FROM batches ORDER BY created_at DESC, id DESC LIMIT $1) b \
-    LEFT JOIN jobs j ON j.batch_id = b.id \
+    LEFT JOIN jobs j ON j.batch_id = b.id AND j.status <> 'succeeded' \
     GROUP BY b.id, b.name, b.type, b.total, b.created_at \
     ORDER BY b.created_at DESC, b.id DESC";
 

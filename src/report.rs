@@ -76,6 +76,24 @@ pub struct Throughput {
     pub buckets_10s: Vec<i64>,
 }
 
+impl Throughput {
+    /// Builds the report's throughput from (bucket, jobs) rows, bucket 29 the latest ten
+    /// seconds; rows outside 0..30 are ignored.
+    pub fn from_buckets(rows: impl IntoIterator<Item = (i64, i64)>) -> Self {
+        let mut buckets = vec![0_i64; 30];
+        for (b, n) in rows {
+            if let Some(slot) = usize::try_from(b).ok().and_then(|b| buckets.get_mut(b)) {
+                *slot += n;
+            }
+        }
+        let last_minute: i64 = buckets[24..].iter().sum();
+        Throughput {
+            last_minute_per_sec: last_minute as f64 / 60.0,
+            buckets_10s: buckets,
+        }
+    }
+}
+
 /// The whole report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatusReport {

@@ -537,26 +537,20 @@ impl Store for PgStore {
             .map(batch_from_row)
             .collect::<Result<Vec<_>>>()?;
         let nodes = self.nodes(node_stale).await?;
-        let mut buckets = vec![0_i64; 30];
-        for r in sqlx::query(&self.sql.throughput)
+        let rows = sqlx::query(&self.sql.throughput)
             .fetch_all(&self.pool)
-            .await?
-        {
-            let b: i32 = r.try_get("bucket")?;
-            if let Some(slot) = usize::try_from(b).ok().and_then(|b| buckets.get_mut(b)) {
-                *slot += r.try_get::<i64, _>("n")?;
-            }
-        }
-        let last_minute: i64 = buckets[24..].iter().sum();
+            .await?;
+        let throughput = Throughput::from_buckets(
+            rows.iter()
+                .map(|r| Ok((i64::from(r.try_get::<i32, _>("bucket")?), r.try_get("n")?)))
+                .collect::<Result<Vec<_>>>()?,
+        );
         Ok(StatusReport {
             types,
             batches,
             nodes,
             queue_depth: None,
-            throughput: Throughput {
-                last_minute_per_sec: last_minute as f64 / 60.0,
-                buckets_10s: buckets,
-            },
+            throughput,
             generated_at: chrono::Utc::now(),
         })
     }

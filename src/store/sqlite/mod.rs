@@ -459,23 +459,18 @@ impl Store for SqliteStore {
             .map(batch_from_row)
             .collect::<Result<Vec<_>>>()?;
         let nodes = self.nodes(node_stale).await?;
-        let mut buckets = vec![0_i64; 30];
-        for r in sqlx::query(sql::THROUGHPUT).fetch_all(&self.pool).await? {
-            let b: i64 = r.try_get("bucket")?;
-            if let Some(slot) = usize::try_from(b).ok().and_then(|b| buckets.get_mut(b)) {
-                *slot += r.try_get::<i64, _>("n")?;
-            }
-        }
-        let last_minute: i64 = buckets[24..].iter().sum();
+        let rows = sqlx::query(sql::THROUGHPUT).fetch_all(&self.pool).await?;
+        let throughput = Throughput::from_buckets(
+            rows.iter()
+                .map(|r| Ok((r.try_get("bucket")?, r.try_get("n")?)))
+                .collect::<Result<Vec<_>>>()?,
+        );
         Ok(StatusReport {
             types,
             batches,
             nodes,
             queue_depth: None,
-            throughput: Throughput {
-                last_minute_per_sec: last_minute as f64 / 60.0,
-                buckets_10s: buckets,
-            },
+            throughput,
             generated_at: chrono::Utc::now(),
         })
     }

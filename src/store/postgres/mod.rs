@@ -1,11 +1,15 @@
 //! The PostgreSQL store: the production backend and the reference for every invariant.
 
+mod rows;
 mod sql;
+
+use rows::{batch_from_row, job_from_row};
+use sql::Statements;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor as _, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
@@ -16,63 +20,6 @@ use super::{
 use crate::error::{Error, Result};
 use crate::job::{Job, JobStatus, NewJob, Submitted, DEFAULT_MAX_ATTEMPTS};
 use crate::report::{BatchReport, NodeReport, StatusReport, Throughput, TypeCounts};
-
-/// The statements with the schema substituted, built once per store.
-struct Statements {
-    insert_batch_row: String,
-    insert_batch_jobs: String,
-    insert_jobs: String,
-    lock_chunk: String,
-    record_outcomes: String,
-    record_successes: String,
-    due_pending: String,
-    heartbeat: String,
-    remove_node: String,
-    delete_dead_nodes: String,
-    charge_abandoned: String,
-    prune: String,
-    prune_batches: String,
-    get_job: String,
-    list_jobs: String,
-    retry_job: String,
-    cancel_job: String,
-    batch: String,
-    recent_batches: String,
-    type_counts: String,
-    nodes: String,
-    throughput: String,
-}
-
-impl Statements {
-    fn new(schema: &str) -> Self {
-        let s = format!("\"{schema}\"");
-        let f = |t: &str| t.replace("{cols}", sql::JOB_COLUMNS).replace("{s}", &s);
-        Statements {
-            insert_batch_row: f(sql::INSERT_BATCH_ROW),
-            insert_batch_jobs: f(sql::INSERT_BATCH_JOBS),
-            insert_jobs: f(sql::INSERT_JOBS),
-            lock_chunk: f(sql::LOCK_CHUNK),
-            record_outcomes: f(sql::RECORD_OUTCOMES),
-            record_successes: f(sql::RECORD_SUCCESSES),
-            due_pending: f(sql::DUE_PENDING),
-            heartbeat: f(sql::HEARTBEAT),
-            remove_node: f(sql::REMOVE_NODE),
-            delete_dead_nodes: f(sql::DELETE_DEAD_NODES),
-            charge_abandoned: f(sql::CHARGE_ABANDONED),
-            prune: f(sql::PRUNE),
-            prune_batches: f(sql::PRUNE_BATCHES),
-            get_job: f(sql::GET_JOB),
-            list_jobs: f(sql::LIST_JOBS),
-            retry_job: f(sql::RETRY_JOB),
-            cancel_job: f(sql::CANCEL_JOB),
-            batch: f(sql::BATCH),
-            recent_batches: f(sql::RECENT_BATCHES),
-            type_counts: f(sql::TYPE_COUNTS),
-            nodes: f(sql::NODES),
-            throughput: f(sql::THROUGHPUT),
-        }
-    }
-}
 
 /// PostgreSQL store over a connection pool sized by the caller (concurrency plus headroom).
 pub struct PgStore {
@@ -193,44 +140,6 @@ impl PgStore {
         tx.commit().await?;
         Ok(())
     }
-}
-
-pub(crate) fn job_from_row(r: &PgRow) -> Result<Job> {
-    let status: String = r.try_get("status")?;
-    Ok(Job {
-        id: r.try_get("id")?,
-        job_type: r.try_get("type")?,
-        target: r.try_get("target")?,
-        status: status
-            .parse()
-            .map_err(|e: String| Error::Database(sqlx::Error::Decode(e.into())))?,
-        attempts: r.try_get("attempts")?,
-        max_attempts: r.try_get("max_attempts")?,
-        run_at: r.try_get("run_at")?,
-        priority: r.try_get("priority")?,
-        batch_id: r.try_get("batch_id")?,
-        last_error: r.try_get("last_error")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-        finished_at: r.try_get("finished_at")?,
-        node_id: r.try_get("node_id")?,
-    })
-}
-
-fn batch_from_row(r: &PgRow) -> Result<BatchReport> {
-    Ok(BatchReport {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        job_type: r.try_get("type")?,
-        total: r.try_get("total")?,
-        succeeded: r.try_get("succeeded")?,
-        failed: r.try_get("failed")?,
-        cancelled: r.try_get("cancelled")?,
-        pending: 0,
-        progress: 0.0,
-        created_at: r.try_get("created_at")?,
-    }
-    .derive())
 }
 
 fn ms(d: Duration) -> f64 {

@@ -138,3 +138,60 @@ pub const THROUGHPUT: &str =
     count(*) AS n FROM {s}.jobs \
     WHERE finished_at > now() - interval '300 seconds' AND finished_at <= now() \
     GROUP BY 1";
+
+/// The statements with the schema substituted, built once per store.
+pub(super) struct Statements {
+    pub(super) insert_batch_row: String,
+    pub(super) insert_batch_jobs: String,
+    pub(super) insert_jobs: String,
+    pub(super) lock_chunk: String,
+    pub(super) record_outcomes: String,
+    pub(super) record_successes: String,
+    pub(super) due_pending: String,
+    pub(super) heartbeat: String,
+    pub(super) remove_node: String,
+    pub(super) delete_dead_nodes: String,
+    pub(super) charge_abandoned: String,
+    pub(super) prune: String,
+    pub(super) prune_batches: String,
+    pub(super) get_job: String,
+    pub(super) list_jobs: String,
+    pub(super) retry_job: String,
+    pub(super) cancel_job: String,
+    pub(super) batch: String,
+    pub(super) recent_batches: String,
+    pub(super) type_counts: String,
+    pub(super) nodes: String,
+    pub(super) throughput: String,
+}
+
+impl Statements {
+    pub(super) fn new(schema: &str) -> Self {
+        let s = format!("\"{schema}\"");
+        let f = |t: &str| t.replace("{cols}", JOB_COLUMNS).replace("{s}", &s);
+        Statements {
+            insert_batch_row: f(INSERT_BATCH_ROW),
+            insert_batch_jobs: f(INSERT_BATCH_JOBS),
+            insert_jobs: f(INSERT_JOBS),
+            lock_chunk: f(LOCK_CHUNK),
+            record_outcomes: f(RECORD_OUTCOMES),
+            record_successes: f(RECORD_SUCCESSES),
+            due_pending: f(DUE_PENDING),
+            heartbeat: f(HEARTBEAT),
+            remove_node: f(REMOVE_NODE),
+            delete_dead_nodes: f(DELETE_DEAD_NODES),
+            charge_abandoned: f(CHARGE_ABANDONED),
+            prune: f(PRUNE),
+            prune_batches: f(PRUNE_BATCHES),
+            get_job: f(GET_JOB),
+            list_jobs: f(LIST_JOBS),
+            retry_job: f(RETRY_JOB),
+            cancel_job: f(CANCEL_JOB),
+            batch: f(BATCH),
+            recent_batches: f(RECENT_BATCHES),
+            type_counts: f(TYPE_COUNTS),
+            nodes: f(NODES),
+            throughput: f(THROUGHPUT),
+        }
+    }
+}

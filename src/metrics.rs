@@ -34,10 +34,6 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn record(&self, job_type: &str, outcome: &'static str, took: Duration) {
-        self.record_many(std::iter::once((job_type, outcome, took)));
-    }
-
     /// Records a chunk's outcomes under one acquisition of each lock. A type already seen
     /// costs no allocation.
     pub fn record_many<'a>(&self, items: impl Iterator<Item = (&'a str, &'static str, Duration)>) {
@@ -62,12 +58,6 @@ impl Metrics {
             h.sum += secs;
             h.count += 1;
         }
-    }
-
-    /// Jobs finished with `outcome` so far (all types).
-    pub fn finished(&self, outcome: &str) -> u64 {
-        let f = self.finished.lock().unwrap_or_else(|e| e.into_inner());
-        f.values().filter_map(|per| per.get(outcome)).sum()
     }
 
     /// Prometheus text format. `queue_depth` is asked of the queue by the caller.

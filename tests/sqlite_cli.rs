@@ -280,3 +280,27 @@ fn redis_with_a_sqlite_store_is_refused_at_start_up() {
         "refused before opening anything"
     );
 }
+
+#[test]
+fn status_and_jobs_in_an_empty_folder_report_nothing_rather_than_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["status"],
+        vec!["jobs", "list"],
+        vec!["status", "--json"],
+    ] {
+        let out = std::process::Command::new(common::bin())
+            .args(&args)
+            .current_dir(dir.path())
+            .env_remove("SKIPLOCK_DATABASE_URL")
+            .env_remove("SKIPLOCK_CONFIG")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(dir.path().join("skiplock.db").exists());
+}

@@ -169,7 +169,9 @@ impl Settings {
                     store::redact_url(&self.database_url)
                 )
             })?;
-        if migrate {
+        // An embedded SQLite file is created on first use, so give it its tables too: a
+        // `status` in an empty folder then reports nothing instead of "no such table".
+        if migrate || s.backend() == "sqlite" {
             s.migrate().await.context("migration failed")?;
         }
         Ok(s)

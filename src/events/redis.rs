@@ -11,13 +11,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubStream};
+use redis::aio::{ConnectionManager, PubSubStream};
 use redis::{AsyncCommands, Client};
 use tracing::{debug, info, warn};
 
 use super::{Event, EventBus};
 use crate::error::{Error, Result};
-use crate::queue::redis::validate_prefix;
+use crate::queue::redis::open;
 
 /// Time allowed to open a connection or get a reply: a Redis that does not answer is down.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -36,23 +36,7 @@ pub struct RedisBus {
 impl RedisBus {
     /// Connects now, so a wrong URL fails at start-up.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
-        validate_prefix(prefix)?;
-        let client =
-            Client::open(url).map_err(|e| Error::Config(format!("invalid Redis URL: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(TIMEOUT)
-            .set_response_timeout(TIMEOUT)
-            .set_number_of_retries(2)
-            .set_max_delay(1_000);
-        let conn = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(|e| {
-                Error::Queue(format!(
-                    "cannot reach Redis at {}: {e}",
-                    crate::store::redact_url(url)
-                ))
-            })?;
+        let (client, conn) = open(url, prefix).await?;
         Ok(RedisBus {
             client,
             conn,

@@ -76,29 +76,35 @@ pub struct RedisQueue {
     shown_url: String,
 }
 
+/// Validates the prefix, opens a client and a reconnecting connection (shared by the queue
+/// and the event bus), so a wrong URL or a Redis that is down fails at start-up.
+pub(crate) async fn open(url: &str, prefix: &str) -> Result<(Client, ConnectionManager)> {
+    validate_prefix(prefix)?;
+    let client = Client::open(url).map_err(|e| Error::Config(format!("invalid Redis URL: {e}")))?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(CONNECT_TIMEOUT)
+        .set_response_timeout(RESPONSE_TIMEOUT)
+        // Few, quick reconnect attempts per call: while Redis is down a call should fail
+        // within seconds (the worker pauses and retries), not hang.
+        .set_number_of_retries(2)
+        .set_factor(100)
+        .set_max_delay(1_000);
+    let conn = client
+        .get_connection_manager_with_config(config)
+        .await
+        .map_err(|e| {
+            Error::Queue(format!(
+                "cannot reach Redis at {}: {e}",
+                crate::store::redact_url(url)
+            ))
+        })?;
+    Ok((client, conn))
+}
+
 impl RedisQueue {
     /// Connects now, so a wrong URL or a Redis that is down fails at start-up.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
-        validate_prefix(prefix)?;
-        let client =
-            Client::open(url).map_err(|e| Error::Config(format!("invalid Redis URL: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(CONNECT_TIMEOUT)
-            .set_response_timeout(RESPONSE_TIMEOUT)
-            // Few, quick reconnect attempts per call: while Redis is down a call should fail
-            // within seconds (the worker pauses and retries), not hang.
-            .set_number_of_retries(2)
-            .set_factor(100)
-            .set_max_delay(1_000);
-        let conn = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(|e| {
-                Error::Queue(format!(
-                    "cannot reach Redis at {}: {e}",
-                    crate::store::redact_url(url)
-                ))
-            })?;
+        let (client, conn) = open(url, prefix).await?;
         Ok(RedisQueue {
             client,
             conn,

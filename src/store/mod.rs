@@ -223,3 +223,30 @@ pub fn validate_schema(schema: &str) -> Result<()> {
         )))
     }
 }
+
+/// Why a retry matched no row.
+pub(crate) const RETRY_RULE: &str = "only failed or cancelled jobs can be retried";
+/// Why a cancel matched no row.
+pub(crate) const CANCEL_RULE: &str = "only pending jobs that are not running can be cancelled";
+
+/// Explains why a retry or cancel matched no row: missing, or in the wrong state.
+pub(crate) async fn why_not(store: &dyn Store, id: Uuid, rule: &str) -> Error {
+    match store.job(id).await {
+        Ok(None) => Error::NotFound(format!("job {id}")),
+        Ok(Some(j)) if j.status == JobStatus::Pending => Error::Conflict(format!(
+            "job {id} is pending (perhaps running right now): {rule}"
+        )),
+        Ok(Some(j)) => Error::Conflict(format!("job {id} is {}: {rule}", j.status)),
+        Err(e) => e,
+    }
+}
+
+/// Checks a batch's type and options before anything is written; returns its max attempts.
+pub(crate) fn batch_max_attempts(job_type: &str, opts: &BatchOptions) -> Result<i32> {
+    let probe = NewJob::new(job_type, serde_json::Value::Null).max_attempts(
+        opts.max_attempts
+            .unwrap_or(crate::job::DEFAULT_MAX_ATTEMPTS),
+    );
+    probe.validate().map_err(Error::Invalid)?;
+    Ok(probe.max_attempts)
+}

@@ -14,11 +14,11 @@ use sqlx::{Executor as _, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::{
-    validate_schema, BatchOptions, Chunk, Conn, Due, JobFilter, Lease, NodeBeat, Outcome, Rescued,
-    Store, INSERT_CHUNK,
+    batch_max_attempts, validate_schema, why_not, BatchOptions, Chunk, Conn, Due, JobFilter, Lease,
+    NodeBeat, Outcome, Rescued, Store, CANCEL_RULE, INSERT_CHUNK, RETRY_RULE,
 };
 use crate::error::{Error, Result};
-use crate::job::{Job, JobStatus, NewJob, Submitted, DEFAULT_MAX_ATTEMPTS};
+use crate::job::{Job, JobStatus, NewJob, Submitted};
 use crate::report::{BatchReport, NodeReport, StatusReport, Throughput, TypeCounts};
 
 /// PostgreSQL store over a connection pool sized by the caller (concurrency plus headroom).
@@ -173,9 +173,7 @@ impl Store for PgStore {
         targets: Vec<serde_json::Value>,
         opts: BatchOptions,
     ) -> Result<Submitted> {
-        let probe = NewJob::new(job_type, serde_json::Value::Null)
-            .max_attempts(opts.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS));
-        probe.validate().map_err(Error::Invalid)?;
+        let max_attempts = batch_max_attempts(job_type, &opts)?;
         let batch_id = Uuid::now_v7();
         let mut tx = self.pool.begin().await?;
         sqlx::query(&self.sql.insert_batch_row)
@@ -192,7 +190,7 @@ impl Store for PgStore {
                 .bind(&cids)
                 .bind(job_type)
                 .bind(chunk)
-                .bind(probe.max_attempts)
+                .bind(max_attempts)
                 .bind(opts.run_at)
                 .bind(opts.priority)
                 .bind(batch_id)
@@ -393,9 +391,7 @@ impl Store for PgStore {
             .await?;
         match row {
             Some(r) => job_from_row(&r),
-            None => Err(self
-                .why_not(id, "only failed or cancelled jobs can be retried")
-                .await),
+            None => Err(why_not(self, id, RETRY_RULE).await),
         }
     }
 
@@ -406,12 +402,7 @@ impl Store for PgStore {
             .await?;
         match row {
             Some(r) => job_from_row(&r),
-            None => Err(self
-                .why_not(
-                    id,
-                    "only pending jobs that are not running can be cancelled",
-                )
-                .await),
+            None => Err(why_not(self, id, CANCEL_RULE).await),
         }
     }
 
@@ -484,19 +475,5 @@ impl Store for PgStore {
                 })
             })
             .collect()
-    }
-}
-
-impl PgStore {
-    /// Explains why a retry or cancel matched no row: missing, or in the wrong state.
-    async fn why_not(&self, id: Uuid, rule: &str) -> Error {
-        match self.job(id).await {
-            Ok(None) => Error::NotFound(format!("job {id}")),
-            Ok(Some(j)) if j.status == JobStatus::Pending => Error::Conflict(format!(
-                "job {id} is pending (perhaps running right now): {rule}"
-            )),
-            Ok(Some(j)) => Error::Conflict(format!("job {id} is {}: {rule}", j.status)),
-            Err(e) => e,
-        }
     }
 }

@@ -44,10 +44,11 @@ use uuid::Uuid;
 
 use self::rows::{batch_from_row, fmt_time, ids_json, job_from_row, modifier, node_from_row};
 use super::{
-    BatchOptions, Chunk, Due, JobFilter, Lease, NodeBeat, Outcome, Rescued, Store, INSERT_CHUNK,
+    batch_max_attempts, why_not, BatchOptions, Chunk, Due, JobFilter, Lease, NodeBeat, Outcome,
+    Rescued, Store, CANCEL_RULE, INSERT_CHUNK, RETRY_RULE,
 };
 use crate::error::{Error, Result};
-use crate::job::{Job, JobStatus, NewJob, Submitted, DEFAULT_MAX_ATTEMPTS};
+use crate::job::{Job, JobStatus, NewJob, Submitted};
 use crate::report::{BatchReport, NodeReport, StatusReport, Throughput, TypeCounts};
 
 /// How long a write waits for another process's write transaction before SQLite gives up
@@ -164,26 +165,11 @@ impl SqliteStore {
         }
         Ok(ids)
     }
-
-    /// Explains why a retry or cancel matched no row: missing, or in the wrong state.
-    async fn why_not(&self, id: Uuid, rule: &str) -> Error {
-        match self.job(id).await {
-            Ok(None) => Error::NotFound(format!("job {id}")),
-            Ok(Some(j)) if j.status == JobStatus::Pending => Error::Conflict(format!(
-                "job {id} is pending (perhaps running right now): {rule}"
-            )),
-            Ok(Some(j)) => Error::Conflict(format!("job {id} is {}: {rule}", j.status)),
-            Err(e) => e,
-        }
-    }
 }
 
 fn invalid(e: serde_json::Error) -> Error {
     Error::Invalid(format!("cannot encode rows: {e}"))
 }
-
-const RETRY_RULE: &str = "only failed or cancelled jobs can be retried";
-const CANCEL_RULE: &str = "only pending jobs that are not running can be cancelled";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -251,20 +237,11 @@ impl Store for SqliteStore {
         targets: Vec<serde_json::Value>,
         opts: BatchOptions,
     ) -> Result<Submitted> {
-        let probe = NewJob::new(job_type, serde_json::Value::Null)
-            .max_attempts(opts.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS));
-        probe.validate().map_err(Error::Invalid)?;
+        let max_attempts = batch_max_attempts(job_type, &opts)?;
         let batch_id = Uuid::now_v7();
         let mut w = self.write().await?;
         let ids = self
-            .insert_batch_in(
-                &mut w.tx,
-                batch_id,
-                job_type,
-                &targets,
-                probe.max_attempts,
-                &opts,
-            )
+            .insert_batch_in(&mut w.tx, batch_id, job_type, &targets, max_attempts, &opts)
             .await?;
         w.tx.commit().await?;
         Ok(Submitted {
@@ -397,7 +374,7 @@ impl Store for SqliteStore {
         // so that a pending (perhaps running) job is a conflict without queueing to write.
         match self.job(id).await? {
             Some(j) if matches!(j.status, JobStatus::Failed | JobStatus::Cancelled) => {}
-            _ => return Err(self.why_not(id, RETRY_RULE).await),
+            _ => return Err(why_not(self, id, RETRY_RULE).await),
         }
         let mut w = self.write().await?;
         let row = sqlx::query(sql::RETRY_JOB)
@@ -407,14 +384,14 @@ impl Store for SqliteStore {
         w.tx.commit().await?;
         match row {
             Some(r) => job_from_row(&r),
-            None => Err(self.why_not(id, RETRY_RULE).await),
+            None => Err(why_not(self, id, RETRY_RULE).await),
         }
     }
 
     async fn cancel_job(&self, id: Uuid) -> Result<Job> {
         // The SKIP LOCKED of this store: a job one of our chunks holds is running right now.
         if self.is_running(id) {
-            return Err(self.why_not(id, CANCEL_RULE).await);
+            return Err(why_not(self, id, CANCEL_RULE).await);
         }
         let mut w = self.write().await?;
         let row = sqlx::query(sql::CANCEL_JOB)
@@ -424,7 +401,7 @@ impl Store for SqliteStore {
         w.tx.commit().await?;
         match row {
             Some(r) => job_from_row(&r),
-            None => Err(self.why_not(id, CANCEL_RULE).await),
+            None => Err(why_not(self, id, CANCEL_RULE).await),
         }
     }
 

@@ -275,3 +275,55 @@ async fn workers_survive_their_connections_being_cut() {
         .await
         .unwrap();
 }
+
+/// A job that kills its worker at once, before any heartbeat could list it: the slot's intent
+/// record, written before the chunk's transaction, still convicts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_kills_its_worker_instantly_ends_failed_as_poison() {
+    let ts = TestStore::new(Backend::Postgres).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("poison.toml");
+    // `sh` is the worker's child, so $PPID is the worker itself.
+    std::fs::write(
+        &config,
+        "[types.poison]\ncommand = [\"sh\", \"-c\", \"kill -9 $PPID\"]\nmax_attempts = 2\n",
+    )
+    .unwrap();
+    let client = Client::new(ts.store.clone(), Arc::new(MemoryQueue::default()));
+    let id = client
+        .submit(NewJob::new("poison", serde_json::json!({})).max_attempts(2))
+        .await
+        .unwrap();
+    for round in 1..=2 {
+        let mut worker = std::process::Command::new(common::bin())
+            .args(ts.cli_args())
+            .args(["--config", config.to_str().unwrap(), "worker"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let died = common::wait_until(Duration::from_secs(30), || {
+            let exited = worker.try_wait().unwrap().is_some();
+            async move { exited }
+        })
+        .await;
+        assert!(died, "round {round}: the poison job killed its worker");
+        // What any node's reconciler does once the dead node has been silent long enough.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let r = ts
+            .store
+            .rescue_abandoned(Duration::from_millis(200))
+            .await
+            .unwrap();
+        assert_eq!(r.dead_nodes, 1, "round {round}");
+        assert_eq!(
+            r.retried + r.failed,
+            1,
+            "round {round}: the job was charged"
+        );
+    }
+    let j = ts.store.job(id).await.unwrap().unwrap();
+    assert_eq!(j.status, JobStatus::Failed);
+    assert_eq!(j.attempts, 2);
+    assert!(j.last_error.unwrap().starts_with("abandoned: node"));
+}

@@ -50,3 +50,14 @@ CREATE TABLE IF NOT EXISTS {s}.nodes (
     started_at   timestamptz NOT NULL DEFAULT now(),
     last_seen    timestamptz NOT NULL DEFAULT now()
 );
+
+-- What each worker slot is about to run, written (without waiting for fsync) just before its
+-- chunk's transaction opens. A job that kills its worker within milliseconds never reaches a
+-- heartbeat; this row survives the crash, so the job is still charged the attempt.
+CREATE TABLE IF NOT EXISTS {s}.holds (
+    slot        uuid PRIMARY KEY,
+    node_id     text NOT NULL,
+    ids         uuid[] NOT NULL,
+    written_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS holds_node_idx ON {s}.holds (node_id);

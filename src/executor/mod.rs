@@ -167,7 +167,7 @@ async fn worker(ctx: Arc<Ctx>, stop: CancellationToken) {
             Ok(ids) => {
                 let r = match lease.as_mut() {
                     Some(l) => chunk::run(&ctx, l, &ids).await,
-                    None => match ctx.store.lease().await {
+                    None => match ctx.store.lease(&ctx.node.id).await {
                         Ok(l) => chunk::run(&ctx, lease.insert(l), &ids).await,
                         Err(e) => Err(e),
                     },

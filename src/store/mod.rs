@@ -90,7 +90,13 @@ pub struct Rescued {
 /// and no release ping. The executor drops it after any error, so a broken connection is
 /// replaced by a fresh one; it is closed, not returned to the pool, when dropped.
 pub enum Lease {
-    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    Postgres {
+        conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+        /// The node holding this lease, named in its intent records.
+        node_id: String,
+        /// This worker slot's intent record (a row of `holds`), overwritten each chunk.
+        slot: Uuid,
+    },
     /// SQLite runs one writer at a time, so a kept connection buys nothing; each chunk
     /// borrows one from the (small) pool instead.
     Sqlite,
@@ -125,8 +131,8 @@ pub trait Store: Send + Sync + 'static {
         opts: BatchOptions,
     ) -> Result<Submitted>;
 
-    /// A connection for one worker task to keep (see [`Lease`]).
-    async fn lease(&self) -> Result<Lease>;
+    /// A connection for one worker task of `node_id` to keep (see [`Lease`]).
+    async fn lease(&self, node_id: &str) -> Result<Lease>;
 
     /// Begins a transaction on the lease and locks those of `ids` that are pending and due,
     /// skipping rows another transaction holds. The chunk may hold fewer jobs than asked.

@@ -148,7 +148,7 @@ async fn batches_count_their_jobs(backend: Backend) {
 
 async fn lock_chunk_takes_only_pending_due_jobs(backend: Backend) {
     let ts = TestStore::new(backend).await;
-    let mut lease = ts.store.lease().await.unwrap();
+    let mut lease = ts.store.lease("node-t").await.unwrap();
     let later = Utc::now() + chrono::Duration::hours(1);
     let ids = insert(
         &ts,
@@ -180,7 +180,7 @@ async fn lock_chunk_takes_only_pending_due_jobs(backend: Backend) {
 
 async fn a_locked_job_is_skipped_until_its_transaction_ends(backend: Backend) {
     let ts = TestStore::new(backend).await;
-    let mut lease = ts.store.lease().await.unwrap();
+    let mut lease = ts.store.lease("node-t").await.unwrap();
     let id = insert(&ts, vec![NewJob::new("noop", json!({}))]).await[0];
     let first = ts.store.lock_chunk(&mut lease, &[id]).await.unwrap();
     assert_eq!(first.jobs.len(), 1);
@@ -188,7 +188,7 @@ async fn a_locked_job_is_skipped_until_its_transaction_ends(backend: Backend) {
     // second writer waits for the first transaction. Either way it must not get the job.
     let store = ts.store.clone();
     let second = tokio::spawn(async move {
-        let mut other = store.lease().await.unwrap();
+        let mut other = store.lease("node-b").await.unwrap();
         let c = store.lock_chunk(&mut other, &[id]).await.unwrap();
         let n = c.jobs.len();
         store.finish_chunk(c, &[], "node-b").await.unwrap();
@@ -206,7 +206,7 @@ async fn a_locked_job_is_skipped_until_its_transaction_ends(backend: Backend) {
 
 async fn a_dropped_chunk_leaves_its_jobs_untouched(backend: Backend) {
     let ts = TestStore::new(backend).await;
-    let mut lease = ts.store.lease().await.unwrap();
+    let mut lease = ts.store.lease("node-t").await.unwrap();
     let id = insert(&ts, vec![NewJob::new("noop", json!({}))]).await[0];
     let chunk = ts.store.lock_chunk(&mut lease, &[id]).await.unwrap();
     assert_eq!(chunk.jobs.len(), 1);
@@ -230,7 +230,7 @@ async fn a_dropped_chunk_leaves_its_jobs_untouched(backend: Backend) {
 
 async fn finish_chunk_records_every_outcome(backend: Backend) {
     let ts = TestStore::new(backend).await;
-    let mut lease = ts.store.lease().await.unwrap();
+    let mut lease = ts.store.lease("node-t").await.unwrap();
     let ids = insert(&ts, (0..4).map(|i| NewJob::new("noop", json!(i))).collect()).await;
     let before = Utc::now();
     let chunk = ts.store.lock_chunk(&mut lease, &ids).await.unwrap();
@@ -357,7 +357,7 @@ async fn retry_and_cancel_follow_the_rules(backend: Backend) {
 
 async fn a_running_job_cannot_be_cancelled(backend: Backend) {
     let ts = TestStore::new(backend).await;
-    let mut lease = ts.store.lease().await.unwrap();
+    let mut lease = ts.store.lease("node-t").await.unwrap();
     let id = insert(&ts, vec![NewJob::new("noop", json!({}))]).await[0];
     let chunk = ts.store.lock_chunk(&mut lease, &[id]).await.unwrap();
     let e = ts.store.cancel_job(id).await.unwrap_err();

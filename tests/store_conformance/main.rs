@@ -31,7 +31,7 @@ pub(crate) async fn settle(
     ids: &[Uuid],
     outcome: impl Fn(Uuid) -> Outcome,
 ) -> usize {
-    let mut lease = ts.store.lease().await.unwrap();
+    let mut lease = ts.store.lease("node-t").await.unwrap();
     let chunk = ts.store.lock_chunk(&mut lease, ids).await.unwrap();
     let outs: Vec<Outcome> = chunk.jobs.iter().map(|j| outcome(j.id)).collect();
     ts.store.finish_chunk(chunk, &outs, "node-t").await.unwrap();

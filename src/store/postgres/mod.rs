@@ -205,20 +205,40 @@ impl Store for PgStore {
         })
     }
 
-    async fn lease(&self) -> Result<Lease> {
+    async fn lease(&self, node_id: &str) -> Result<Lease> {
         let mut conn = self.pool.acquire().await?;
         // A worker drops its lease only on error or exit: close it rather than hand a
         // possibly broken (or mid-transaction) connection back to the pool.
         conn.close_on_drop();
-        Ok(Lease::Postgres(conn))
+        Ok(Lease::Postgres {
+            conn,
+            node_id: node_id.to_string(),
+            slot: Uuid::now_v7(),
+        })
     }
 
     async fn lock_chunk<'c>(&self, lease: &'c mut Lease, ids: &[Uuid]) -> Result<Chunk<'c>> {
-        let Lease::Postgres(conn) = lease else {
+        let Lease::Postgres {
+            conn,
+            node_id,
+            slot,
+        } = lease
+        else {
             return Err(Error::Invalid(
                 "a SQLite lease reached the PostgreSQL store".into(),
             ));
         };
+        if !ids.is_empty() {
+            // Committed before the chunk's transaction opens, so it outlives a crash mid-job.
+            let list: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+            let hold = self
+                .sql
+                .record_hold
+                .replace("{slot}", &slot.to_string())
+                .replace("{node}", &node_id.replace('\'', "''"))
+                .replace("{ids}", &format!("{{{}}}", list.join(",")));
+            (&mut **conn).execute(hold.as_str()).await?;
+        }
         let mut tx = sqlx::Connection::begin(&mut **conn).await?;
         let rows = sqlx::query(&self.sql.lock_chunk)
             .bind(ids)
@@ -304,6 +324,10 @@ impl Store for PgStore {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        sqlx::query(&self.sql.remove_holds)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -317,19 +341,40 @@ impl Store for PgStore {
             dead_nodes: dead.len() as u64,
             ..Rescued::default()
         };
-        let (mut ids, mut nodes) = (Vec::new(), Vec::new());
+        // What the dead held: from their last heartbeats, and from their slots' intent
+        // records, which only count for jobs untouched since they were written.
+        let (mut ids, mut nodes, mut since) = (Vec::new(), Vec::new(), Vec::new());
+        let mut dead_ids = Vec::with_capacity(dead.len());
         for r in &dead {
             let node: String = r.try_get("id")?;
             let held: Vec<Uuid> = r.try_get("held")?;
             for id in held {
                 ids.push(id);
                 nodes.push(node.clone());
+                since.push(None);
+            }
+            dead_ids.push(node);
+        }
+        if !dead_ids.is_empty() {
+            for r in sqlx::query(&self.sql.take_dead_holds)
+                .bind(&dead_ids)
+                .fetch_all(&mut *tx)
+                .await?
+            {
+                let node: String = r.try_get("node_id")?;
+                let at: chrono::DateTime<chrono::Utc> = r.try_get("written_at")?;
+                for id in r.try_get::<Vec<Uuid>, _>("ids")? {
+                    ids.push(id);
+                    nodes.push(node.clone());
+                    since.push(Some(at));
+                }
             }
         }
         if !ids.is_empty() {
             let statuses: Vec<String> = sqlx::query_scalar(&self.sql.charge_abandoned)
                 .bind(&ids)
                 .bind(&nodes)
+                .bind(&since)
                 .fetch_all(&mut *tx)
                 .await?;
             for s in statuses {

@@ -63,6 +63,20 @@ pub const HEARTBEAT: &str = "INSERT INTO {s}.nodes \
 
 pub const REMOVE_NODE: &str = "DELETE FROM {s}.nodes WHERE id = $1";
 
+pub const REMOVE_HOLDS: &str = "DELETE FROM {s}.holds WHERE node_id = $1";
+
+/// The intent record of a worker slot (see the `holds` table). Sent as one simple query with
+/// literals, which are UUIDs formatted by us and the node id with quotes doubled, so that it
+/// costs one round trip; `synchronous_commit = off` because it must survive the worker
+/// process, not the database server.
+pub const RECORD_HOLD: &str = "BEGIN; SET LOCAL synchronous_commit = off; \
+    INSERT INTO {s}.holds (slot, node_id, ids) VALUES ('{slot}', '{node}', '{ids}') \
+    ON CONFLICT (slot) DO UPDATE SET ids = EXCLUDED.ids, written_at = now(); COMMIT";
+
+/// The intent records of dead nodes.
+pub const TAKE_DEAD_HOLDS: &str = "DELETE FROM {s}.holds WHERE node_id = ANY($1) \
+    RETURNING node_id, ids, written_at";
+
 pub const DELETE_DEAD_NODES: &str = "DELETE FROM {s}.nodes \
     WHERE last_seen < now() - $1 * interval '1 millisecond' RETURNING id, held";
 
@@ -75,8 +89,10 @@ pub const CHARGE_ABANDONED: &str = "UPDATE {s}.jobs AS j SET \
     last_error = 'abandoned: node ' || v.node || ' stopped (killed or crashed) while running this job', \
     node_id = v.node, updated_at = now() \
     FROM (SELECT j2.id, a.node FROM {s}.jobs j2 \
-          JOIN UNNEST($1::uuid[], $2::text[]) AS a(id, node) ON a.id = j2.id \
-          WHERE j2.status = 'pending' FOR UPDATE OF j2 SKIP LOCKED) AS v \
+          JOIN UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) AS a(id, node, since) \
+          ON a.id = j2.id \
+          WHERE j2.status = 'pending' AND (a.since IS NULL OR j2.updated_at < a.since) \
+          FOR UPDATE OF j2 SKIP LOCKED) AS v \
     WHERE j.id = v.id RETURNING j.status";
 
 pub const PRUNE: &str = "DELETE FROM {s}.jobs WHERE id IN (SELECT id FROM {s}.jobs \
@@ -150,6 +166,9 @@ pub(super) struct Statements {
     pub(super) due_pending: String,
     pub(super) heartbeat: String,
     pub(super) remove_node: String,
+    pub(super) remove_holds: String,
+    pub(super) record_hold: String,
+    pub(super) take_dead_holds: String,
     pub(super) delete_dead_nodes: String,
     pub(super) charge_abandoned: String,
     pub(super) prune: String,
@@ -179,6 +198,9 @@ impl Statements {
             due_pending: f(DUE_PENDING),
             heartbeat: f(HEARTBEAT),
             remove_node: f(REMOVE_NODE),
+            remove_holds: f(REMOVE_HOLDS),
+            record_hold: f(RECORD_HOLD),
+            take_dead_holds: f(TAKE_DEAD_HOLDS),
             delete_dead_nodes: f(DELETE_DEAD_NODES),
             charge_abandoned: f(CHARGE_ABANDONED),
             prune: f(PRUNE),

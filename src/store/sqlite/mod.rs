@@ -250,7 +250,7 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn lease(&self) -> Result<Lease> {
+    async fn lease(&self, _node_id: &str) -> Result<Lease> {
         Ok(Lease::Sqlite)
     }
 

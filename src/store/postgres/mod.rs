@@ -228,18 +228,20 @@ impl Store for PgStore {
                 "a SQLite lease reached the PostgreSQL store".into(),
             ));
         };
-        if !ids.is_empty() {
-            // Committed before the chunk's transaction opens, so it outlives a crash mid-job.
+        let mut tx = if ids.is_empty() {
+            sqlx::Connection::begin(&mut **conn).await?
+        } else {
+            // The intent record commits before the chunk's transaction opens, so it outlives a
+            // crash mid-job; sent with that transaction's BEGIN, it costs no extra round trip.
             let list: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-            let hold = self
+            let begin = self
                 .sql
                 .record_hold
                 .replace("{slot}", &slot.to_string())
                 .replace("{node}", &node_id.replace('\'', "''"))
                 .replace("{ids}", &format!("{{{}}}", list.join(",")));
-            (&mut **conn).execute(hold.as_str()).await?;
-        }
-        let mut tx = sqlx::Connection::begin(&mut **conn).await?;
+            sqlx::Connection::begin_with(&mut **conn, begin).await?
+        };
         let rows = sqlx::query(&self.sql.lock_chunk)
             .bind(ids)
             .fetch_all(&mut *tx)

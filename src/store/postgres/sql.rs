@@ -65,13 +65,13 @@ pub const REMOVE_NODE: &str = "DELETE FROM {s}.nodes WHERE id = $1";
 
 pub const REMOVE_HOLDS: &str = "DELETE FROM {s}.holds WHERE node_id = $1";
 
-/// The intent record of a worker slot (see the `holds` table). Sent as one simple query with
-/// literals, which are UUIDs formatted by us and the node id with quotes doubled, so that it
-/// costs one round trip; `synchronous_commit = off` because it must survive the worker
+/// The intent record of a worker slot (see the `holds` table), then the chunk's own BEGIN: one
+/// simple query, so one round trip. Its literals are UUIDs formatted by us and the node id
+/// with quotes doubled. `synchronous_commit = off` because the record must survive the worker
 /// process, not the database server.
 pub const RECORD_HOLD: &str = "BEGIN; SET LOCAL synchronous_commit = off; \
     INSERT INTO {s}.holds (slot, node_id, ids) VALUES ('{slot}', '{node}', '{ids}') \
-    ON CONFLICT (slot) DO UPDATE SET ids = EXCLUDED.ids, written_at = now(); COMMIT";
+    ON CONFLICT (slot) DO UPDATE SET ids = EXCLUDED.ids, written_at = now(); COMMIT; BEGIN";
 
 /// The intent records of dead nodes.
 pub const TAKE_DEAD_HOLDS: &str = "DELETE FROM {s}.holds WHERE node_id = ANY($1) \

@@ -7,10 +7,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Jobs of one type, by status.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+/// Jobs of one type, by status. Read straight from either store's type-count query.
+#[derive(
+    Debug, Clone, Default, PartialEq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema,
+)]
 pub struct TypeCounts {
     #[serde(rename = "type")]
+    #[sqlx(rename = "type")]
     pub job_type: String,
     pub pending: i64,
     pub succeeded: i64,

@@ -414,20 +414,9 @@ impl Store for SqliteStore {
     }
 
     async fn report(&self, node_stale: Duration) -> Result<StatusReport> {
-        let types = sqlx::query(sql::TYPE_COUNTS)
+        let types: Vec<TypeCounts> = sqlx::query_as(sql::TYPE_COUNTS)
             .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(TypeCounts {
-                    job_type: r.try_get("type")?,
-                    pending: r.try_get("pending")?,
-                    succeeded: r.try_get("succeeded")?,
-                    failed: r.try_get("failed")?,
-                    cancelled: r.try_get("cancelled")?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+            .await?;
         let batches = sqlx::query(sql::RECENT_BATCHES)
             .bind(20_i64)
             .fetch_all(&self.pool)

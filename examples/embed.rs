@@ -12,8 +12,8 @@ use serde::Deserialize;
 use skiplock::queue::memory::MemoryQueue;
 use skiplock::store::postgres::PgStore;
 use skiplock::{
-    Client, Job, JobTx, NewJob, ProcessError, Registry, Store, TypeOptions, Typed, TypedProcessor,
-    Worker,
+    Client, Job, JobTx, NewJob, Node, ProcessError, Registry, Store, TypeOptions, Typed,
+    TypedProcessor,
 };
 
 /// The job's target, checked before the processor runs: a target that does not fit ends the
@@ -81,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
         },
     )?;
     let queue = Arc::new(MemoryQueue::default());
-    let worker = Worker::builder(store.clone(), queue.clone())
+    let worker = Node::builder(store.clone(), queue.clone())
         .registry(registry)
         .concurrency(8)
         .start()

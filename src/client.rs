@@ -1,5 +1,8 @@
 //! Submitting jobs: insert (commit), then push the IDs that are due to the queue. A push that
 //! fails after the commit loses nothing: the reconciler finds the jobs in the database.
+//!
+//! Every way a job is created (the library, `skiplock submit`, the HTTP API) goes through a
+//! [`Client`], which gives a job that does not say otherwise its type's policy.
 
 use std::sync::Arc;
 
@@ -7,25 +10,51 @@ use sqlx::PgConnection;
 use tracing::warn;
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
-use crate::job::{NewJob, Submitted};
+use crate::error::Result;
+use crate::job::{Due, NewJob, Submitted};
+use crate::processor::Policy;
 use crate::queue::Queue;
 use crate::store::postgres::PgStore;
-use crate::store::{BatchOptions, Due, Store};
+use crate::store::{BatchOptions, Store};
 
-/// The submitting side of skiplock.
-#[derive(Clone)]
-pub struct Client {
-    store: Arc<dyn Store>,
+/// The submitting side of skiplock. `S` is the store: any store behind the seam by default,
+/// or [`PgStore`] itself for [`Client::enqueue_in`], which needs the caller's PostgreSQL
+/// transaction.
+pub struct Client<S: ?Sized = dyn Store> {
+    store: Arc<S>,
     queue: Arc<dyn Queue>,
+    /// The types' `max_attempts` and other options, applied to jobs that do not say.
+    policy: Arc<Policy>,
 }
 
-impl Client {
-    pub fn new(store: Arc<dyn Store>, queue: Arc<dyn Queue>) -> Self {
-        Client { store, queue }
+impl<S: ?Sized> Clone for Client<S> {
+    fn clone(&self) -> Self {
+        Client {
+            store: self.store.clone(),
+            queue: self.queue.clone(),
+            policy: self.policy.clone(),
+        }
+    }
+}
+
+impl<S: Store + ?Sized> Client<S> {
+    /// A client with the default policy (3 attempts) for every type; see
+    /// [`Client::with_policy`].
+    pub fn new(store: Arc<S>, queue: Arc<dyn Queue>) -> Self {
+        Client {
+            store,
+            queue,
+            policy: Arc::new(Policy::default()),
+        }
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
+    /// Gives new jobs their type's options (from [`crate::Registry::policy`]).
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = Arc::new(policy);
+        self
+    }
+
+    pub fn store(&self) -> &Arc<S> {
         &self.store
     }
 
@@ -33,31 +62,27 @@ impl Client {
         &self.queue
     }
 
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The job as it will be stored: its type's policy where it did not say.
+    fn prepared(&self, mut job: NewJob) -> NewJob {
+        job.max_attempts = Some(self.policy.max_attempts(&job.job_type, job.max_attempts));
+        job
+    }
+
     /// Inserts one job and queues it if due.
     pub async fn submit(&self, job: NewJob) -> Result<Uuid> {
-        let due = job.run_at.is_none_or(|t| t <= chrono::Utc::now());
-        let priority = job.priority;
-        let ids = self.store.insert_jobs(std::slice::from_ref(&job)).await?;
-        if due {
-            self.notify_prio(&ids, priority).await;
-        }
+        let ids = self.submit_many(std::slice::from_ref(&job)).await?;
         Ok(ids[0])
     }
 
     /// Inserts jobs of mixed types in one transaction and queues those due.
     pub async fn submit_many(&self, jobs: &[NewJob]) -> Result<Vec<Uuid>> {
-        let ids = self.store.insert_jobs(jobs).await?;
-        let now = chrono::Utc::now();
-        let due: Vec<Due> = jobs
-            .iter()
-            .zip(&ids)
-            .filter(|(j, _)| j.run_at.is_none_or(|t| t <= now))
-            .map(|(j, id)| Due {
-                id: *id,
-                priority: j.priority,
-            })
-            .collect();
-        self.push(&due).await;
+        let jobs: Vec<NewJob> = jobs.iter().cloned().map(|j| self.prepared(j)).collect();
+        let ids = self.store.insert_jobs(&jobs).await?;
+        self.push(&due(&jobs, &ids)).await;
         Ok(ids)
     }
 
@@ -66,37 +91,23 @@ impl Client {
         &self,
         job_type: &str,
         targets: Vec<serde_json::Value>,
-        opts: BatchOptions,
+        mut opts: BatchOptions,
     ) -> Result<Submitted> {
+        opts.max_attempts = Some(self.policy.max_attempts(job_type, opts.max_attempts));
         let due = opts.run_at.is_none_or(|t| t <= chrono::Utc::now());
         let priority = opts.priority;
         let sub = self.store.insert_batch(job_type, targets, opts).await?;
         if due {
-            self.notify_prio(&sub.ids, priority).await;
+            let due: Vec<Due> = sub.ids.iter().map(|&id| Due { id, priority }).collect();
+            self.push(&due).await;
         }
         Ok(sub)
     }
 
-    /// Inserts jobs inside the caller's own PostgreSQL transaction: the caller's rows and
-    /// the jobs commit together. After committing, pass the IDs to [`Client::notify`] (or let
-    /// the reconciler find them within its interval).
-    pub async fn enqueue_in(&self, conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Vec<Uuid>> {
-        let store = self
-            .store
-            .as_any()
-            .downcast_ref::<PgStore>()
-            .ok_or_else(|| Error::Invalid("enqueue_in needs the PostgreSQL store".into()))?;
-        store.insert_jobs_in(conn, jobs).await
-    }
-
-    /// Pushes committed job IDs to the queue. Never fails: a lost push only delays the jobs
-    /// until the reconciler's next pass.
+    /// Pushes committed job IDs to the queue, at priority 0. Never fails: a lost push only
+    /// delays the jobs until the reconciler's next pass.
     pub async fn notify(&self, ids: &[Uuid]) {
-        self.notify_prio(ids, 0).await;
-    }
-
-    async fn notify_prio(&self, ids: &[Uuid], priority: i16) {
-        let due: Vec<Due> = ids.iter().map(|&id| Due { id, priority }).collect();
+        let due: Vec<Due> = ids.iter().map(|&id| Due { id, priority: 0 }).collect();
         self.push(&due).await;
     }
 
@@ -108,4 +119,38 @@ impl Client {
             }
         }
     }
+}
+
+impl<S: Store> Client<S> {
+    /// The same client over the store seam, for code that takes any store.
+    pub fn erased(self) -> Client {
+        Client {
+            store: self.store,
+            queue: self.queue,
+            policy: self.policy,
+        }
+    }
+}
+
+impl Client<PgStore> {
+    /// Inserts jobs inside the caller's own PostgreSQL transaction: the caller's rows and
+    /// the jobs commit together. After committing, pass the IDs to [`Client::notify`] (or let
+    /// the reconciler find them within its interval).
+    pub async fn enqueue_in(&self, conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Vec<Uuid>> {
+        let jobs: Vec<NewJob> = jobs.iter().cloned().map(|j| self.prepared(j)).collect();
+        self.store.insert_jobs_in(conn, &jobs).await
+    }
+}
+
+/// The jobs of `jobs` (inserted as `ids`) that are due now.
+fn due(jobs: &[NewJob], ids: &[Uuid]) -> Vec<Due> {
+    let now = chrono::Utc::now();
+    jobs.iter()
+        .zip(ids)
+        .filter(|(j, _)| j.run_at.is_none_or(|t| t <= now))
+        .map(|(j, id)| Due {
+            id: *id,
+            priority: j.priority,
+        })
+        .collect()
 }

@@ -93,7 +93,10 @@ pub struct NewJob {
     #[serde(rename = "type")]
     pub job_type: String,
     pub target: serde_json::Value,
-    pub max_attempts: i32,
+    /// Attempts before the job ends `failed`. `None` takes its type's policy (the registry's
+    /// `max_attempts`, applied by [`crate::Client`]), or [`DEFAULT_MAX_ATTEMPTS`].
+    #[serde(default)]
+    pub max_attempts: Option<i32>,
     /// `None` runs it now; a later time schedules it.
     pub run_at: Option<DateTime<Utc>>,
     /// Higher runs first.
@@ -105,15 +108,21 @@ impl NewJob {
         NewJob {
             job_type: job_type.into(),
             target,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            max_attempts: None,
             run_at: None,
             priority: 0,
         }
     }
 
     pub fn max_attempts(mut self, n: i32) -> Self {
-        self.max_attempts = n;
+        self.max_attempts = Some(n);
         self
+    }
+
+    /// The attempts this job gets: its own, or the default when neither it nor its type's
+    /// policy said.
+    pub fn attempts_allowed(&self) -> i32 {
+        self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS)
     }
 
     pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
@@ -129,14 +138,18 @@ impl NewJob {
     /// Checks what the database would otherwise reject less clearly.
     pub fn validate(&self) -> Result<(), String> {
         validate_type(&self.job_type)?;
-        if !(1..=MAX_MAX_ATTEMPTS).contains(&self.max_attempts) {
-            return Err(format!(
-                "max_attempts must be between 1 and {MAX_MAX_ATTEMPTS}, got {}",
-                self.max_attempts
-            ));
-        }
-        Ok(())
+        validate_max_attempts(self.attempts_allowed())
     }
+}
+
+/// `max_attempts` within what a retry policy can mean.
+pub fn validate_max_attempts(n: i32) -> Result<(), String> {
+    if !(1..=MAX_MAX_ATTEMPTS).contains(&n) {
+        return Err(format!(
+            "max_attempts must be between 1 and {MAX_MAX_ATTEMPTS}, got {n}"
+        ));
+    }
+    Ok(())
 }
 
 /// A job type is a short printable name: it keys processors, metrics labels and reports.
@@ -156,6 +169,13 @@ pub fn validate_type(t: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A job ID as the queue carries it, with the priority it is popped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Due {
+    pub id: Uuid,
+    pub priority: i16,
 }
 
 /// A named group of jobs submitted together.

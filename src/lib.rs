@@ -10,13 +10,18 @@
 //! - [`client`]: submitting: insert and commit, then push the IDs.
 //! - [`store`]: all SQL, behind the `Store` seam (PostgreSQL; SQLite for one node).
 //! - [`queue`]: job IDs in flight to workers, behind the `Queue` seam (memory; Redis).
-//! - [`executor`]: per node, the worker tasks running the transactional flow.
+//! - [`executor`]: per node, the runner tasks running the transactional flow.
 //! - [`processor`]: the `Processor` trait, the registry, built-in and `sql` processors.
-//! - [`maintenance`]: reconciler, heartbeats, pruning.
+//! - [`node_state`]: a node's identity and live counters, shared by executor and maintenance.
+//! - [`maintenance`]: reconciler (with the rescue of abandoned jobs), heartbeats, pruning.
 //! - [`events`]: live status events (`running`, `succeeded`, `failed`, `retrying`).
 //! - [`report`]: the status report and its rendering.
 //! - [`metrics`]: Prometheus counters.
-//! - [`worker`]: a node assembled: executor plus maintenance, with graceful shutdown.
+//! - [`node`]: a node assembled: executor plus maintenance, with graceful shutdown.
+//!
+//! Names: a *node* is one process running jobs (`skiplock worker` or `skiplock serve` starts
+//! one; [`Node`] embeds one); its *runners* are the `concurrency` tasks that each run one
+//! chunk at a time on their own *slot* at the store.
 //! - [`api`]: the HTTP API, dashboard and `/metrics` (axum), served by `skiplock serve`.
 //! - [`config`] and [`cli`]: the binary's settings and subcommands.
 //! - [`bench`]: `skiplock bench`, the measurements behind the README's numbers.
@@ -32,16 +37,17 @@ pub mod executor;
 pub mod job;
 pub mod maintenance;
 pub mod metrics;
+pub mod node;
+pub mod node_state;
 pub mod processor;
 pub mod queue;
 pub mod report;
 pub mod store;
-pub mod worker;
 
 pub use client::Client;
 pub use error::{Error, Result};
 pub use events::{Event, EventBus, EventStatus};
-pub use job::{Job, JobStatus, NewJob, Submitted};
+pub use job::{Due, Job, JobStatus, NewJob, Submitted};
+pub use node::{Node, NodeConfig};
 pub use processor::{ProcessError, Processor, Registry, TypeOptions, Typed, TypedProcessor};
 pub use store::{JobTx, Store};
-pub use worker::{Worker, WorkerConfig};

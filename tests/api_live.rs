@@ -14,7 +14,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use skiplock::api::ApiConfig;
 use skiplock::events::{Event, EventBus, EventStatus};
-use skiplock::Worker;
+use skiplock::Node;
 use support::{error_message, TestApp};
 use tower::ServiceExt;
 use uuid::Uuid;
@@ -90,7 +90,7 @@ async fn the_token_guards_every_api_route_and_only_those() {
 #[tokio::test]
 async fn a_batch_posted_over_http_runs_and_shows_in_status_and_metrics() {
     let app = TestApp::new().await;
-    let worker = Worker::builder(app.db.store.clone(), app.queue.clone())
+    let worker = Node::builder(app.db.store.clone(), app.queue.clone())
         .events(app.bus.clone())
         .metrics(app.metrics.clone())
         .concurrency(4)

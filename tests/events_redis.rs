@@ -25,7 +25,7 @@ async fn watch_prints_events_of_jobs_another_process_runs() {
         .await
         .unwrap();
     let mut bad = NewJob::new("fail", serde_json::json!({"message": "boom"}));
-    bad.max_attempts = 2;
+    bad.max_attempts = Some(2);
     let bad = client.submit(bad).await.unwrap();
 
     assert!(
@@ -100,10 +100,11 @@ async fn no_event_for_an_outcome_whose_commit_failed() {
         events(&out),
         node.log()
     );
-    // Two starts, one outcome: the refused commit announced nothing.
+    // The refused commit announced nothing; the database refusing the outcome is charged
+    // as a failed attempt of its own, written (and announced) once it committed.
     assert_eq!(
         statuses_of(&events(&out), id),
-        ["running", "running", "succeeded"]
+        ["running", "retrying", "running", "succeeded"]
     );
     assert!(
         node.log().contains("commit refused by the test"),
@@ -112,9 +113,14 @@ async fn no_event_for_an_outcome_whose_commit_failed() {
     );
     let job = ts.store.job(id).await.unwrap().unwrap();
     assert_eq!(job.status.as_str(), "succeeded");
-    assert_eq!(
-        job.attempts, 1,
-        "the refused attempt rolled back with its commit"
+    assert_eq!(job.attempts, 2, "the refused attempt was charged");
+    assert!(
+        job.last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("refused to record"),
+        "{:?}",
+        job.last_error
     );
     assert_eq!(effect_counts(&pg, s).await, (1, 1));
     let _ = w.kill();

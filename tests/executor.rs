@@ -10,9 +10,10 @@ use async_trait::async_trait;
 use common::{Backend, TestStore};
 use skiplock::queue::memory::MemoryQueue;
 use skiplock::queue::Queue;
-use skiplock::store::{BatchOptions, Due};
+use skiplock::store::BatchOptions;
+use skiplock::Due;
 use skiplock::{
-    Client, Job, JobStatus, JobTx, NewJob, ProcessError, Processor, Registry, TypeOptions, Worker,
+    Client, Job, JobStatus, JobTx, NewJob, Node, ProcessError, Processor, Registry, TypeOptions,
 };
 
 /// Writes one effect row in the job's transaction, then succeeds or fails as told.
@@ -50,14 +51,9 @@ fn quick(max_attempts: i32) -> TypeOptions {
     }
 }
 
-async fn start(
-    ts: &TestStore,
-    reg: Registry,
-    concurrency: usize,
-    chunk: usize,
-) -> (Worker, Client) {
+async fn start(ts: &TestStore, reg: Registry, concurrency: usize, chunk: usize) -> (Node, Client) {
     let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::default());
-    let w = Worker::builder(ts.store.clone(), queue.clone())
+    let w = Node::builder(ts.store.clone(), queue.clone())
         .registry(reg)
         .concurrency(concurrency)
         .chunk_size(chunk)
@@ -300,7 +296,7 @@ async fn graceful_shutdown_rolls_back_what_cannot_finish(b: Backend) {
         .unwrap();
     assert!(
         common::wait_until(Duration::from_secs(10), || async {
-            w.node().beat().in_flight == 1
+            w.state().beat().in_flight == 1
         })
         .await
     );

@@ -74,10 +74,13 @@ async fn three_nodes_twenty_thousand_jobs_under_faults() {
         // What "recovered" means differs per fault; each arm waits for its own evidence.
         let recovered = match &fault {
             Fault::KillAndRestart(i) => {
-                // The jobs the node held at its last heartbeat must finish elsewhere.
+                // The jobs the node's runners recorded they were about to run must finish
+                // elsewhere.
+                let s = &ts.schema;
                 let held: Vec<uuid::Uuid> = sqlx::query_scalar(&format!(
-                    "SELECT held FROM \"{}\".nodes WHERE pid = $1",
-                    ts.schema
+                    "SELECT COALESCE(array_agg(DISTINCT u), '{{}}') FROM \"{s}\".holds h \
+                     JOIN \"{s}\".nodes n ON n.id = h.node_id, unnest(h.ids) AS u \
+                     WHERE n.pid = $1"
                 ))
                 .bind(nodes[*i].pid().unwrap() as i32)
                 .fetch_optional(&pg)

@@ -16,7 +16,7 @@ use common::{redis_url, wait_until, Backend, TestStore};
 use skiplock::queue::redis::RedisQueue;
 use skiplock::queue::Queue;
 use skiplock::store::BatchOptions;
-use skiplock::{Client, Worker};
+use skiplock::{Client, Node};
 
 fn targets(n: usize) -> Vec<serde_json::Value> {
     (0..n).map(|i| serde_json::json!({ "i": i })).collect()
@@ -89,8 +89,8 @@ async fn node_killed_mid_job_and_restarted() {
 }
 
 /// An in-process node on `queue`, with short maintenance intervals.
-async fn start_node(ts: &TestStore, queue: Arc<dyn Queue>, config: &std::path::Path) -> Worker {
-    let mut cfg = skiplock::WorkerConfig::default();
+async fn start_node(ts: &TestStore, queue: Arc<dyn Queue>, config: &std::path::Path) -> Node {
+    let mut cfg = skiplock::NodeConfig::default();
     cfg.executor.concurrency = 4;
     cfg.executor.chunk_size = 10;
     cfg.reconciler.interval = Duration::from_millis(300);
@@ -99,7 +99,7 @@ async fn start_node(ts: &TestStore, queue: Arc<dyn Queue>, config: &std::path::P
         .unwrap()
         .registry()
         .unwrap();
-    Worker::builder(ts.store.clone(), queue)
+    Node::builder(ts.store.clone(), queue)
         .registry(registry)
         .config(cfg)
         .start()

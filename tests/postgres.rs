@@ -11,12 +11,12 @@ use skiplock::config::FileConfig;
 use skiplock::queue::memory::MemoryQueue;
 use skiplock::queue::Queue;
 use skiplock::store::NodeBeat;
-use skiplock::{Client, JobStatus, NewJob, Store, Worker};
+use skiplock::{Client, JobStatus, NewJob, Node, Store};
 
-async fn worker_with(ts: &TestStore, toml: &str, concurrency: usize) -> (Worker, Client) {
+async fn worker_with(ts: &TestStore, toml: &str, concurrency: usize) -> (Node, Client) {
     let reg = FileConfig::parse(toml).unwrap().registry().unwrap();
     let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::default());
-    let w = Worker::builder(ts.store.clone(), queue.clone())
+    let w = Node::builder(ts.store.clone(), queue.clone())
         .registry(reg)
         .concurrency(concurrency)
         .start()
@@ -130,7 +130,12 @@ async fn jobs_enqueued_in_the_callers_transaction_commit_with_it() {
         .execute(&pool)
         .await
         .unwrap();
-    let client = Client::new(ts.store.clone(), Arc::new(MemoryQueue::default()));
+    // enqueue_in needs the PostgreSQL store itself (the caller's transaction is PostgreSQL's).
+    let pg = Arc::new(skiplock::store::postgres::PgStore::from_pool(
+        pool.clone(),
+        &ts.schema,
+    ));
+    let client = Client::new(pg, Arc::new(MemoryQueue::default()));
 
     // Rolled back: neither the order nor its job exist.
     let mut tx = pool.begin().await.unwrap();
@@ -183,19 +188,25 @@ async fn a_job_abandoned_by_dead_nodes_ends_failed_as_poison() {
         .submit(NewJob::new("noop", serde_json::json!({})).max_attempts(2))
         .await
         .unwrap();
-    // Two nodes in turn die holding the job (heartbeat rows that then go silent).
+    // Two nodes in turn die holding the job: each wrote its runner's intent record, locked
+    // the job, then vanished before committing.
     for n in 0..2 {
+        let node = format!("dead-{n}");
         let beat = NodeBeat {
-            id: format!("dead-{n}"),
+            id: node.clone(),
             host: "h".into(),
             pid: 1,
             concurrency: 1,
             in_flight: 1,
             processed: 0,
             failed: 0,
-            held: vec![id],
         };
         ts.store.heartbeat(&beat).await.unwrap();
+        let mut slot = ts.store.slot(&node).await.unwrap();
+        let locked = slot.lock(&[id]).await.unwrap();
+        assert_eq!(locked.jobs.len(), 1);
+        drop(locked);
+        drop(slot);
         // Not yet stale: nothing happens.
         let r = ts
             .store
@@ -203,13 +214,22 @@ async fn a_job_abandoned_by_dead_nodes_ends_failed_as_poison() {
             .await
             .unwrap();
         assert_eq!(r.dead_nodes, 0);
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        let r = ts
-            .store
-            .rescue_abandoned(Duration::from_millis(10))
-            .await
-            .unwrap();
-        assert_eq!(r.dead_nodes, 1);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut dead = 0;
+        loop {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let r = ts
+                .store
+                .rescue_abandoned(Duration::from_millis(10))
+                .await
+                .unwrap();
+            dead += r.dead_nodes;
+            if r.retried + r.failed == 1 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never charged");
+        }
+        assert_eq!(dead, 1);
     }
     let j = ts.store.job(id).await.unwrap().unwrap();
     assert_eq!(j.status, JobStatus::Failed);
@@ -222,14 +242,14 @@ async fn workers_survive_their_connections_being_cut() {
     let app = common::unique("skt_app");
     let schema = common::unique("skt");
     let url = format!("{}?application_name={app}", common::pg_url());
-    let store = Arc::new(
+    let store: Arc<dyn Store> = Arc::new(
         skiplock::store::postgres::PgStore::connect(&url, &schema, 12)
             .await
             .unwrap(),
     );
     store.migrate().await.unwrap();
     let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::default());
-    let w = Worker::builder(store.clone(), queue.clone())
+    let w = Node::builder(store.clone(), queue.clone())
         .concurrency(8)
         .start()
         .await

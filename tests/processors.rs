@@ -14,7 +14,7 @@ use axum::Router;
 use serde_json::{json, Value};
 use skiplock::config::FileConfig;
 use skiplock::queue::memory::MemoryQueue;
-use skiplock::{Client, Job, NewJob, Worker};
+use skiplock::{Client, Job, NewJob, Node};
 
 use common::{wait_until, Backend, TestStore};
 
@@ -23,7 +23,7 @@ async fn run_jobs(toml: &str, jobs: Vec<NewJob>) -> Vec<Job> {
     let db = TestStore::new(Backend::Postgres).await;
     let queue = Arc::new(MemoryQueue::default());
     let registry = FileConfig::parse(toml).unwrap().registry().unwrap();
-    let worker = Worker::builder(db.store.clone(), queue.clone())
+    let worker = Node::builder(db.store.clone(), queue.clone())
         .registry(registry)
         .concurrency(4)
         .start()
@@ -102,7 +102,7 @@ async fn http_posts_the_target_and_records_failures() {
     );
     let target = json!({"invoice": 7, "note": "\"; rm -rf / #"});
     let mut bad = NewJob::new("bad", json!(1));
-    bad.max_attempts = 3;
+    bad.max_attempts = Some(3);
     let jobs = run_jobs(
         &toml,
         vec![

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use skiplock::queue::memory::MemoryQueue;
 use skiplock::queue::redis::RedisQueue;
 use skiplock::queue::Queue;
-use skiplock::store::Due;
+use skiplock::Due;
 use uuid::Uuid;
 
 #[derive(Clone, Copy)]

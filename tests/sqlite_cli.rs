@@ -127,7 +127,7 @@ sql = ["INSERT INTO effects (job) VALUES ($1)"]
 "#;
 
 /// Starts a worker on `ts` running SLOW_EFFECT and returns once it is inside job `id`: the
-/// job is in the node's `held` list (recorded before its transaction opened).
+/// job is in a runner's intent record (committed before its transaction opened).
 async fn worker_inside_job(ts: &TestStore, dir: &Path, id: Uuid) -> Child {
     std::fs::write(dir.join("slow.toml"), SLOW_EFFECT).unwrap();
     let mut args = vec!["--config".to_string(), "slow.toml".into(), "worker".into()];
@@ -139,7 +139,7 @@ async fn worker_inside_job(ts: &TestStore, dir: &Path, id: Uuid) -> Child {
     eventually(Duration::from_secs(30), "the worker holds the job", || {
         let (pool, needle) = (pool.clone(), needle.clone());
         async move {
-            let held: Vec<String> = sqlx::query_scalar("SELECT held FROM nodes")
+            let held: Vec<String> = sqlx::query_scalar("SELECT ids FROM holds")
                 .fetch_all(&pool)
                 .await
                 .unwrap();

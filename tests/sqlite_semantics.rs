@@ -12,8 +12,8 @@ use serde_json::json;
 use skiplock::processor::{Registry, SqlProcessor, TypeOptions};
 use skiplock::queue::memory::MemoryQueue;
 use skiplock::queue::Queue;
-use skiplock::store::{Due, JobFilter};
-use skiplock::{JobStatus, NewJob, Worker};
+use skiplock::store::JobFilter;
+use skiplock::{Due, JobStatus, NewJob, Node};
 use uuid::Uuid;
 
 use common::{bin, Backend, TestStore};
@@ -58,7 +58,7 @@ async fn sixteen_workers_and_duplicate_ids_run_each_job_once() {
         &["INSERT INTO effects (job) VALUES ($1)"],
         TypeOptions::default(),
     );
-    let worker = Worker::builder(ts.store.clone(), queue.clone())
+    let worker = Node::builder(ts.store.clone(), queue.clone())
         .registry(reg)
         .concurrency(16)
         .start()
@@ -110,7 +110,7 @@ async fn a_runaway_statement_is_interrupted_at_the_time_limit() {
         .await
         .unwrap()[0];
     let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::default());
-    let worker = Worker::builder(ts.store.clone(), queue)
+    let worker = Node::builder(ts.store.clone(), queue)
         .registry(reg)
         .concurrency(2)
         .start()
@@ -143,7 +143,7 @@ async fn a_runaway_statement_is_interrupted_at_the_time_limit() {
 async fn submits_from_another_process_wait_their_turn() {
     let ts = TestStore::new(Backend::Sqlite).await;
     let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::default());
-    let worker = Worker::builder(ts.store.clone(), queue)
+    let worker = Node::builder(ts.store.clone(), queue)
         .concurrency(8)
         .start()
         .await

@@ -1,5 +1,6 @@
--- skiplock's tables. `{s}` is the configured schema, validated as a plain identifier.
-CREATE TABLE IF NOT EXISTS {s}.batches (
+-- skiplock's tables. Migrations run with `SET LOCAL search_path` set to the configured schema,
+-- so names here are unqualified and land in that schema.
+CREATE TABLE IF NOT EXISTS batches (
     id          uuid PRIMARY KEY,
     name        text,
     type        text NOT NULL,
@@ -7,7 +8,7 @@ CREATE TABLE IF NOT EXISTS {s}.batches (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 
-CREATE TABLE IF NOT EXISTS {s}.jobs (
+CREATE TABLE IF NOT EXISTS jobs (
     id            uuid PRIMARY KEY,
     type          text NOT NULL,
     target        jsonb NOT NULL,
@@ -27,18 +28,18 @@ CREATE TABLE IF NOT EXISTS {s}.jobs (
 
 -- The reconciler's "next pending, due jobs" lookup. Partial, so it stays as small as the
 -- backlog however many finished rows the table holds.
-CREATE INDEX IF NOT EXISTS jobs_due_idx ON {s}.jobs (priority DESC, run_at, id)
+CREATE INDEX IF NOT EXISTS jobs_due_idx ON jobs (priority DESC, run_at, id)
     WHERE status = 'pending';
 -- Batch progress counts every job of a batch that has not succeeded; `succeeded` is the
 -- batch's total minus those. Success is the hot path, and a succeeded row enters no index
 -- but the primary key, so completing a job costs one index insertion instead of three.
-CREATE INDEX IF NOT EXISTS jobs_batch_open_idx ON {s}.jobs (batch_id, status)
+CREATE INDEX IF NOT EXISTS jobs_batch_open_idx ON jobs (batch_id, status)
     WHERE batch_id IS NOT NULL AND status <> 'succeeded';
 -- Pruning and recent throughput. BRIN: finished rows are appended roughly in finishing
 -- order, and a BRIN index costs next to nothing to maintain on the completion path.
-CREATE INDEX IF NOT EXISTS jobs_finished_brin ON {s}.jobs USING brin (finished_at);
+CREATE INDEX IF NOT EXISTS jobs_finished_brin ON jobs USING brin (finished_at);
 
-CREATE TABLE IF NOT EXISTS {s}.nodes (
+CREATE TABLE IF NOT EXISTS nodes (
     id           text PRIMARY KEY,
     host         text NOT NULL,
     pid          integer NOT NULL,
@@ -54,10 +55,10 @@ CREATE TABLE IF NOT EXISTS {s}.nodes (
 -- What each worker slot is about to run, written (without waiting for fsync) just before its
 -- chunk's transaction opens. A job that kills its worker within milliseconds never reaches a
 -- heartbeat; this row survives the crash, so the job is still charged the attempt.
-CREATE TABLE IF NOT EXISTS {s}.holds (
+CREATE TABLE IF NOT EXISTS holds (
     slot        uuid PRIMARY KEY,
     node_id     text NOT NULL,
     ids         uuid[] NOT NULL,
     written_at  timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX IF NOT EXISTS holds_node_idx ON {s}.holds (node_id);
+CREATE INDEX IF NOT EXISTS holds_node_idx ON holds (node_id);

@@ -74,9 +74,6 @@ pub async fn submit(
     if let Some(t) = req.run_at {
         check_run_at(t)?;
     }
-    let max_attempts = req
-        .max_attempts
-        .unwrap_or_else(|| s.registry().options(&req.job_type).max_attempts);
     let sub = s
         .client()
         .submit_batch(
@@ -84,7 +81,7 @@ pub async fn submit(
             req.targets,
             BatchOptions {
                 name: req.name,
-                max_attempts: Some(max_attempts),
+                max_attempts: req.max_attempts,
                 priority: req.priority.unwrap_or(0),
                 run_at: req.run_at,
             },

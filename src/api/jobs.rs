@@ -76,9 +76,7 @@ pub async fn submit(
         check_run_at(t)?;
     }
     let job = NewJob {
-        max_attempts: req
-            .max_attempts
-            .unwrap_or_else(|| s.registry().options(&req.job_type).max_attempts),
+        max_attempts: req.max_attempts,
         job_type: req.job_type,
         target: req.target,
         run_at: req.run_at,
@@ -172,7 +170,7 @@ pub async fn list(
     ),
     security(("bearer" = [])))]
 pub async fn retry(State(s): State<ApiState>, Path(id): Path<Uuid>) -> Result<Json<Job>, ApiError> {
-    let job = s.client().store().retry_job(id).await?;
+    let job = s.client().store().retry(id).await?;
     s.client().notify(&[job.id]).await;
     Ok(Json(job))
 }
@@ -192,7 +190,7 @@ pub async fn cancel(
     State(s): State<ApiState>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Job>, ApiError> {
-    Ok(Json(s.client().store().cancel_job(id).await?))
+    Ok(Json(s.client().store().cancel(id).await?))
 }
 
 /// PostgreSQL's `jsonb` cannot hold the NUL character; refusing it here turns what would be a

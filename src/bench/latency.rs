@@ -10,11 +10,12 @@ use uuid::Uuid;
 
 use super::{BenchConfig, Scratch};
 use crate::error::Result;
+use crate::job::Due;
 use crate::job::{Job, NewJob};
+use crate::node::Node;
 use crate::processor::{ProcessError, Processor, Registry, TypeOptions};
 use crate::queue::Queue;
-use crate::store::{Due, JobTx, Store};
-use crate::worker::Worker;
+use crate::store::{JobTx, Store};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {
@@ -55,7 +56,7 @@ pub async fn measure(
     let mut reg = Registry::with_builtins();
     reg.register("probe", Probe(started_at.clone()), TypeOptions::default())?;
     let store: Arc<dyn Store> = s.store.clone();
-    let w = Worker::builder(store.clone(), queue.clone())
+    let w = Node::builder(store.clone(), queue.clone())
         .registry(reg)
         .concurrency(concurrency)
         .chunk_size(chunk)

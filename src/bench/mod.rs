@@ -17,10 +17,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::job::Due;
+use crate::node::Node;
 use crate::queue::Queue;
 use crate::store::postgres::PgStore;
-use crate::store::{BatchOptions, Due, Store};
-use crate::worker::Worker;
+use crate::store::{BatchOptions, Store};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -188,13 +189,13 @@ async fn processing_rate(
     }
     let store: Arc<dyn Store> = s.store.clone();
     let started = Instant::now();
-    let w = Worker::builder(store, queue)
+    let w = Node::builder(store, queue)
         .concurrency(concurrency)
         .chunk_size(chunk)
         .start()
         .await?;
     let n = cfg.jobs as u64;
-    while w.node().processed() < n {
+    while w.state().processed() < n {
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
     let took = started.elapsed();

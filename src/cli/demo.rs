@@ -14,11 +14,11 @@ use uuid::Uuid;
 use super::status::NODE_STALE;
 use super::Settings;
 use crate::client::Client;
+use crate::node::{Node, NodeConfig};
 use crate::processor::TypeOptions;
 use crate::queue::memory::MemoryQueue;
 use crate::queue::Queue;
 use crate::store::{self, BatchOptions, Store};
-use crate::worker::{Worker, WorkerConfig};
 
 /// Quick jobs that succeed: the bulk of the sample.
 const QUICK_JOBS: usize = 300;
@@ -36,7 +36,7 @@ const DEADLINE: Duration = Duration::from_secs(120);
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Worker tasks for the in-process node.
+    /// Runner tasks for the in-process node.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
 }
@@ -57,11 +57,11 @@ pub async fn run(s: &Settings, a: DemoArgs) -> anyhow::Result<()> {
             ..registry.options("fail")
         },
     )?;
-    let mut config = WorkerConfig::default();
+    let mut config = NodeConfig::default();
     config.executor.concurrency = a.concurrency;
     // Retries come due after their backoff; look for them often so the demo stays brisk.
     config.reconciler.interval = Duration::from_millis(200);
-    let worker = Worker::builder(store.clone(), queue.clone())
+    let worker = Node::builder(store.clone(), queue.clone())
         .registry(registry)
         .config(config)
         .start()

@@ -87,14 +87,14 @@ pub async fn run(s: &Settings, c: JobsCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&j)?);
         }
         JobsCommand::Retry { id } => {
-            let j = store.retry_job(id).await?;
+            let j = store.retry(id).await?;
             // Queued now where the queue is shared (Redis); otherwise a worker's reconciler
             // finds the pending job within its interval.
             Client::new(store, s.queue().await?).notify(&[j.id]).await;
             println!("{} {}", j.id, j.status);
         }
         JobsCommand::Cancel { id } => {
-            let j = store.cancel_job(id).await?;
+            let j = store.cancel(id).await?;
             println!("{} {}", j.id, j.status);
         }
     }

@@ -15,7 +15,7 @@ use super::Settings;
 use crate::api::{self, ApiConfig, ApiState};
 use crate::client::Client;
 use crate::metrics::Metrics;
-use crate::worker::{Worker, WorkerConfig};
+use crate::node::{Node, NodeConfig};
 
 /// Shorter tokens are accepted but warned about: they can be guessed.
 const WEAK_TOKEN_LEN: usize = 16;
@@ -28,7 +28,7 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer <token>` on /api/v1 (needed to bind a non-loopback address)
     #[arg(long, env = "SKIPLOCK_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
-    /// Worker tasks on this node [default: 16]
+    /// Runner tasks (concurrent jobs) on this node [default: 16]
     #[arg(long, env = "SKIPLOCK_CONCURRENCY")]
     pub concurrency: Option<usize>,
     /// Jobs locked per transaction [default: 1]
@@ -67,7 +67,7 @@ pub async fn run(s: &Settings, a: ServeArgs) -> anyhow::Result<()> {
         config.max_batch_targets = n;
     }
     config.validate()?;
-    let mut wc = WorkerConfig::default();
+    let mut wc = NodeConfig::default();
     a.timing.apply(&mut wc)?;
     wc.executor.concurrency = s.concurrency(a.concurrency);
     wc.executor.chunk_size = s.chunk_size(a.chunk_size);
@@ -80,7 +80,7 @@ pub async fn run(s: &Settings, a: ServeArgs) -> anyhow::Result<()> {
     let queue = s.queue().await?;
     let bus = s.bus().await?;
     let metrics = Arc::new(Metrics::default());
-    let worker = Worker::builder(store.clone(), queue.clone())
+    let worker = Node::builder(store.clone(), queue.clone())
         .registry(registry.clone())
         .events(bus.clone())
         .metrics(metrics.clone())

@@ -59,12 +59,9 @@ pub async fn run(s: &Settings, a: SubmitArgs) -> anyhow::Result<()> {
             .map(|(i, t)| parse_target(t).with_context(|| format!("--target #{}", i + 1)))
             .collect::<anyhow::Result<Vec<_>>>()?,
     };
-    let max_attempts = a.max_attempts.unwrap_or_else(|| {
-        s.file
-            .registry()
-            .map(|r| r.options(&a.job_type).max_attempts)
-            .unwrap_or(3)
-    });
+    // A broken `[types]` entry is refused here as `worker` refuses it; its policy (the
+    // type's max_attempts) is what the client gives jobs that do not say.
+    let policy = s.registry()?.policy();
     let store = s.store(4, true).await?;
     let queue = match s.queue().await {
         Ok(q) => q,
@@ -76,7 +73,7 @@ pub async fn run(s: &Settings, a: SubmitArgs) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e),
     };
-    let client = Client::new(store, queue);
+    let client = Client::new(store, queue).with_policy(policy);
     if a.file.is_some() || a.batch.is_some() || a.wait {
         let n = targets.len();
         let sub = client
@@ -85,7 +82,7 @@ pub async fn run(s: &Settings, a: SubmitArgs) -> anyhow::Result<()> {
                 targets,
                 BatchOptions {
                     name: a.batch.clone(),
-                    max_attempts: Some(max_attempts),
+                    max_attempts: a.max_attempts,
                     priority: a.priority,
                     run_at: a.run_at,
                 },
@@ -103,7 +100,7 @@ pub async fn run(s: &Settings, a: SubmitArgs) -> anyhow::Result<()> {
             .map(|t| NewJob {
                 job_type: a.job_type.clone(),
                 target: t,
-                max_attempts,
+                max_attempts: a.max_attempts,
                 run_at: a.run_at,
                 priority: a.priority,
             })

@@ -5,11 +5,11 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use super::Settings;
-use crate::worker::{Worker, WorkerConfig};
+use crate::node::{Node, NodeConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
-    /// Worker tasks on this node [default: 16]
+    /// Runner tasks (concurrent jobs) on this node [default: 16]
     #[arg(long, env = "SKIPLOCK_CONCURRENCY")]
     pub concurrency: Option<usize>,
     /// Jobs locked per transaction; 1 runs each job in its own transaction [default: 1]
@@ -53,7 +53,7 @@ impl Default for TimingArgs {
 
 impl TimingArgs {
     /// Applies the intervals, refusing a node timeout a healthy node could hit.
-    pub fn apply(&self, config: &mut WorkerConfig) -> anyhow::Result<()> {
+    pub fn apply(&self, config: &mut NodeConfig) -> anyhow::Result<()> {
         if self.heartbeat_ms == 0 || self.reconcile_ms == 0 {
             bail!("--heartbeat-ms and --reconcile-ms must be positive");
         }
@@ -88,8 +88,8 @@ pub async fn start(
     chunk: Option<usize>,
     migrate: bool,
     timing: &TimingArgs,
-) -> anyhow::Result<Worker> {
-    let mut config = WorkerConfig::default();
+) -> anyhow::Result<Node> {
+    let mut config = NodeConfig::default();
     timing.apply(&mut config)?;
     config.executor.concurrency = s.concurrency(concurrency);
     config.executor.chunk_size = s.chunk_size(chunk);
@@ -100,7 +100,7 @@ pub async fn start(
     let store = s.store(pool, migrate).await?;
     let queue = s.queue().await?;
     let bus = s.bus().await?;
-    Worker::builder(store, queue)
+    Node::builder(store, queue)
         .registry(registry)
         .events(bus)
         .config(config)

@@ -1,46 +1,78 @@
 //! The transactional flow for one chunk of popped IDs (K = 1 is the single-job flow):
 //!
 //! ```text
-//! BEGIN; SELECT … WHERE id = ANY(ids) AND pending AND due FOR UPDATE SKIP LOCKED
-//! for each locked job: [SAVEPOINT on first use] processor [RELEASE | ROLLBACK TO]
+//! intent record (committed on its own); BEGIN
+//! SELECT … WHERE id = ANY(ids) AND pending AND due FOR UPDATE SKIP LOCKED
+//! for each locked job: [SAVEPOINT on first use] processor [RELEASE + RESET | ROLLBACK TO]
 //! UPDATE every outcome in one statement; COMMIT
 //! ```
 //!
 //! Events for outcomes are published only after COMMIT returns.
+//!
+//! No processor escapes its attempt. If a job's savepoint cannot be released or rolled back,
+//! the job broke the chunk's transaction (ended it, or killed its connection): the chunk is
+//! dropped, the culprit is charged in a short transaction of its own, and its chunk-mates run
+//! again (or, if the culprit had committed the chunk, keep the outcomes they had). If the
+//! database refuses a chunk's outcome update, its jobs run again one per transaction, which
+//! finds the job whose outcome cannot be written and charges it the same way.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::FutureExt;
+use tracing::warn;
 use uuid::Uuid;
 
 use super::Ctx;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::events::{Event, EventStatus};
-use crate::job::{Job, JobStatus};
+use crate::job::Job;
 use crate::processor::ProcessError;
-use crate::store::{Conn, JobTx, Lease, Outcome};
+use crate::store::{ChunkTx, JobConn, JobTx, Outcome, Slot};
 
 /// Longest error text stored per attempt: enough to debug, bounded so that a processor that
 /// returns a megabyte of output cannot bloat the table.
 pub const MAX_ERROR_LEN: usize = 4096;
 
-/// Runs one chunk end to end. An `Err` means the transaction itself failed (connection lost,
-/// commit refused): nothing was written and every job in it is still pending.
-pub(super) async fn run(ctx: &Ctx, lease: &mut Lease, ids: &[Uuid]) -> Result<usize> {
-    let mut chunk = ctx.store.lock_chunk(lease, ids).await?;
-    let locked = chunk.jobs.len();
-    ctx.metrics.dropped_ids.fetch_add(
-        (ids.len() - locked) as u64,
-        std::sync::atomic::Ordering::Relaxed,
-    );
-    if locked == 0 {
-        ctx.store.finish_chunk(chunk, &[], &ctx.node.id).await?;
-        return Ok(0);
+/// How long a processor's own timer trails its SQL time limit. The server-side limit
+/// (`statement_timeout`, SQLite's interrupt) fires first and ends the statement cleanly, so
+/// the savepoint rolls back and the failure is written in the same transaction; the timer is
+/// the backstop for processors that are not waiting on SQL.
+const TIMER_GRACE: Duration = Duration::from_millis(250);
+
+/// How a chunk ended.
+pub(super) enum Ran {
+    /// Its outcomes committed.
+    Done,
+    /// It was dropped: a job broke it (and was charged) or its outcomes could not be written.
+    /// The slot's connection is suspect. `rest` are the IDs to run again, one chunk each if
+    /// `alone`.
+    Broken { rest: Vec<Uuid>, alone: bool },
+}
+
+/// What one job's run came to.
+enum Step {
+    Decided(Outcome),
+    /// The job's savepoint could not be released or rolled back: the transaction is gone.
+    Broke(String),
+}
+
+/// Runs one chunk end to end. An `Err` means the transaction failed for reasons no job can be
+/// blamed for (connection lost, database down): nothing was written and every job in it is
+/// still pending.
+pub(super) async fn run(ctx: &Ctx, slot: &mut dyn Slot, ids: &[Uuid]) -> Result<Ran> {
+    let locked = slot.lock(ids).await?;
+    let (jobs, mut tx) = (locked.jobs, locked.tx);
+    ctx.metrics
+        .dropped_ids
+        .fetch_add((ids.len() - jobs.len()) as u64, Ordering::Relaxed);
+    if jobs.is_empty() {
+        tx.finish(&[]).await?;
+        return Ok(Ran::Done);
     }
-    let _held = ctx.node.hold(chunk.jobs.iter().map(|j| j.id), &ctx.metrics);
-    let jobs = std::mem::take(&mut chunk.jobs);
+    let _held = ctx.node.hold(jobs.iter().map(|j| j.id), &ctx.metrics);
     // Decided once per chunk: with nobody listening, no event is built at all.
     let listened = ctx.events.has_listeners();
     if listened {
@@ -51,23 +83,113 @@ pub(super) async fn run(ctx: &Ctx, lease: &mut Lease, ids: &[Uuid]) -> Result<us
                 .collect(),
         );
     }
-    let mut outcomes = Vec::with_capacity(locked);
-    let mut timings = Vec::with_capacity(locked);
-    for job in &jobs {
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    let mut timings = Vec::with_capacity(jobs.len());
+    for (i, job) in jobs.iter().enumerate() {
         let started = Instant::now();
-        outcomes.push(run_one(ctx, job, &mut chunk.conn).await?);
+        match run_one(ctx, job, tx.job_conn()).await {
+            Step::Decided(o) => outcomes.push(o),
+            Step::Broke(why) => return broken(ctx, tx, &jobs, outcomes, i, why).await,
+        }
         timings.push(started.elapsed());
     }
-    let statuses: Vec<EventStatus> = outcomes.iter().map(event_status).collect();
-    ctx.store
-        .finish_chunk(chunk, &outcomes, &ctx.node.id)
-        .await?;
+    if let Err(e) = tx.finish(&outcomes).await {
+        return refused(ctx, &jobs, e).await;
+    }
     // Committed: only now may anyone hear about it.
+    settled(ctx, &jobs, &outcomes, &timings, listened);
+    Ok(Ran::Done)
+}
+
+/// Job `i` broke the chunk's transaction. Learns whether it had committed the chunk, charges
+/// the culprit in a transaction of its own, and says which chunk-mates must run again.
+async fn broken(
+    ctx: &Ctx,
+    tx: Box<dyn ChunkTx + '_>,
+    jobs: &[Job],
+    before: Vec<Outcome>,
+    i: usize,
+    why: String,
+) -> Result<Ran> {
+    let probe = tx.probe();
+    drop(tx);
+    let culprit = &jobs[i];
+    let committed = probe.committed().await?;
+    let (done, settle, rest): (&[Job], Vec<Outcome>, Vec<Uuid>) = if committed {
+        // The culprit's COMMIT made its chunk-mates' writes stand: their outcomes stand too.
+        let e = ProcessError::fatal(format!(
+            "the processor committed the job's transaction itself ({why}); a job's writes \
+             commit with its outcome, so it must not end the transaction"
+        ));
+        let mut s = before;
+        s.push(decide(ctx, culprit, Err(e)));
+        let rest = jobs[i + 1..].iter().map(|j| j.id).collect();
+        (&jobs[..=i], s, rest)
+    } else {
+        // Everything the chunk did is gone with it: the chunk-mates simply run again.
+        let e = ProcessError::retry(format!(
+            "the job broke its transaction (its connection or savepoint is gone): {why}"
+        ));
+        let rest = jobs.iter().filter(|j| j.id != culprit.id).map(|j| j.id);
+        (
+            std::slice::from_ref(culprit),
+            vec![decide(ctx, culprit, Err(e))],
+            rest.collect(),
+        )
+    };
+    ctx.store.settle(&settle, &ctx.node.id).await?;
+    let timings = vec![Duration::ZERO; settle.len()];
+    settled(ctx, done, &settle, &timings, ctx.events.has_listeners());
+    Ok(Ran::Broken { rest, alone: false })
+}
+
+/// The database refused the chunk's outcome update (or its commit). Nothing was written.
+/// Several jobs: run each alone, to find the one whose outcome cannot be written. One job:
+/// it is that job; charge it in a transaction of its own. A lost connection is no job's
+/// fault and stays an error.
+async fn refused(ctx: &Ctx, jobs: &[Job], e: Error) -> Result<Ran> {
+    if !matches!(e, Error::Database(sqlx::Error::Database(_))) {
+        return Err(e);
+    }
+    warn!(error = %e, jobs = jobs.len(), "the database refused a chunk's outcomes");
+    if jobs.len() > 1 {
+        return Ok(Ran::Broken {
+            rest: jobs.iter().map(|j| j.id).collect(),
+            alone: true,
+        });
+    }
+    let job = &jobs[0];
+    let o = decide(
+        ctx,
+        job,
+        Err(ProcessError::retry(format!(
+            "the database refused to record this job's outcome: {e}"
+        ))),
+    );
+    ctx.store
+        .settle(std::slice::from_ref(&o), &ctx.node.id)
+        .await?;
+    settled(
+        ctx,
+        std::slice::from_ref(job),
+        std::slice::from_ref(&o),
+        &[Duration::ZERO],
+        ctx.events.has_listeners(),
+    );
+    Ok(Ran::Broken {
+        rest: Vec::new(),
+        alone: false,
+    })
+}
+
+/// Metrics, counters and events for outcomes that have committed.
+fn settled(ctx: &Ctx, jobs: &[Job], outcomes: &[Outcome], timings: &[Duration], listened: bool) {
+    let statuses: Vec<EventStatus> = outcomes.iter().map(event_status).collect();
     ctx.metrics.record_many(
         jobs.iter()
             .zip(&statuses)
             .zip(timings)
-            .map(|((j, s), t)| (j.job_type.as_str(), s.as_str(), t)),
+            .map(|((j, s), t)| (j.job_type.as_str(), s.as_str(), *t)),
     );
     ctx.node.count(&statuses);
     if listened {
@@ -75,38 +197,43 @@ pub(super) async fn run(ctx: &Ctx, lease: &mut Lease, ids: &[Uuid]) -> Result<us
             .iter()
             .zip(statuses)
             .zip(outcomes)
-            .map(|((j, s), o)| event(ctx, j, s, o.error))
+            .map(|((j, s), o)| event(ctx, j, s, o.error().map(str::to_string)))
             .collect();
         ctx.publish(events);
     }
-    Ok(locked)
 }
 
 fn event_status(o: &Outcome) -> EventStatus {
-    match (o.status, o.retry_delay_ms) {
-        (JobStatus::Succeeded, _) => EventStatus::Succeeded,
-        (JobStatus::Pending, Some(_)) => EventStatus::Retrying,
-        _ => EventStatus::Failed,
+    match o {
+        Outcome::Succeeded { .. } => EventStatus::Succeeded,
+        Outcome::Retry { .. } => EventStatus::Retrying,
+        Outcome::Failed { .. } => EventStatus::Failed,
     }
 }
 
 /// Runs one job's processor behind its savepoint and decides its outcome.
-async fn run_one(ctx: &Ctx, job: &Job, conn: &mut Conn<'_>) -> Result<Outcome> {
+async fn run_one(ctx: &Ctx, job: &Job, conn: &mut dyn JobConn) -> Step {
     let Some(reg) = ctx.registry.get(&job.job_type) else {
-        return Ok(decide(
+        return Step::Decided(decide(
+            ctx,
             job,
             Err(ProcessError::fatal(format!(
                 "no processor for type {}",
                 job.job_type
             ))),
-            Duration::ZERO,
         ));
     };
     let timeout = reg.options.timeout;
-    let mut tx = JobTx::new(conn.connection(), timeout);
+    let mut tx = JobTx::new(conn, timeout);
+    let started = Instant::now();
     let run = AssertUnwindSafe(reg.processor.process(job, &mut tx)).catch_unwind();
-    let result = match tokio::time::timeout(timeout, run).await {
-        Ok(Ok(r)) => r,
+    let result = match tokio::time::timeout(timeout + TIMER_GRACE, run).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) if started.elapsed() >= timeout => Err(ProcessError {
+            message: format!("timed out after {} ms: {}", timeout.as_millis(), e.message),
+            retryable: true,
+        }),
+        Ok(Ok(Err(e))) => Err(e),
         Ok(Err(panic)) => Err(ProcessError::retry(format!(
             "processor panicked: {}",
             panic_message(&panic)
@@ -121,54 +248,44 @@ async fn run_one(ctx: &Ctx, job: &Job, conn: &mut Conn<'_>) -> Result<Outcome> {
             Ok(()) => Ok(()),
             Err(e) => {
                 // The processor said yes but its transaction says no (it swallowed a SQL
-                // error): roll its writes back and record why.
-                tx.finish_err().await?;
+                // error, or ended the transaction): roll its writes back and record why.
+                if let Err(e2) = tx.finish_err().await {
+                    return Step::Broke(format!("{e}; then {e2}"));
+                }
                 Err(ProcessError::retry(format!(
                     "processor succeeded but its transaction failed: {e}"
                 )))
             }
         },
-        Err(pe) => {
-            tx.finish_err().await?;
-            Err(pe)
-        }
+        Err(pe) => match tx.finish_err().await {
+            Ok(()) => Err(pe),
+            Err(e) => return Step::Broke(format!("{}; then {e}", pe.message)),
+        },
     };
-    let delay = result
-        .as_ref()
-        .err()
-        .map(|_| reg.options.retry_delay(job.attempts + 1))
-        .unwrap_or_default();
-    Ok(decide(job, result, delay))
+    Step::Decided(decide(ctx, job, result))
 }
 
-/// Success, a retry after `delay`, or `failed` once attempts are spent or retrying is futile.
-fn decide(job: &Job, result: Result<(), ProcessError>, delay: Duration) -> Outcome {
-    match result {
-        Ok(()) => Outcome {
+/// Success, a retry after the type's backoff, or `failed` once attempts are spent or retrying
+/// is futile.
+fn decide(ctx: &Ctx, job: &Job, result: Result<(), ProcessError>) -> Outcome {
+    let e = match result {
+        Ok(()) => return Outcome::Succeeded { id: job.id },
+        Err(e) => e,
+    };
+    let error = bounded(&e.message);
+    let spent = job.attempts + 1 >= job.max_attempts;
+    if e.retryable && !spent {
+        let delay = ctx
+            .registry
+            .options(&job.job_type)
+            .retry_delay(job.attempts + 1);
+        Outcome::Retry {
             id: job.id,
-            status: JobStatus::Succeeded,
-            error: None,
-            retry_delay_ms: None,
-        },
-        Err(e) => {
-            let spent = job.attempts + 1 >= job.max_attempts;
-            let error = Some(bounded(&e.message));
-            if e.retryable && !spent {
-                Outcome {
-                    id: job.id,
-                    status: JobStatus::Pending,
-                    error,
-                    retry_delay_ms: Some(delay.as_millis().min(i64::MAX as u128) as i64),
-                }
-            } else {
-                Outcome {
-                    id: job.id,
-                    status: JobStatus::Failed,
-                    error,
-                    retry_delay_ms: None,
-                }
-            }
+            error,
+            delay,
         }
+    } else {
+        Outcome::Failed { id: job.id, error }
     }
 }
 
@@ -184,15 +301,23 @@ fn event(ctx: &Ctx, job: &Job, status: EventStatus, error: Option<String>) -> Ev
     }
 }
 
+/// Error text fit to store: at most [`MAX_ERROR_LEN`] bytes, cut on a character boundary,
+/// and without NUL characters, which PostgreSQL's text cannot hold (a `command`'s stderr or
+/// an HTTP body may carry them) and which would make the outcome itself unwritable.
 fn bounded(s: &str) -> String {
-    if s.len() <= MAX_ERROR_LEN {
-        return s.to_string();
+    let clean = if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\\0"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    };
+    if clean.len() <= MAX_ERROR_LEN {
+        return clean.into_owned();
     }
     let mut end = MAX_ERROR_LEN;
-    while !s.is_char_boundary(end) {
+    while !clean.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}… ({} bytes in all)", &s[..end], s.len())
+    format!("{}… ({} bytes in all)", &clean[..end], clean.len())
 }
 
 fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
@@ -216,5 +341,10 @@ mod tests {
         assert!(b.len() < MAX_ERROR_LEN + 64);
         assert!(b.contains("bytes in all"));
         assert_eq!(bounded("short"), "short");
+    }
+
+    #[test]
+    fn errors_lose_their_nul_characters() {
+        assert_eq!(bounded("a\0b"), "a\\0b");
     }
 }

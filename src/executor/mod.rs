@@ -1,9 +1,8 @@
-//! The executor: per node, `concurrency` worker tasks that pop IDs and run the transactional
+//! The executor: per node, `concurrency` runner tasks that pop IDs and run the transactional
 //! flow in [`chunk`]. Shutdown stops popping, lets running chunks finish within a grace
 //! period, then abandons the rest (their transactions roll back; the jobs stay pending).
 
 mod chunk;
-mod node;
 mod publisher;
 
 use std::sync::Arc;
@@ -14,24 +13,27 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use chunk::MAX_ERROR_LEN;
-pub use node::Node;
 
 use crate::error::{Error, Result};
 use crate::events::{Event, EventBus};
 use crate::metrics::Metrics;
+use crate::node_state::NodeState;
 use crate::processor::Registry;
 use crate::queue::Queue;
-use crate::store::Store;
+use crate::store::{Slot, Store};
+use uuid::Uuid;
+
+use chunk::Ran;
 
 /// How the executor runs.
 #[derive(Debug, Clone)]
 pub struct ExecutorConfig {
-    /// Worker tasks, each holding at most one transaction (one pool connection). Default 16.
+    /// Runner tasks, each holding at most one transaction (one pool connection). Default 16.
     pub concurrency: usize,
     /// IDs popped and locked per transaction. 1 is the single-job flow; more means fewer
     /// commits and much higher throughput for short jobs. Default 1.
     pub chunk_size: usize,
-    /// How long an idle worker waits on the queue before checking for shutdown. Default 1 s.
+    /// How long an idle runner waits on the queue before checking for shutdown. Default 1 s.
     pub pop_wait: Duration,
     /// Pause after a store or queue error, so a database outage is not a busy loop; doubles
     /// while errors continue, up to 4x. Default 500 ms.
@@ -49,7 +51,7 @@ impl Default for ExecutorConfig {
     }
 }
 
-/// Most worker tasks one node may run; far beyond any pool a database would grant.
+/// Most runner tasks one node may run; far beyond any pool a database would grant.
 pub const MAX_CONCURRENCY: usize = 1024;
 /// Most jobs locked in one transaction.
 pub const MAX_CHUNK: usize = 10_000;
@@ -72,12 +74,12 @@ impl ExecutorConfig {
     }
 }
 
-/// What every worker task shares.
+/// What every runner task shares.
 pub(crate) struct Ctx {
     pub store: Arc<dyn Store>,
     pub queue: Arc<dyn Queue>,
     pub registry: Registry,
-    pub node: Arc<Node>,
+    pub node: Arc<NodeState>,
     pub metrics: Arc<Metrics>,
     pub config: ExecutorConfig,
     pub events: publisher::Sender,
@@ -91,19 +93,19 @@ impl Ctx {
 
 /// A running executor. Dropping it without [`Executor::shutdown`] aborts its tasks.
 pub struct Executor {
-    workers: JoinSet<()>,
+    runners: JoinSet<()>,
     publisher: JoinSet<()>,
     stop: CancellationToken,
 }
 
 impl Executor {
-    /// Starts the worker tasks.
+    /// Starts the runner tasks.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         store: Arc<dyn Store>,
         queue: Arc<dyn Queue>,
         registry: Registry,
-        node: Arc<Node>,
+        node: Arc<NodeState>,
         metrics: Arc<Metrics>,
         bus: Arc<dyn EventBus>,
         config: ExecutorConfig,
@@ -121,12 +123,12 @@ impl Executor {
             events,
         });
         let stop = CancellationToken::new();
-        let mut workers = JoinSet::new();
+        let mut runners = JoinSet::new();
         for _ in 0..ctx.config.concurrency {
-            workers.spawn(worker(ctx.clone(), stop.clone()));
+            runners.spawn(runner(ctx.clone(), stop.clone()));
         }
         Ok(Executor {
-            workers,
+            runners,
             publisher,
             stop,
         })
@@ -136,27 +138,27 @@ impl Executor {
     /// transactions roll back and their jobs stay pending for another worker.
     pub async fn shutdown(mut self, grace: Duration) {
         self.stop.cancel();
-        let drain = async { while self.workers.join_next().await.is_some() {} };
+        let drain = async { while self.runners.join_next().await.is_some() {} };
         if tokio::time::timeout(grace, drain).await.is_err() {
             warn!(
-                running = self.workers.len(),
+                running = self.runners.len(),
                 "grace period over: rolling back the jobs still running (they stay pending)"
             );
-            self.workers.shutdown().await;
+            self.runners.shutdown().await;
         }
-        // Workers are gone, so every event sender is dropped: the publisher drains and ends.
+        // Runners are gone, so every event sender is dropped: the publisher drains and ends.
         while self.publisher.join_next().await.is_some() {}
     }
 }
 
-async fn worker(ctx: Arc<Ctx>, stop: CancellationToken) {
+async fn runner(ctx: Arc<Ctx>, stop: CancellationToken) {
     let max = ctx.config.chunk_size;
     // Consecutive failed rounds; drives the backoff and the sparse logging.
     let mut errors = 0u32;
     // Of those, database errors (the queue logs its own outages, once per outage).
     let mut logged = 0u32;
-    // This task's connection, kept across chunks and replaced after any error.
-    let mut lease = None;
+    // This task's slot at the store, kept across chunks and replaced after any error.
+    let mut slot = None;
     while !stop.is_cancelled() {
         let popped = tokio::select! {
             r = ctx.queue.pop(max, ctx.config.pop_wait) => r,
@@ -164,26 +166,13 @@ async fn worker(ctx: Arc<Ctx>, stop: CancellationToken) {
         };
         let result = match popped {
             Ok(ids) if ids.is_empty() => Ok(()),
-            Ok(ids) => {
-                let r = match lease.as_mut() {
-                    Some(l) => chunk::run(&ctx, l, &ids).await,
-                    None => match ctx.store.lease(&ctx.node.id).await {
-                        Ok(l) => chunk::run(&ctx, lease.insert(l), &ids).await,
-                        Err(e) => Err(e),
-                    },
-                };
-                if r.is_err() {
-                    // Whatever failed, the connection may be broken or mid-transaction.
-                    lease = None;
-                }
-                r.map(|_| ())
-            }
+            Ok(ids) => run_ids(&ctx, &mut slot, ids).await,
             Err(e) => Err(e),
         };
         match result {
             Ok(()) => {
                 if logged > 0 {
-                    info!("worker recovered after {errors} failed rounds");
+                    info!("runner recovered after {errors} failed rounds");
                 }
                 errors = 0;
                 logged = 0;
@@ -192,12 +181,12 @@ async fn worker(ctx: Arc<Ctx>, stop: CancellationToken) {
                 // The jobs stay pending; the reconciler offers them again.
                 if !matches!(e, Error::Queue(_)) {
                     if logged == 0 || logged.is_power_of_two() {
-                        warn!(error = %e, errors = logged + 1, "worker error; retrying");
+                        warn!(error = %e, errors = logged + 1, "runner error; retrying");
                     }
                     logged += 1;
                 }
                 // Back off (error_pause, doubling, at most 4x) so that an outage of the
-                // database or Redis is not hammered by every worker task at once.
+                // database or Redis is not hammered by every runner task at once.
                 let pause = ctx.config.error_pause * (1 << errors.min(2));
                 errors = errors.saturating_add(1);
                 tokio::select! {
@@ -207,4 +196,34 @@ async fn worker(ctx: Arc<Ctx>, stop: CancellationToken) {
             }
         }
     }
+}
+
+/// Runs popped IDs as a chunk, then whatever a broken chunk hands back: its chunk-mates
+/// (the culprit charged and gone, so this ends), or each job alone when the database refused
+/// the chunk's outcomes. The slot is replaced after anything went wrong on its connection.
+async fn run_ids(ctx: &Ctx, slot: &mut Option<Box<dyn Slot>>, ids: Vec<Uuid>) -> Result<()> {
+    let mut work = vec![ids];
+    while let Some(ids) = work.pop() {
+        let s = match slot {
+            Some(s) => s,
+            None => slot.insert(ctx.store.slot(&ctx.node.id).await?),
+        };
+        match chunk::run(ctx, s.as_mut(), &ids).await {
+            Ok(Ran::Done) => {}
+            Ok(Ran::Broken { rest, alone }) => {
+                *slot = None;
+                if alone {
+                    work.extend(rest.into_iter().map(|id| vec![id]));
+                } else if !rest.is_empty() {
+                    work.push(rest);
+                }
+            }
+            Err(e) => {
+                // Whatever failed, the connection may be broken or mid-transaction.
+                *slot = None;
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::executor::Node;
+use crate::node_state::NodeState;
 use crate::store::Store;
 
 #[derive(Debug, Clone)]
@@ -24,12 +24,16 @@ impl Default for HeartbeatConfig {
 
 pub struct Heartbeat {
     store: Arc<dyn Store>,
-    node: Arc<Node>,
+    node: Arc<NodeState>,
     config: HeartbeatConfig,
 }
 
 impl Heartbeat {
-    pub fn new(store: Arc<dyn Store>, node: Arc<Node>, config: HeartbeatConfig) -> Result<Self> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        node: Arc<NodeState>,
+        config: HeartbeatConfig,
+    ) -> Result<Self> {
         if config.interval.is_zero() {
             return Err(Error::Config("heartbeat interval must be positive".into()));
         }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
-use crate::executor::Node;
 use crate::metrics::Metrics;
+use crate::node_state::NodeState;
 use crate::queue::Queue;
 use crate::store::Store;
 
@@ -52,7 +52,7 @@ pub struct Reconciler {
     store: Arc<dyn Store>,
     /// This node: the jobs it is running are due and pending too, but offering them again
     /// would only make a worker find them locked.
-    node: Arc<Node>,
+    node: Arc<NodeState>,
     queue: Arc<dyn Queue>,
     metrics: Arc<Metrics>,
     config: ReconcilerConfig,
@@ -61,7 +61,7 @@ pub struct Reconciler {
 impl Reconciler {
     pub fn new(
         store: Arc<dyn Store>,
-        node: Arc<Node>,
+        node: Arc<NodeState>,
         queue: Arc<dyn Queue>,
         metrics: Arc<Metrics>,
         config: ReconcilerConfig,

@@ -163,6 +163,26 @@ impl TypeOptions {
     }
 }
 
+/// Each known type's options without its processor: what the submitting side needs to give
+/// new jobs their type's policy. One place applies it for every way a job is created
+/// ([`crate::Client`], which the CLI and the API go through).
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    types: HashMap<String, TypeOptions>,
+}
+
+impl Policy {
+    /// The policy for a type, or the defaults for one not known here.
+    pub fn options(&self, job_type: &str) -> TypeOptions {
+        self.types.get(job_type).copied().unwrap_or_default()
+    }
+
+    /// The `max_attempts` a new job of `job_type` gets when it does not say.
+    pub fn max_attempts(&self, job_type: &str, asked: Option<i32>) -> i32 {
+        asked.unwrap_or_else(|| self.options(job_type).max_attempts)
+    }
+}
+
 /// A registered processor with its policy.
 #[derive(Clone)]
 pub struct Registered {
@@ -244,6 +264,17 @@ impl Registry {
 
     pub fn types(&self) -> impl Iterator<Item = &str> {
         self.types.keys().map(String::as_str)
+    }
+
+    /// The types' options, for a [`crate::Client`].
+    pub fn policy(&self) -> Policy {
+        Policy {
+            types: self
+                .types
+                .iter()
+                .map(|(t, r)| (t.clone(), r.options))
+                .collect(),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::Queue;
 use crate::error::Result;
-use crate::store::Due;
+use crate::job::Due;
 
 /// Default bound on queued IDs (16 bytes each plus index overhead: about 100 MiB at worst).
 /// Past it, pushes are dropped: the database keeps the jobs and the reconciler re-offers them.

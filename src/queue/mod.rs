@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::store::Due;
+use crate::job::Due;
 
 /// The queue seam: in memory for one node, Redis for many.
 #[async_trait]

@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use super::Queue;
 use crate::error::{Error, Result};
-use crate::store::Due;
+use crate::job::Due;
 
 /// Key prefix used when none is configured.
 pub const DEFAULT_PREFIX: &str = "skiplock";

@@ -1,8 +1,10 @@
 //! The store: all SQL lives behind this seam. PostgreSQL is the production store and the
 //! reference for every invariant; SQLite is the embedded single-node default.
 //!
-//! The executor only sees [`Store`], [`Chunk`] and [`JobTx`], so a backend slots in by
-//! implementing the trait and adding a [`Conn`] variant.
+//! The seam is three traits, each an owned object: [`Store`] (short transactions and the
+//! queries everything else composes), [`Slot`] (a runner's kept connection and intent
+//! record) and [`ChunkTx`] (a chunk's open transaction, which a processor sees through
+//! [`JobTx`]). A backend slots in by implementing them; nothing above matches on backends.
 
 mod jobtx;
 pub mod postgres;
@@ -15,11 +17,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-pub use jobtx::{Conn, JobTx};
+pub use jobtx::{JobConn, JobTx};
 
 use crate::error::{Error, Result};
-use crate::job::{Job, JobStatus, NewJob, Submitted};
-use crate::report::{BatchReport, NodeReport, StatusReport};
+use crate::job::{Due, Job, JobStatus, NewJob, Submitted};
+use crate::report::{BatchReport, NodeReport, StatusReport, Throughput, TypeCounts};
 
 /// Rows per bulk-insert statement: large enough to amortise round trips, small enough to
 /// keep one statement's parameter arrays (and the server's memory for them) modest.
@@ -34,24 +36,64 @@ pub struct BatchOptions {
     pub run_at: Option<DateTime<Utc>>,
 }
 
-/// A job ID as the queue carries it, with the priority it is popped by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Due {
-    pub id: Uuid,
-    pub priority: i16,
+/// What one processor run decided for its job, written in the chunk's transaction. Each
+/// variant carries exactly what its outcome needs: a retry always has a delay, a success
+/// never has an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded {
+        id: Uuid,
+    },
+    /// Back to `pending`, due again after `delay` (measured on the database's clock).
+    Retry {
+        id: Uuid,
+        error: String,
+        delay: Duration,
+    },
+    /// Attempts spent, or retrying is futile.
+    Failed {
+        id: Uuid,
+        error: String,
+    },
 }
 
-/// What one processor run decided for its job, written in the chunk's transaction.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub id: Uuid,
-    pub status: JobStatus,
-    pub error: Option<String>,
-    /// For a retry: how long until it is due again (computed on the database's clock).
-    pub retry_delay_ms: Option<i64>,
+impl Outcome {
+    pub fn id(&self) -> Uuid {
+        match self {
+            Outcome::Succeeded { id } | Outcome::Retry { id, .. } | Outcome::Failed { id, .. } => {
+                *id
+            }
+        }
+    }
+
+    /// The status the row takes.
+    pub fn status(&self) -> JobStatus {
+        match self {
+            Outcome::Succeeded { .. } => JobStatus::Succeeded,
+            Outcome::Retry { .. } => JobStatus::Pending,
+            Outcome::Failed { .. } => JobStatus::Failed,
+        }
+    }
+
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Outcome::Succeeded { .. } => None,
+            Outcome::Retry { error, .. } | Outcome::Failed { error, .. } => Some(error),
+        }
+    }
+
+    /// The retry delay in milliseconds, as both stores bind it.
+    pub fn delay_ms(&self) -> Option<i64> {
+        match self {
+            Outcome::Retry { delay, .. } => Some(delay.as_millis().min(i64::MAX as u128) as i64),
+            _ => None,
+        }
+    }
 }
 
-/// A node's heartbeat: what it is and what it holds right now.
+/// A node's heartbeat: what it is and how it is doing. What it runs right now is recorded by
+/// each chunk's intent record instead (see [`Slot::lock`]), so a node that never heartbeats
+/// still leaves the evidence that convicts a poison job.
 #[derive(Debug, Clone)]
 pub struct NodeBeat {
     pub id: String,
@@ -61,9 +103,6 @@ pub struct NodeBeat {
     pub in_flight: i32,
     pub processed: i64,
     pub failed: i64,
-    /// Jobs locked by this node at the time of the beat: the evidence that convicts a
-    /// poison job if the node dies holding it.
-    pub held: Vec<Uuid>,
 }
 
 /// Filters for listing jobs. `after` is the cursor: the last ID of the previous page.
@@ -76,7 +115,7 @@ pub struct JobFilter {
     pub limit: i64,
 }
 
-/// What rescuing abandoned jobs from dead nodes did.
+/// What rescuing abandoned jobs did, tallied above the store from the statuses it returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rescued {
     pub dead_nodes: u64,
@@ -86,41 +125,67 @@ pub struct Rescued {
     pub failed: u64,
 }
 
-/// A connection a worker task keeps for its whole life: a chunk then costs no pool checkout
-/// and no release ping. The executor drops it after any error, so a broken connection is
-/// replaced by a fresh one; it is closed, not returned to the pool, when dropped.
-pub enum Lease {
-    Postgres {
-        conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
-        /// The node holding this lease, named in its intent records.
-        node_id: String,
-        /// This worker slot's intent record (a row of `holds`), overwritten each chunk.
-        slot: Uuid,
-    },
-    /// SQLite runs one writer at a time, so a kept connection buys nothing; each chunk
-    /// borrows one from the (small) pool instead.
-    Sqlite,
+/// A runner's place at the store: the connection it keeps across chunks (on PostgreSQL; on
+/// SQLite each chunk borrows one, since only one writes at a time) and its intent record,
+/// the row saying which jobs it is about to run. Dropping a slot closes its connection
+/// rather than handing a possibly broken one back to the pool.
+#[async_trait]
+pub trait Slot: Send {
+    /// Records the intent to run `ids` (committed first, so it outlives a crash mid-job),
+    /// then opens the chunk's transaction and locks those of `ids` that are pending and due,
+    /// skipping rows another transaction holds. The chunk may hold fewer jobs than asked.
+    async fn lock<'s>(&'s mut self, ids: &[Uuid]) -> Result<Locked<'s>>;
 }
 
-/// Locked jobs and the open transaction (on a [`Lease`]) that holds their row locks.
-pub struct Chunk<'c> {
-    pub conn: Conn<'c>,
+/// Locked jobs, highest priority first, and the open transaction that holds their locks.
+pub struct Locked<'s> {
     pub jobs: Vec<Job>,
+    pub tx: Box<dyn ChunkTx + 's>,
 }
 
-/// The store seam. Every method is one short transaction unless it says otherwise.
+impl Locked<'_> {
+    /// Writes the outcomes and commits (see [`ChunkTx::finish`]).
+    pub async fn finish(self, outcomes: &[Outcome]) -> Result<()> {
+        self.tx.finish(outcomes).await
+    }
+}
+
+/// A chunk's open transaction. It owns everything the chunk holds (its connection, and on
+/// SQLite the store's one write turn), so dropping it rolls back and lets go of all of it.
+#[async_trait]
+pub trait ChunkTx: Send {
+    /// The transaction as one job's processor sees it (through [`JobTx`]).
+    fn job_conn(&mut self) -> &mut dyn JobConn;
+
+    /// What can tell, once this transaction is gone, whether it committed. Asked only after a
+    /// processor broke the chunk: a `COMMIT` it sneaked past [`JobTx`] makes its chunk-mates'
+    /// writes stand, and they must then be recorded rather than run again.
+    fn probe(&self) -> Box<dyn CommitProbe>;
+
+    /// Writes the outcomes in one statement and commits. Nothing is visible before this.
+    async fn finish(self: Box<Self>, outcomes: &[Outcome]) -> Result<()>;
+}
+
+/// See [`ChunkTx::probe`].
+#[async_trait]
+pub trait CommitProbe: Send + Sync {
+    async fn committed(&self) -> Result<bool>;
+}
+
+/// The store seam. Every method is one short transaction unless it says otherwise. What
+/// combines these queries (the status report, a refused retry's explanation, rescue tallies)
+/// is written once above the seam, in `impl dyn Store` below and in the maintenance services.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// A short name for logs and reports: `postgres` or `sqlite`.
     fn backend(&self) -> &'static str;
 
-    /// For downcasting to a concrete store (PostgreSQL-only features such as `enqueue_in`).
-    fn as_any(&self) -> &dyn std::any::Any;
-
     /// Creates or upgrades the tables. Safe to run from several nodes at once.
     async fn migrate(&self) -> Result<()>;
 
-    /// Inserts jobs in one transaction, a statement per [`INSERT_CHUNK`] rows.
+    /// Inserts jobs in one transaction, a statement per [`INSERT_CHUNK`] rows. A job that
+    /// leaves `max_attempts` unset gets [`crate::job::DEFAULT_MAX_ATTEMPTS`]; the type's own
+    /// policy is applied before this, by [`crate::Client`].
     async fn insert_jobs(&self, jobs: &[NewJob]) -> Result<Vec<Uuid>>;
 
     /// Inserts a batch: one type, many targets, one `batches` row.
@@ -131,20 +196,13 @@ pub trait Store: Send + Sync + 'static {
         opts: BatchOptions,
     ) -> Result<Submitted>;
 
-    /// A connection for one worker task of `node_id` to keep (see [`Lease`]).
-    async fn lease(&self, node_id: &str) -> Result<Lease>;
+    /// A slot for one runner task of `node_id` to keep (see [`Slot`]).
+    async fn slot(&self, node_id: &str) -> Result<Box<dyn Slot>>;
 
-    /// Begins a transaction on the lease and locks those of `ids` that are pending and due,
-    /// skipping rows another transaction holds. The chunk may hold fewer jobs than asked.
-    async fn lock_chunk<'c>(&self, lease: &'c mut Lease, ids: &[Uuid]) -> Result<Chunk<'c>>;
-
-    /// Writes the outcomes of a chunk's jobs and commits. Nothing is visible before this.
-    async fn finish_chunk<'c>(
-        &self,
-        chunk: Chunk<'c>,
-        outcomes: &[Outcome],
-        node_id: &str,
-    ) -> Result<()>;
+    /// Records outcomes outside any chunk, in one short transaction, for jobs that are still
+    /// pending: a processor broke its chunk's transaction, so they could not be written there.
+    /// Waits for row locks (the broken chunk's are on their way out). Returns the rows changed.
+    async fn settle(&self, outcomes: &[Outcome], node_id: &str) -> Result<u64>;
 
     /// Pending jobs that are due, highest priority and oldest first: what the queue should hold.
     async fn due_pending(&self, limit: i64) -> Result<Vec<Due>>;
@@ -152,33 +210,111 @@ pub trait Store: Send + Sync + 'static {
     /// Upserts the node's row.
     async fn heartbeat(&self, beat: &NodeBeat) -> Result<()>;
 
-    /// Deletes the node's row (clean shutdown).
+    /// Deletes the node's row and its intent records (clean shutdown).
     async fn remove_node(&self, id: &str) -> Result<()>;
 
-    /// Deletes nodes silent for longer than `stale` and charges an attempt to each pending job
-    /// they held (ending it `failed` once its attempts are spent).
-    async fn rescue_abandoned(&self, stale: Duration) -> Result<Rescued>;
+    /// Deletes nodes silent for longer than `stale`; returns how many.
+    async fn delete_dead_nodes(&self, stale: Duration) -> Result<u64>;
 
-    /// Deletes finished jobs (and then-empty batches) finished more than `retention` ago.
-    async fn prune(&self, retention: Duration) -> Result<u64>;
+    /// Takes the intent records of runners whose node is not alive (no heartbeat within
+    /// `stale`) and that are older than `stale`, and charges an attempt to each job they name
+    /// that is still pending, untouched since the record was written and not locked. Spent
+    /// attempts end the job `failed`: a poison job. Returns the charged jobs' new statuses.
+    async fn charge_abandoned(&self, stale: Duration) -> Result<Vec<JobStatus>>;
+
+    /// Deletes up to `limit` jobs finished more than `retention` ago; returns how many.
+    async fn prune_jobs(&self, retention: Duration, limit: i64) -> Result<u64>;
+
+    /// Deletes batches older than `retention` that have no jobs left.
+    async fn prune_batches(&self, retention: Duration) -> Result<u64>;
 
     async fn job(&self, id: Uuid) -> Result<Option<Job>>;
 
     async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>>;
 
     /// Puts a `failed` or `cancelled` job back to `pending`, due now, with fresh attempts.
-    async fn retry_job(&self, id: Uuid) -> Result<Job>;
+    /// `None` when no such job matched ([`Store::retry`] explains why).
+    async fn retry_job(&self, id: Uuid) -> Result<Option<Job>>;
 
-    /// Cancels a pending job. A job running right now is locked: that is a conflict.
-    async fn cancel_job(&self, id: Uuid) -> Result<Job>;
+    /// Cancels a pending job that is not running right now. `None` when no such job matched.
+    async fn cancel_job(&self, id: Uuid) -> Result<Option<Job>>;
 
     async fn batch(&self, id: Uuid) -> Result<Option<BatchReport>>;
 
-    /// Counts by type × status, per batch, per live node.
-    async fn report(&self, node_stale: Duration) -> Result<StatusReport>;
+    /// The `limit` newest batches with their progress, newest first.
+    async fn recent_batches(&self, limit: i64) -> Result<Vec<BatchReport>>;
+
+    /// Counts by type × status.
+    async fn type_counts(&self) -> Result<Vec<TypeCounts>>;
+
+    /// Jobs finished in each of the last 30 ten-second buckets, as (bucket, jobs) with
+    /// bucket 29 the latest.
+    async fn finished_buckets(&self) -> Result<Vec<(i64, i64)>>;
 
     /// Live nodes (heard from within `node_stale`).
     async fn nodes(&self, node_stale: Duration) -> Result<Vec<NodeReport>>;
+}
+
+/// Batches listed in the status report.
+pub const REPORT_BATCHES: i64 = 20;
+/// Finished jobs deleted per pruning statement, so that workers get turns in between.
+pub const PRUNE_CHUNK: i64 = 10_000;
+
+/// What is written once, above every backend.
+impl dyn Store {
+    /// The status report: counts by type × status, recent batches, live nodes, throughput.
+    pub async fn report(&self, node_stale: Duration) -> Result<StatusReport> {
+        Ok(StatusReport {
+            types: self.type_counts().await?,
+            batches: self.recent_batches(REPORT_BATCHES).await?,
+            nodes: self.nodes(node_stale).await?,
+            queue_depth: None,
+            throughput: Throughput::from_buckets(self.finished_buckets().await?),
+            generated_at: chrono::Utc::now(),
+        })
+    }
+
+    /// Retries a failed or cancelled job, or explains why not.
+    pub async fn retry(&self, id: Uuid) -> Result<Job> {
+        match self.retry_job(id).await? {
+            Some(j) => Ok(j),
+            None => Err(why_not(self, id, RETRY_RULE).await),
+        }
+    }
+
+    /// Cancels a pending job, or explains why not.
+    pub async fn cancel(&self, id: Uuid) -> Result<Job> {
+        match self.cancel_job(id).await? {
+            Some(j) => Ok(j),
+            None => Err(why_not(self, id, CANCEL_RULE).await),
+        }
+    }
+
+    /// Deletes finished jobs (and then-empty batches) past `retention`, a chunk at a time.
+    pub async fn prune(&self, retention: Duration) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let n = self.prune_jobs(retention, PRUNE_CHUNK).await?;
+            total += n;
+            if n == 0 {
+                break;
+            }
+        }
+        self.prune_batches(retention).await?;
+        Ok(total)
+    }
+
+    /// Drops dead nodes and charges an attempt to what their runners were running.
+    pub async fn rescue_abandoned(&self, stale: Duration) -> Result<Rescued> {
+        let dead_nodes = self.delete_dead_nodes(stale).await?;
+        let statuses = self.charge_abandoned(stale).await?;
+        let failed = statuses.iter().filter(|s| **s == JobStatus::Failed).count() as u64;
+        Ok(Rescued {
+            dead_nodes,
+            retried: statuses.len() as u64 - failed,
+            failed,
+        })
+    }
 }
 
 /// Opens the store a URL names: `postgres://…` or `sqlite://PATH`.
@@ -231,12 +367,12 @@ pub fn validate_schema(schema: &str) -> Result<()> {
 }
 
 /// Why a retry matched no row.
-pub(crate) const RETRY_RULE: &str = "only failed or cancelled jobs can be retried";
+const RETRY_RULE: &str = "only failed or cancelled jobs can be retried";
 /// Why a cancel matched no row.
-pub(crate) const CANCEL_RULE: &str = "only pending jobs that are not running can be cancelled";
+const CANCEL_RULE: &str = "only pending jobs that are not running can be cancelled";
 
 /// Explains why a retry or cancel matched no row: missing, or in the wrong state.
-pub(crate) async fn why_not(store: &dyn Store, id: Uuid, rule: &str) -> Error {
+async fn why_not(store: &dyn Store, id: Uuid, rule: &str) -> Error {
     match store.job(id).await {
         Ok(None) => Error::NotFound(format!("job {id}")),
         Ok(Some(j)) if j.status == JobStatus::Pending => Error::Conflict(format!(
@@ -249,10 +385,10 @@ pub(crate) async fn why_not(store: &dyn Store, id: Uuid, rule: &str) -> Error {
 
 /// Checks a batch's type and options before anything is written; returns its max attempts.
 pub(crate) fn batch_max_attempts(job_type: &str, opts: &BatchOptions) -> Result<i32> {
-    let probe = NewJob::new(job_type, serde_json::Value::Null).max_attempts(
-        opts.max_attempts
-            .unwrap_or(crate::job::DEFAULT_MAX_ATTEMPTS),
-    );
+    let probe = NewJob {
+        max_attempts: opts.max_attempts,
+        ..NewJob::new(job_type, serde_json::Value::Null)
+    };
     probe.validate().map_err(Error::Invalid)?;
-    Ok(probe.max_attempts)
+    Ok(probe.attempts_allowed())
 }

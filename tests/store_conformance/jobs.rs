@@ -129,14 +129,12 @@ async fn batches_count_their_jobs(backend: Backend) {
         .iter()
         .all(|j| j.batch_id == Some(bid) && j.max_attempts == 2 && j.priority == 3));
     settle(&ts, &sub.ids[..3], ok).await;
-    settle(&ts, &sub.ids[3..4], |id| Outcome {
+    settle(&ts, &sub.ids[3..4], |id| Outcome::Failed {
         id,
-        status: JobStatus::Failed,
-        error: Some("no".into()),
-        retry_delay_ms: None,
+        error: "no".into(),
     })
     .await;
-    ts.store.cancel_job(sub.ids[4]).await.unwrap();
+    ts.store.cancel(sub.ids[4]).await.unwrap();
     let b = ts.store.batch(bid).await.unwrap().unwrap();
     assert_eq!(
         (b.succeeded, b.failed, b.cancelled, b.pending),
@@ -148,7 +146,7 @@ async fn batches_count_their_jobs(backend: Backend) {
 
 async fn lock_chunk_takes_only_pending_due_jobs(backend: Backend) {
     let ts = TestStore::new(backend).await;
-    let mut lease = ts.store.lease("node-t").await.unwrap();
+    let mut slot = ts.store.slot("node-t").await.unwrap();
     let later = Utc::now() + chrono::Duration::hours(1);
     let ids = insert(
         &ts,
@@ -162,17 +160,17 @@ async fn lock_chunk_takes_only_pending_due_jobs(backend: Backend) {
     )
     .await;
     settle(&ts, &ids[3..4], ok).await;
-    ts.store.cancel_job(ids[4]).await.unwrap();
+    ts.store.cancel(ids[4]).await.unwrap();
     let mut asked = ids.clone();
     asked.push(ids[0]); // a duplicate ID
     asked.push(Uuid::now_v7()); // an ID with no row
-    let chunk = ts.store.lock_chunk(&mut lease, &asked).await.unwrap();
+    let chunk = slot.lock(&asked).await.unwrap();
     let got: Vec<Uuid> = chunk.jobs.iter().map(|j| j.id).collect();
     assert_eq!(got, vec![ids[1], ids[0]], "pending and due, by priority");
-    ts.store.finish_chunk(chunk, &[], "n").await.unwrap();
-    let empty = ts.store.lock_chunk(&mut lease, &[]).await.unwrap();
+    chunk.finish(&[]).await.unwrap();
+    let empty = slot.lock(&[]).await.unwrap();
     assert!(empty.jobs.is_empty());
-    ts.store.finish_chunk(empty, &[], "n").await.unwrap();
+    empty.finish(&[]).await.unwrap();
     // An empty finish commits nothing: the jobs are as they were.
     let j = ts.store.job(ids[0]).await.unwrap().unwrap();
     assert_eq!((j.status, j.attempts), (JobStatus::Pending, 0));
@@ -180,24 +178,21 @@ async fn lock_chunk_takes_only_pending_due_jobs(backend: Backend) {
 
 async fn a_locked_job_is_skipped_until_its_transaction_ends(backend: Backend) {
     let ts = TestStore::new(backend).await;
-    let mut lease = ts.store.lease("node-t").await.unwrap();
+    let mut slot = ts.store.slot("node-a").await.unwrap();
     let id = insert(&ts, vec![NewJob::new("noop", json!({}))]).await[0];
-    let first = ts.store.lock_chunk(&mut lease, &[id]).await.unwrap();
+    let first = slot.lock(&[id]).await.unwrap();
     assert_eq!(first.jobs.len(), 1);
     // A second worker popped the same ID. PostgreSQL skips the locked row at once; SQLite's
     // second writer waits for the first transaction. Either way it must not get the job.
     let store = ts.store.clone();
     let second = tokio::spawn(async move {
-        let mut other = store.lease("node-b").await.unwrap();
-        let c = store.lock_chunk(&mut other, &[id]).await.unwrap();
+        let mut other = store.slot("node-b").await.unwrap();
+        let c = other.lock(&[id]).await.unwrap();
         let n = c.jobs.len();
-        store.finish_chunk(c, &[], "node-b").await.unwrap();
+        c.finish(&[]).await.unwrap();
         n
     });
-    ts.store
-        .finish_chunk(first, &[ok(id)], "node-a")
-        .await
-        .unwrap();
+    first.finish(&[ok(id)]).await.unwrap();
     assert_eq!(second.await.unwrap(), 0, "the job ran twice");
     let j = ts.store.job(id).await.unwrap().unwrap();
     assert_eq!((j.status, j.attempts), (JobStatus::Succeeded, 1));
@@ -206,59 +201,52 @@ async fn a_locked_job_is_skipped_until_its_transaction_ends(backend: Backend) {
 
 async fn a_dropped_chunk_leaves_its_jobs_untouched(backend: Backend) {
     let ts = TestStore::new(backend).await;
-    let mut lease = ts.store.lease("node-t").await.unwrap();
+    let mut slot = ts.store.slot("node-t").await.unwrap();
     let id = insert(&ts, vec![NewJob::new("noop", json!({}))]).await[0];
-    let chunk = ts.store.lock_chunk(&mut lease, &[id]).await.unwrap();
+    let chunk = slot.lock(&[id]).await.unwrap();
     assert_eq!(chunk.jobs.len(), 1);
     drop(chunk); // a crash or an aborted worker: the transaction rolls back
                  // The rollback reaches the server asynchronously (sqlx sends it as the connection goes
                  // back to its pool), so poll for the job to be free, with a deadline.
     let deadline = Instant::now() + Duration::from_secs(5);
     let again = loop {
-        let c = ts.store.lock_chunk(&mut lease, &[id]).await.unwrap();
+        let c = slot.lock(&[id]).await.unwrap();
         if !c.jobs.is_empty() {
             break c;
         }
-        ts.store.finish_chunk(c, &[], "n").await.unwrap();
+        c.finish(&[]).await.unwrap();
         assert!(Instant::now() < deadline, "the job never came free");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(again.jobs[0].attempts, 0);
-    ts.store.finish_chunk(again, &[ok(id)], "n").await.unwrap();
+    again.finish(&[ok(id)]).await.unwrap();
     assert_eq!(ts.count_status("succeeded").await, 1);
 }
 
 async fn finish_chunk_records_every_outcome(backend: Backend) {
     let ts = TestStore::new(backend).await;
-    let mut lease = ts.store.lease("node-t").await.unwrap();
+    let mut slot = ts.store.slot("node-x").await.unwrap();
     let ids = insert(&ts, (0..4).map(|i| NewJob::new("noop", json!(i))).collect()).await;
     let before = Utc::now();
-    let chunk = ts.store.lock_chunk(&mut lease, &ids).await.unwrap();
+    let chunk = slot.lock(&ids).await.unwrap();
     let outcomes = vec![
         ok(ids[0]),
-        Outcome {
+        Outcome::Retry {
             id: ids[1],
-            status: JobStatus::Pending,
-            error: Some("busy, try later".into()),
-            retry_delay_ms: Some(60_000),
+            error: "busy, try later".into(),
+            delay: Duration::from_millis(60_000),
         },
-        Outcome {
+        Outcome::Failed {
             id: ids[2],
-            status: JobStatus::Failed,
-            error: Some("bad target".into()),
-            retry_delay_ms: None,
+            error: "bad target".into(),
         },
-        Outcome {
+        Outcome::Retry {
             id: ids[3],
-            status: JobStatus::Pending,
-            error: Some("flaky".into()),
-            retry_delay_ms: Some(0),
+            error: "flaky".into(),
+            delay: Duration::from_millis(0),
         },
     ];
-    ts.store
-        .finish_chunk(chunk, &outcomes, "node-x")
-        .await
-        .unwrap();
+    chunk.finish(&outcomes).await.unwrap();
     let j: Vec<_> = futures::future::join_all(ids.iter().map(|id| ts.store.job(*id)))
         .await
         .into_iter()
@@ -289,13 +277,10 @@ async fn finish_chunk_records_every_outcome(backend: Backend) {
         .map(|d| d.id)
         .collect();
     assert_eq!(due, vec![ids[3]]);
-    let chunk = ts.store.lock_chunk(&mut lease, &ids).await.unwrap();
+    let chunk = slot.lock(&ids).await.unwrap();
     assert_eq!(chunk.jobs.len(), 1);
     assert_eq!((chunk.jobs[0].id, chunk.jobs[0].attempts), (ids[3], 1));
-    ts.store
-        .finish_chunk(chunk, &[ok(ids[3])], "node-y")
-        .await
-        .unwrap();
+    chunk.finish(&[ok(ids[3])]).await.unwrap();
     let j3 = ts.store.job(ids[3]).await.unwrap().unwrap();
     assert_eq!((j3.status, j3.attempts), (JobStatus::Succeeded, 2));
     assert_eq!(
@@ -308,64 +293,62 @@ async fn finish_chunk_records_every_outcome(backend: Backend) {
 async fn retry_and_cancel_follow_the_rules(backend: Backend) {
     let ts = TestStore::new(backend).await;
     let ids = insert(&ts, (0..3).map(|i| NewJob::new("noop", json!(i))).collect()).await;
-    let c = ts.store.cancel_job(ids[0]).await.unwrap();
+    let c = ts.store.cancel(ids[0]).await.unwrap();
     assert_eq!(c.status, JobStatus::Cancelled);
     assert!(c.finished_at.is_some());
     assert!(matches!(
-        ts.store.cancel_job(ids[0]).await,
+        ts.store.cancel(ids[0]).await,
         Err(Error::Conflict(_))
     ));
-    let r = ts.store.retry_job(ids[0]).await.unwrap();
+    let r = ts.store.retry(ids[0]).await.unwrap();
     assert_eq!((r.status, r.attempts), (JobStatus::Pending, 0));
     assert!(r.finished_at.is_none());
-    let e = ts.store.retry_job(ids[1]).await.unwrap_err();
+    let e = ts.store.retry(ids[1]).await.unwrap_err();
     assert!(
         matches!(e, Error::Conflict(ref m) if m.contains("pending")),
         "{e}"
     );
-    settle(&ts, &ids[1..2], |id| Outcome {
+    settle(&ts, &ids[1..2], |id| Outcome::Failed {
         id,
-        status: JobStatus::Failed,
-        error: Some("gave up".into()),
-        retry_delay_ms: None,
+        error: "gave up".into(),
     })
     .await;
-    let r = ts.store.retry_job(ids[1]).await.unwrap();
+    let r = ts.store.retry(ids[1]).await.unwrap();
     assert_eq!((r.status, r.attempts), (JobStatus::Pending, 0));
     assert_eq!(
         settle(&ts, &ids[1..2], ok).await,
         1,
         "a retried job runs again"
     );
-    let e = ts.store.cancel_job(ids[1]).await.unwrap_err();
+    let e = ts.store.cancel(ids[1]).await.unwrap_err();
     assert!(
         matches!(e, Error::Conflict(ref m) if m.contains("succeeded")),
         "{e}"
     );
-    let e = ts.store.retry_job(ids[1]).await.unwrap_err();
+    let e = ts.store.retry(ids[1]).await.unwrap_err();
     assert!(matches!(e, Error::Conflict(_)), "{e}");
     let ghost = Uuid::now_v7();
     assert!(matches!(
-        ts.store.retry_job(ghost).await,
+        ts.store.retry(ghost).await,
         Err(Error::NotFound(_))
     ));
     assert!(matches!(
-        ts.store.cancel_job(ghost).await,
+        ts.store.cancel(ghost).await,
         Err(Error::NotFound(_))
     ));
 }
 
 async fn a_running_job_cannot_be_cancelled(backend: Backend) {
     let ts = TestStore::new(backend).await;
-    let mut lease = ts.store.lease("node-t").await.unwrap();
+    let mut slot = ts.store.slot("node-t").await.unwrap();
     let id = insert(&ts, vec![NewJob::new("noop", json!({}))]).await[0];
-    let chunk = ts.store.lock_chunk(&mut lease, &[id]).await.unwrap();
-    let e = ts.store.cancel_job(id).await.unwrap_err();
+    let chunk = slot.lock(&[id]).await.unwrap();
+    let e = ts.store.cancel(id).await.unwrap_err();
     assert!(
         matches!(e, Error::Conflict(ref m) if m.contains("running")),
         "{e}"
     );
-    ts.store.finish_chunk(chunk, &[ok(id)], "n").await.unwrap();
+    chunk.finish(&[ok(id)]).await.unwrap();
     let j = ts.store.job(id).await.unwrap().unwrap();
     assert_eq!(
         j.status,

@@ -11,18 +11,13 @@ mod jobs;
 mod queries;
 
 use skiplock::store::{NodeBeat, Outcome};
-use skiplock::{JobStatus, NewJob};
+use skiplock::NewJob;
 use uuid::Uuid;
 
 use common::TestStore;
 
 pub(crate) fn ok(id: Uuid) -> Outcome {
-    Outcome {
-        id,
-        status: JobStatus::Succeeded,
-        error: None,
-        retry_delay_ms: None,
-    }
+    Outcome::Succeeded { id }
 }
 
 /// Locks `ids` and records `outcome(id)` for each locked job; returns how many were locked.
@@ -31,10 +26,10 @@ pub(crate) async fn settle(
     ids: &[Uuid],
     outcome: impl Fn(Uuid) -> Outcome,
 ) -> usize {
-    let mut lease = ts.store.lease("node-t").await.unwrap();
-    let chunk = ts.store.lock_chunk(&mut lease, ids).await.unwrap();
+    let mut slot = ts.store.slot("node-t").await.unwrap();
+    let chunk = slot.lock(ids).await.unwrap();
     let outs: Vec<Outcome> = chunk.jobs.iter().map(|j| outcome(j.id)).collect();
-    ts.store.finish_chunk(chunk, &outs, "node-t").await.unwrap();
+    chunk.finish(&outs).await.unwrap();
     outs.len()
 }
 
@@ -42,15 +37,14 @@ pub(crate) async fn insert(ts: &TestStore, jobs: Vec<NewJob>) -> Vec<Uuid> {
     ts.store.insert_jobs(&jobs).await.unwrap()
 }
 
-pub(crate) fn beat(id: &str, held: Vec<Uuid>) -> NodeBeat {
+pub(crate) fn beat(id: &str, in_flight: i32) -> NodeBeat {
     NodeBeat {
         id: id.into(),
         host: "host-a".into(),
         pid: 4242,
         concurrency: 8,
-        in_flight: held.len() as i32,
+        in_flight,
         processed: 10,
         failed: 2,
-        held,
     }
 }

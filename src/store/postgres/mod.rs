@@ -1,31 +1,37 @@
 //! The PostgreSQL store: the production backend and the reference for every invariant.
+//! Runner slots and chunk transactions are in [`chunk`]; named statements in [`sql`].
 
+mod chunk;
 mod rows;
 mod sql;
 
 use rows::{batch_from_row, job_from_row};
 use sql::Statements;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Executor as _, PgConnection, PgPool, Row};
+use sqlx::{Connection as _, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::{
-    batch_max_attempts, validate_schema, why_not, BatchOptions, Chunk, Conn, Due, JobFilter, Lease,
-    NodeBeat, Outcome, Rescued, Store, CANCEL_RULE, INSERT_CHUNK, RETRY_RULE,
+    batch_max_attempts, validate_schema, BatchOptions, JobFilter, NodeBeat, Outcome, Slot, Store,
+    INSERT_CHUNK,
 };
 use crate::error::{Error, Result};
-use crate::job::{Job, JobStatus, NewJob, Submitted};
-use crate::report::{BatchReport, NodeReport, StatusReport, Throughput, TypeCounts};
+use crate::job::{Due, Job, JobStatus, NewJob, Submitted};
+use crate::report::{BatchReport, NodeReport, TypeCounts};
+
+/// How long start-up waits for the first connection before reporting why it failed.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// PostgreSQL store over a connection pool sized by the caller (concurrency plus headroom).
 pub struct PgStore {
     pool: PgPool,
     schema: String,
-    sql: Statements,
+    sql: Arc<Statements>,
 }
 
 impl PgStore {
@@ -41,6 +47,19 @@ impl PgStore {
         } else {
             opts.application_name("skiplock")
         };
+        // One direct connection first: a pool would retry a refused connection until its
+        // acquire timeout and then say only "pool timed out", hiding "connection refused" or
+        // "password authentication failed" for half a minute.
+        match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&opts)).await {
+            Ok(Ok(conn)) => conn.close().await?,
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => {
+                return Err(Error::Config(format!(
+                    "no answer from the database within {} s",
+                    CONNECT_TIMEOUT.as_secs()
+                )))
+            }
+        }
         let pool = PgPoolOptions::new()
             .max_connections(pool_size.max(2))
             .acquire_timeout(Duration::from_secs(30))
@@ -58,7 +77,7 @@ impl PgStore {
         PgStore {
             pool,
             schema: schema.to_string(),
-            sql: Statements::new(schema),
+            sql: Arc::new(Statements::new(schema)),
         }
     }
 
@@ -71,8 +90,9 @@ impl PgStore {
     }
 
     /// Inserts jobs inside the caller's open transaction, so that the caller's own rows and
-    /// the jobs commit together. The IDs reach the queue once the caller pushes them after
-    /// commit ([`crate::Client::notify`]) or, failing that, through the reconciler.
+    /// the jobs commit together. [`crate::Client::enqueue_in`] applies the types' policy and
+    /// calls this; after commit the caller pushes the IDs ([`crate::Client::notify`]) or,
+    /// failing that, the reconciler finds them.
     pub async fn insert_jobs_in(
         &self,
         conn: &mut PgConnection,
@@ -91,7 +111,7 @@ impl PgStore {
                 cids.push(Uuid::now_v7());
                 types.push(j.job_type.as_str());
                 targets.push(&j.target);
-                max.push(j.max_attempts);
+                max.push(j.attempts_allowed());
                 run_at.push(j.run_at);
                 prio.push(j.priority);
             }
@@ -111,49 +131,72 @@ impl PgStore {
 
     async fn migrate_inner(&self) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        // One migrator at a time across every node; the lock ends with the transaction.
+        // One migrator per schema at a time across every node; the lock ends with the
+        // transaction. (sqlx's own lock is per database, so it is off: schemas are independent.)
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('skiplock.migrate.' || $1))")
             .bind(&self.schema)
             .execute(&mut *tx)
             .await?;
         let s = format!("\"{}\"", self.schema);
-        let setup = format!(
-            "CREATE SCHEMA IF NOT EXISTS {s}; \
-             CREATE TABLE IF NOT EXISTS {s}.migrations \
-             (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        );
-        (&mut *tx).execute(setup.as_str()).await?;
-        let done: Vec<i32> = sqlx::query_scalar(&format!("SELECT version FROM {s}.migrations"))
-            .fetch_all(&mut *tx)
-            .await?;
-        for (version, text) in sql::MIGRATIONS {
-            if done.contains(version) {
-                continue;
-            }
-            let text = text.replace("{s}", &s);
-            (&mut *tx).execute(text.as_str()).await?;
-            sqlx::query(&format!("INSERT INTO {s}.migrations (version) VALUES ($1)"))
-                .bind(version)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let setup = format!("CREATE SCHEMA IF NOT EXISTS {s}; SET LOCAL search_path TO {s}");
+        sqlx::Executor::execute(&mut *tx, setup.as_str()).await?;
+        // Embedded at build time. Their names are unqualified: they run under the
+        // `SET LOCAL search_path` above, so they land in this store's schema.
+        let mut migrator = sqlx::migrate!("migrations/postgres");
+        migrator.set_locking(false);
+        migrator
+            .run_direct(&mut *tx)
+            .await
+            .map_err(|e| Error::Config(format!("cannot migrate schema {s}: {e}")))?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Writes a chunk's outcomes: one statement for an all-succeeded chunk (the common case, and
+/// what the raw SQL would run), one UNNEST statement otherwise. Only rows still pending change.
+async fn record_outcomes(
+    sql: &Statements,
+    conn: &mut PgConnection,
+    outcomes: &[Outcome],
+    node_id: &str,
+) -> Result<u64> {
+    if outcomes.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<Uuid> = outcomes.iter().map(Outcome::id).collect();
+    let q = if outcomes
+        .iter()
+        .all(|o| matches!(o, Outcome::Succeeded { .. }))
+    {
+        sqlx::query(&sql.record_successes).bind(&ids).bind(node_id)
+    } else {
+        let st: Vec<&str> = outcomes.iter().map(|o| o.status().as_str()).collect();
+        let err: Vec<Option<&str>> = outcomes.iter().map(Outcome::error).collect();
+        let delay: Vec<Option<i64>> = outcomes.iter().map(Outcome::delay_ms).collect();
+        sqlx::query(&sql.record_outcomes)
+            .bind(ids)
+            .bind(st)
+            .bind(err)
+            .bind(delay)
+            .bind(node_id)
+    };
+    Ok(q.execute(conn).await?.rows_affected())
 }
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+fn parse_status(s: &str) -> Result<JobStatus> {
+    s.parse()
+        .map_err(|e: String| Error::Database(sqlx::Error::Decode(e.into())))
+}
+
 #[async_trait]
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
         "postgres"
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
     }
 
     async fn migrate(&self) -> Result<()> {
@@ -205,90 +248,15 @@ impl Store for PgStore {
         })
     }
 
-    async fn lease(&self, node_id: &str) -> Result<Lease> {
-        let mut conn = self.pool.acquire().await?;
-        // A worker drops its lease only on error or exit: close it rather than hand a
-        // possibly broken (or mid-transaction) connection back to the pool.
-        conn.close_on_drop();
-        Ok(Lease::Postgres {
-            conn,
-            node_id: node_id.to_string(),
-            slot: Uuid::now_v7(),
-        })
+    async fn slot(&self, node_id: &str) -> Result<Box<dyn Slot>> {
+        Ok(Box::new(self.open_slot(node_id).await?))
     }
 
-    async fn lock_chunk<'c>(&self, lease: &'c mut Lease, ids: &[Uuid]) -> Result<Chunk<'c>> {
-        let Lease::Postgres {
-            conn,
-            node_id,
-            slot,
-        } = lease
-        else {
-            return Err(Error::Invalid(
-                "a SQLite lease reached the PostgreSQL store".into(),
-            ));
-        };
-        let mut tx = if ids.is_empty() {
-            sqlx::Connection::begin(&mut **conn).await?
-        } else {
-            // The intent record commits before the chunk's transaction opens, so it outlives a
-            // crash mid-job; sent with that transaction's BEGIN, it costs no extra round trip.
-            let list: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-            let begin = self
-                .sql
-                .record_hold
-                .replace("{slot}", &slot.to_string())
-                .replace("{node}", &node_id.replace('\'', "''"))
-                .replace("{ids}", &format!("{{{}}}", list.join(",")));
-            sqlx::Connection::begin_with(&mut **conn, begin).await?
-        };
-        let rows = sqlx::query(&self.sql.lock_chunk)
-            .bind(ids)
-            .fetch_all(&mut *tx)
-            .await?;
-        let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
-        jobs.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.id));
-        Ok(Chunk {
-            conn: Conn::Postgres(tx),
-            jobs,
-        })
-    }
-
-    async fn finish_chunk<'c>(
-        &self,
-        chunk: Chunk<'c>,
-        outcomes: &[Outcome],
-        node_id: &str,
-    ) -> Result<()> {
-        let Conn::Postgres(mut tx) = chunk.conn else {
-            return Err(Error::Invalid(
-                "a SQLite chunk reached the PostgreSQL store".into(),
-            ));
-        };
-        let ids: Vec<Uuid> = outcomes.iter().map(|o| o.id).collect();
-        if outcomes.iter().all(|o| o.status == JobStatus::Succeeded) {
-            if !ids.is_empty() {
-                sqlx::query(&self.sql.record_successes)
-                    .bind(&ids)
-                    .bind(node_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        } else {
-            let st: Vec<&str> = outcomes.iter().map(|o| o.status.as_str()).collect();
-            let err: Vec<Option<&str>> = outcomes.iter().map(|o| o.error.as_deref()).collect();
-            let delay: Vec<Option<i64>> = outcomes.iter().map(|o| o.retry_delay_ms).collect();
-            sqlx::query(&self.sql.record_outcomes)
-                .bind(&ids)
-                .bind(&st)
-                .bind(&err)
-                .bind(&delay)
-                .bind(node_id)
-                .execute(&mut *tx)
-                .await?;
-        }
+    async fn settle(&self, outcomes: &[Outcome], node_id: &str) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let n = record_outcomes(&self.sql, &mut tx, outcomes, node_id).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(n)
     }
 
     async fn due_pending(&self, limit: i64) -> Result<Vec<Due>> {
@@ -315,7 +283,6 @@ impl Store for PgStore {
             .bind(b.in_flight)
             .bind(b.processed)
             .bind(b.failed)
-            .bind(&b.held)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -333,82 +300,43 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn rescue_abandoned(&self, stale: Duration) -> Result<Rescued> {
+    async fn delete_dead_nodes(&self, stale: Duration) -> Result<u64> {
+        Ok(sqlx::query(&self.sql.delete_dead_nodes)
+            .bind(ms(stale))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    async fn charge_abandoned(&self, stale: Duration) -> Result<Vec<JobStatus>> {
         let mut tx = self.pool.begin().await?;
-        let dead = sqlx::query(&self.sql.delete_dead_nodes)
+        let statuses: Vec<String> = sqlx::query_scalar(&self.sql.charge_abandoned)
             .bind(ms(stale))
             .fetch_all(&mut *tx)
             .await?;
-        let mut out = Rescued {
-            dead_nodes: dead.len() as u64,
-            ..Rescued::default()
-        };
-        // What the dead held: from their last heartbeats, and from their slots' intent
-        // records, which only count for jobs untouched since they were written.
-        let (mut ids, mut nodes, mut since) = (Vec::new(), Vec::new(), Vec::new());
-        let mut dead_ids = Vec::with_capacity(dead.len());
-        for r in &dead {
-            let node: String = r.try_get("id")?;
-            let held: Vec<Uuid> = r.try_get("held")?;
-            for id in held {
-                ids.push(id);
-                nodes.push(node.clone());
-                since.push(None);
-            }
-            dead_ids.push(node);
-        }
-        if !dead_ids.is_empty() {
-            for r in sqlx::query(&self.sql.take_dead_holds)
-                .bind(&dead_ids)
-                .fetch_all(&mut *tx)
-                .await?
-            {
-                let node: String = r.try_get("node_id")?;
-                let at: chrono::DateTime<chrono::Utc> = r.try_get("written_at")?;
-                for id in r.try_get::<Vec<Uuid>, _>("ids")? {
-                    ids.push(id);
-                    nodes.push(node.clone());
-                    since.push(Some(at));
-                }
-            }
-        }
-        if !ids.is_empty() {
-            let statuses: Vec<String> = sqlx::query_scalar(&self.sql.charge_abandoned)
-                .bind(&ids)
-                .bind(&nodes)
-                .bind(&since)
-                .fetch_all(&mut *tx)
-                .await?;
-            for s in statuses {
-                if s == "failed" {
-                    out.failed += 1;
-                } else {
-                    out.retried += 1;
-                }
-            }
-        }
+        sqlx::query(&self.sql.delete_abandoned)
+            .bind(ms(stale))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
-        Ok(out)
+        statuses.iter().map(|s| parse_status(s)).collect()
     }
 
-    async fn prune(&self, retention: Duration) -> Result<u64> {
-        let mut total = 0;
-        loop {
-            let n = sqlx::query(&self.sql.prune)
-                .bind(ms(retention))
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
-            total += n;
-            if n == 0 {
-                break;
-            }
-        }
-        sqlx::query(&self.sql.prune_batches)
+    async fn prune_jobs(&self, retention: Duration, limit: i64) -> Result<u64> {
+        Ok(sqlx::query(&self.sql.prune)
+            .bind(ms(retention))
+            .bind(limit)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    async fn prune_batches(&self, retention: Duration) -> Result<u64> {
+        Ok(sqlx::query(&self.sql.prune_batches)
             .bind(ms(retention))
             .execute(&self.pool)
-            .await?;
-        Ok(total)
+            .await?
+            .rows_affected())
     }
 
     async fn job(&self, id: Uuid) -> Result<Option<Job>> {
@@ -431,26 +359,20 @@ impl Store for PgStore {
         rows.iter().map(job_from_row).collect()
     }
 
-    async fn retry_job(&self, id: Uuid) -> Result<Job> {
+    async fn retry_job(&self, id: Uuid) -> Result<Option<Job>> {
         let row = sqlx::query(&self.sql.retry_job)
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        match row {
-            Some(r) => job_from_row(&r),
-            None => Err(why_not(self, id, RETRY_RULE).await),
-        }
+        row.as_ref().map(job_from_row).transpose()
     }
 
-    async fn cancel_job(&self, id: Uuid) -> Result<Job> {
+    async fn cancel_job(&self, id: Uuid) -> Result<Option<Job>> {
         let row = sqlx::query(&self.sql.cancel_job)
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        match row {
-            Some(r) => job_from_row(&r),
-            None => Err(why_not(self, id, CANCEL_RULE).await),
-        }
+        row.as_ref().map(job_from_row).transpose()
     }
 
     async fn batch(&self, id: Uuid) -> Result<Option<BatchReport>> {
@@ -461,34 +383,29 @@ impl Store for PgStore {
         row.as_ref().map(batch_from_row).transpose()
     }
 
-    async fn report(&self, node_stale: Duration) -> Result<StatusReport> {
-        let types: Vec<TypeCounts> = sqlx::query_as(&self.sql.type_counts)
-            .fetch_all(&self.pool)
-            .await?;
-        let batches = sqlx::query(&self.sql.recent_batches)
-            .bind(20_i64)
+    async fn recent_batches(&self, limit: i64) -> Result<Vec<BatchReport>> {
+        sqlx::query(&self.sql.recent_batches)
+            .bind(limit)
             .fetch_all(&self.pool)
             .await?
             .iter()
             .map(batch_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        let nodes = self.nodes(node_stale).await?;
-        let rows = sqlx::query(&self.sql.throughput)
+            .collect()
+    }
+
+    async fn type_counts(&self) -> Result<Vec<TypeCounts>> {
+        Ok(sqlx::query_as(&self.sql.type_counts)
             .fetch_all(&self.pool)
-            .await?;
-        let throughput = Throughput::from_buckets(
-            rows.iter()
-                .map(|r| Ok((i64::from(r.try_get::<i32, _>("bucket")?), r.try_get("n")?)))
-                .collect::<Result<Vec<_>>>()?,
-        );
-        Ok(StatusReport {
-            types,
-            batches,
-            nodes,
-            queue_depth: None,
-            throughput,
-            generated_at: chrono::Utc::now(),
-        })
+            .await?)
+    }
+
+    async fn finished_buckets(&self) -> Result<Vec<(i64, i64)>> {
+        sqlx::query(&self.sql.throughput)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((i64::from(r.try_get::<i32, _>("bucket")?), r.try_get("n")?)))
+            .collect()
     }
 
     async fn nodes(&self, node_stale: Duration) -> Result<Vec<NodeReport>> {

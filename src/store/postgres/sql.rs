@@ -1,10 +1,10 @@
 //! Every statement the PostgreSQL store runs, by name. `{s}` stands for the quoted schema and
 //! is substituted once at start-up; user input only ever arrives as bind parameters.
-
-pub const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    include_str!("../../../migrations/postgres/0001_init.sql"),
-)];
+//!
+//! Why qualified names rather than a `search_path` on the pool: processors' own SQL runs on
+//! these connections, and a `search_path` naming skiplock's schema would let its `jobs` table
+//! shadow a user's `jobs` (or the reverse, with the schema last). Migrations, which only touch
+//! skiplock's tables, do run under `SET LOCAL search_path` (see `migrations/postgres`).
 
 pub const JOB_COLUMNS: &str = "id, type, target, status, attempts, max_attempts, run_at, \
     priority, batch_id, last_error, created_at, updated_at, finished_at, node_id";
@@ -27,9 +27,13 @@ pub const INSERT_JOBS: &str = "INSERT INTO {s}.jobs \
 
 /// The heart of the design: lock the popped IDs that are still pending and due, skipping any
 /// row another transaction holds. A duplicate or stale ID simply finds nothing.
-pub const LOCK_CHUNK: &str = "SELECT {cols} FROM {s}.jobs \
+pub const LOCK_CHUNK: &str = "SELECT {cols}, txid_current() AS xid FROM {s}.jobs \
     WHERE id = ANY($1) AND status = 'pending' AND run_at <= now() \
     FOR UPDATE SKIP LOCKED";
+
+/// Whether the chunk transaction `$1` committed: asked after a processor broke its chunk, to
+/// learn whether it ended it with a COMMIT (its chunk-mates' writes then stand).
+pub const XACT_STATUS: &str = "SELECT txid_status($1)";
 
 /// The common case, every job of the chunk succeeded: the same statement the raw SQL would run.
 pub const RECORD_SUCCESSES: &str = "UPDATE {s}.jobs SET status = 'succeeded', \
@@ -48,55 +52,68 @@ pub const RECORD_OUTCOMES: &str = "UPDATE {s}.jobs AS j SET \
     updated_at = clock_timestamp(), \
     node_id = $5 \
     FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[]) AS o(id, status, error, delay_ms) \
-    WHERE j.id = o.id AND j.id = ANY($1)";
+    WHERE j.id = o.id AND j.id = ANY($1) AND j.status = 'pending'";
 
 pub const DUE_PENDING: &str = "SELECT id, priority FROM {s}.jobs \
     WHERE status = 'pending' AND run_at <= now() \
     ORDER BY priority DESC, run_at, id LIMIT $1";
 
 pub const HEARTBEAT: &str = "INSERT INTO {s}.nodes \
-    (id, host, pid, concurrency, in_flight, processed, failed, held, last_seen) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now()) \
+    (id, host, pid, concurrency, in_flight, processed, failed, last_seen) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, now()) \
     ON CONFLICT (id) DO UPDATE SET in_flight = EXCLUDED.in_flight, \
-    processed = EXCLUDED.processed, failed = EXCLUDED.failed, held = EXCLUDED.held, \
+    processed = EXCLUDED.processed, failed = EXCLUDED.failed, \
     concurrency = EXCLUDED.concurrency, last_seen = now()";
 
 pub const REMOVE_NODE: &str = "DELETE FROM {s}.nodes WHERE id = $1";
 
 pub const REMOVE_HOLDS: &str = "DELETE FROM {s}.holds WHERE node_id = $1";
 
-/// The intent record of a worker slot (see the `holds` table), then the chunk's own BEGIN: one
-/// simple query, so one round trip. Its literals are UUIDs formatted by us and the node id
-/// with quotes doubled. `synchronous_commit = off` because the record must survive the worker
-/// process, not the database server.
-pub const RECORD_HOLD: &str = "BEGIN; SET LOCAL synchronous_commit = off; \
-    INSERT INTO {s}.holds (slot, node_id, ids) VALUES ('{slot}', '{node}', '{ids}') \
-    ON CONFLICT (slot) DO UPDATE SET ids = EXCLUDED.ids, written_at = now(); COMMIT; BEGIN";
+/// A runner slot's intent record, committed on its own just before the chunk's transaction
+/// opens. `set_config(…, true)` makes this one statement's commit asynchronous: the record
+/// must survive the runner's process, not the database server, so it need not wait for fsync.
+pub const RECORD_HOLD: &str = "INSERT INTO {s}.holds (slot, node_id, ids) \
+    SELECT $1, $2, $3 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async \
+    ON CONFLICT (slot) DO UPDATE SET ids = EXCLUDED.ids, written_at = now()";
 
-/// The intent records of dead nodes.
-pub const TAKE_DEAD_HOLDS: &str = "DELETE FROM {s}.holds WHERE node_id = ANY($1) \
-    RETURNING node_id, ids, written_at";
+pub const DELETE_DEAD_NODES: &str =
+    "DELETE FROM {s}.nodes WHERE last_seen < now() - $1 * interval '1 millisecond'";
 
-pub const DELETE_DEAD_NODES: &str = "DELETE FROM {s}.nodes \
-    WHERE last_seen < now() - $1 * interval '1 millisecond' RETURNING id, held";
+/// An intent record is abandoned when it is older than the node timeout and its node has not
+/// heartbeat within it (a node that never heartbeats is judged by its records alone).
+macro_rules! abandoned {
+    () => {
+        "h.written_at < now() - $1 * interval '1 millisecond' AND NOT EXISTS \
+         (SELECT 1 FROM {s}.nodes n WHERE n.id = h.node_id \
+          AND n.last_seen >= now() - $1 * interval '1 millisecond')"
+    };
+}
 
-/// Charges an attempt to each abandoned job that is still pending and not locked by a node
-/// that has picked it up since. Spent attempts end the job `failed`: a poison job.
-pub const CHARGE_ABANDONED: &str = "UPDATE {s}.jobs AS j SET \
-    attempts = j.attempts + 1, \
-    status = CASE WHEN j.attempts + 1 >= j.max_attempts THEN 'failed' ELSE 'pending' END, \
-    finished_at = CASE WHEN j.attempts + 1 >= j.max_attempts THEN now() END, \
-    last_error = 'abandoned: node ' || v.node || ' stopped (killed or crashed) while running this job', \
-    node_id = v.node, updated_at = now() \
-    FROM (SELECT j2.id, a.node FROM {s}.jobs j2 \
-          JOIN UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) AS a(id, node, since) \
-          ON a.id = j2.id \
-          WHERE j2.status = 'pending' AND (a.since IS NULL OR j2.updated_at < a.since) \
-          FOR UPDATE OF j2 SKIP LOCKED) AS v \
-    WHERE j.id = v.id RETURNING j.status";
+/// Charges an attempt to each job an abandoned intent record names that is still pending,
+/// untouched since the record was written, and not locked by a node that has picked it up
+/// since. Spent attempts end the job `failed`: a poison job.
+pub const CHARGE_ABANDONED: &str = concat!(
+    "UPDATE {s}.jobs AS j SET ",
+    "attempts = j.attempts + 1, ",
+    "status = CASE WHEN j.attempts + 1 >= j.max_attempts THEN 'failed' ELSE 'pending' END, ",
+    "finished_at = CASE WHEN j.attempts + 1 >= j.max_attempts THEN now() END, ",
+    "last_error = 'abandoned: node ' || v.node || ' stopped (killed or crashed) while running this job', ",
+    "node_id = v.node, updated_at = now() ",
+    "FROM (SELECT j2.id, a.node FROM {s}.jobs j2 ",
+    "JOIN (SELECT u.id, h.node_id AS node, h.written_at AS since FROM {s}.holds h, ",
+    "unnest(h.ids) AS u(id) WHERE ",
+    abandoned!(),
+    ") AS a ON a.id = j2.id ",
+    "WHERE j2.status = 'pending' AND j2.updated_at < a.since ",
+    "FOR UPDATE OF j2 SKIP LOCKED) AS v ",
+    "WHERE j.id = v.id RETURNING j.status"
+);
+
+/// The abandoned records, once their jobs are charged (same transaction, same `now()`).
+pub const DELETE_ABANDONED: &str = concat!("DELETE FROM {s}.holds h WHERE ", abandoned!());
 
 pub const PRUNE: &str = "DELETE FROM {s}.jobs WHERE id IN (SELECT id FROM {s}.jobs \
-    WHERE finished_at < now() - $1 * interval '1 millisecond' LIMIT 10000)";
+    WHERE finished_at < now() - $1 * interval '1 millisecond' LIMIT $2)";
 
 pub const PRUNE_BATCHES: &str = "DELETE FROM {s}.batches b \
     WHERE b.created_at < now() - $1 * interval '1 millisecond' \
@@ -155,65 +172,50 @@ pub const THROUGHPUT: &str =
     WHERE finished_at > now() - interval '300 seconds' AND finished_at <= now() \
     GROUP BY 1";
 
-/// The statements with the schema substituted, built once per store.
-pub(super) struct Statements {
-    pub(super) insert_batch_row: String,
-    pub(super) insert_batch_jobs: String,
-    pub(super) insert_jobs: String,
-    pub(super) lock_chunk: String,
-    pub(super) record_outcomes: String,
-    pub(super) record_successes: String,
-    pub(super) due_pending: String,
-    pub(super) heartbeat: String,
-    pub(super) remove_node: String,
-    pub(super) remove_holds: String,
-    pub(super) record_hold: String,
-    pub(super) take_dead_holds: String,
-    pub(super) delete_dead_nodes: String,
-    pub(super) charge_abandoned: String,
-    pub(super) prune: String,
-    pub(super) prune_batches: String,
-    pub(super) get_job: String,
-    pub(super) list_jobs: String,
-    pub(super) retry_job: String,
-    pub(super) cancel_job: String,
-    pub(super) batch: String,
-    pub(super) recent_batches: String,
-    pub(super) type_counts: String,
-    pub(super) nodes: String,
-    pub(super) throughput: String,
+/// Declares the statements' substituted copies once: a field per statement, filled from the
+/// constant of the same name in upper case.
+macro_rules! statements {
+    ($($field:ident = $konst:ident,)*) => {
+        /// The statements with the schema substituted, built once per store.
+        pub(super) struct Statements {
+            $(pub(super) $field: String,)*
+        }
+
+        impl Statements {
+            pub(super) fn new(schema: &str) -> Self {
+                let s = format!("\"{schema}\"");
+                let f = |t: &str| t.replace("{cols}", JOB_COLUMNS).replace("{s}", &s);
+                Statements { $($field: f($konst),)* }
+            }
+        }
+    };
 }
 
-impl Statements {
-    pub(super) fn new(schema: &str) -> Self {
-        let s = format!("\"{schema}\"");
-        let f = |t: &str| t.replace("{cols}", JOB_COLUMNS).replace("{s}", &s);
-        Statements {
-            insert_batch_row: f(INSERT_BATCH_ROW),
-            insert_batch_jobs: f(INSERT_BATCH_JOBS),
-            insert_jobs: f(INSERT_JOBS),
-            lock_chunk: f(LOCK_CHUNK),
-            record_outcomes: f(RECORD_OUTCOMES),
-            record_successes: f(RECORD_SUCCESSES),
-            due_pending: f(DUE_PENDING),
-            heartbeat: f(HEARTBEAT),
-            remove_node: f(REMOVE_NODE),
-            remove_holds: f(REMOVE_HOLDS),
-            record_hold: f(RECORD_HOLD),
-            take_dead_holds: f(TAKE_DEAD_HOLDS),
-            delete_dead_nodes: f(DELETE_DEAD_NODES),
-            charge_abandoned: f(CHARGE_ABANDONED),
-            prune: f(PRUNE),
-            prune_batches: f(PRUNE_BATCHES),
-            get_job: f(GET_JOB),
-            list_jobs: f(LIST_JOBS),
-            retry_job: f(RETRY_JOB),
-            cancel_job: f(CANCEL_JOB),
-            batch: f(BATCH),
-            recent_batches: f(RECENT_BATCHES),
-            type_counts: f(TYPE_COUNTS),
-            nodes: f(NODES),
-            throughput: f(THROUGHPUT),
-        }
-    }
+statements! {
+    insert_batch_row = INSERT_BATCH_ROW,
+    insert_batch_jobs = INSERT_BATCH_JOBS,
+    insert_jobs = INSERT_JOBS,
+    lock_chunk = LOCK_CHUNK,
+    xact_status = XACT_STATUS,
+    record_outcomes = RECORD_OUTCOMES,
+    record_successes = RECORD_SUCCESSES,
+    due_pending = DUE_PENDING,
+    heartbeat = HEARTBEAT,
+    remove_node = REMOVE_NODE,
+    remove_holds = REMOVE_HOLDS,
+    record_hold = RECORD_HOLD,
+    delete_dead_nodes = DELETE_DEAD_NODES,
+    charge_abandoned = CHARGE_ABANDONED,
+    delete_abandoned = DELETE_ABANDONED,
+    prune = PRUNE,
+    prune_batches = PRUNE_BATCHES,
+    get_job = GET_JOB,
+    list_jobs = LIST_JOBS,
+    retry_job = RETRY_JOB,
+    cancel_job = CANCEL_JOB,
+    batch = BATCH,
+    recent_batches = RECENT_BATCHES,
+    type_counts = TYPE_COUNTS,
+    nodes = NODES,
+    throughput = THROUGHPUT,
 }

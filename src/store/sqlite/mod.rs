@@ -23,11 +23,9 @@
 //! serialised, `lock_chunk`'s "pending and due" check inside the write transaction sees the
 //! only truth there is, and a duplicate ID simply finds its job no longer pending.
 
-mod held;
+mod chunk;
 mod rows;
 mod sql;
-
-pub use held::WriteLock;
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -38,18 +36,20 @@ use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Executor as _, Row, Sqlite, Transaction};
+use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
-use self::rows::{batch_from_row, fmt_time, ids_json, job_from_row, modifier, node_from_row};
+use self::rows::{batch_from_row, fmt_time, job_from_row, modifier, node_from_row};
 use super::{
-    batch_max_attempts, why_not, BatchOptions, Chunk, Due, JobFilter, Lease, NodeBeat, Outcome,
-    Rescued, Store, CANCEL_RULE, INSERT_CHUNK, RETRY_RULE,
+    batch_max_attempts, BatchOptions, JobFilter, NodeBeat, Outcome, Slot, Store, INSERT_CHUNK,
 };
 use crate::error::{Error, Result};
-use crate::job::{Job, JobStatus, NewJob, Submitted};
-use crate::report::{BatchReport, NodeReport, StatusReport, Throughput, TypeCounts};
+use crate::job::{Due, Job, JobStatus, NewJob, Submitted};
+use crate::report::{BatchReport, NodeReport, TypeCounts};
+
+/// The migrations, embedded at build time.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// How long a write waits for another process's write transaction before SQLite gives up
 /// with "database is locked". A job transaction lasts as long as its processor, so this
@@ -66,14 +66,11 @@ const MAX_CONNECTIONS: u32 = 8;
 pub struct SqliteStore {
     pool: SqlitePool,
     /// The writer mutex: held for the whole life of every write transaction this store opens,
-    /// including a job chunk's (its guard travels inside [`Conn::Sqlite`]).
+    /// including a job chunk's (its guard travels inside the chunk's transaction object).
     writer: Arc<tokio::sync::Mutex<()>>,
     /// Jobs locked by this store's open chunks. Lets `cancel_job` answer "running right now"
     /// at once, as PostgreSQL's `SKIP LOCKED` does, instead of queueing behind the job.
     running: Arc<Mutex<HashSet<Uuid>>>,
-    /// Nodes that heartbeat through this store, i.e. live in this process. Their `held`
-    /// lists receive the intent records of [`sql::RECORD_INTENT`].
-    local_nodes: Mutex<Vec<String>>,
 }
 
 /// A plain write: the transaction first so that, dropped on an error path, its rollback is
@@ -84,6 +81,13 @@ struct Write {
 }
 
 impl SqliteStore {
+    pub(super) fn is_running(&self, id: Uuid) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&id)
+    }
+
     /// Opens (creating if missing) the database a `sqlite:` URL names, in WAL mode.
     pub async fn connect(url: &str, pool_size: u32) -> Result<Self> {
         let opts = SqliteConnectOptions::from_str(url)
@@ -112,7 +116,6 @@ impl SqliteStore {
             pool,
             writer: Arc::new(tokio::sync::Mutex::new(())),
             running: Arc::new(Mutex::new(HashSet::new())),
-            local_nodes: Mutex::new(Vec::new()),
         }
     }
 
@@ -167,6 +170,34 @@ impl SqliteStore {
     }
 }
 
+/// Writes a chunk's outcomes in one statement; only rows still pending change.
+async fn record_outcomes(
+    conn: &mut SqliteConnection,
+    outcomes: &[Outcome],
+    node_id: &str,
+) -> Result<u64> {
+    if outcomes.is_empty() {
+        return Ok(0);
+    }
+    let rows: Vec<serde_json::Value> = outcomes
+        .iter()
+        .map(|o| {
+            serde_json::json!([
+                o.id().to_string(),
+                o.status().as_str(),
+                o.error(),
+                o.delay_ms()
+            ])
+        })
+        .collect();
+    Ok(sqlx::query(sql::RECORD_OUTCOMES)
+        .bind(serde_json::Value::from(rows).to_string())
+        .bind(node_id)
+        .execute(conn)
+        .await?
+        .rows_affected())
+}
+
 fn invalid(e: serde_json::Error) -> Error {
     Error::Invalid(format!("cannot encode rows: {e}"))
 }
@@ -177,27 +208,15 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
     async fn migrate(&self) -> Result<()> {
-        // BEGIN IMMEDIATE makes concurrent migrators (two processes starting at once) queue.
+        // Inside one BEGIN IMMEDIATE, so that concurrent migrators (two processes starting at
+        // once) queue for the write lock instead of failing to upgrade a read; the migrator's
+        // own transactions become savepoints inside it.
         let mut w = self.write().await?;
-        (&mut *w.tx).execute(sql::CREATE_MIGRATIONS).await?;
-        let done: Vec<i32> = sqlx::query_scalar(sql::DONE_MIGRATIONS)
-            .fetch_all(&mut *w.tx)
-            .await?;
-        for (version, text) in sql::MIGRATIONS {
-            if done.contains(version) {
-                continue;
-            }
-            (&mut *w.tx).execute(*text).await?;
-            sqlx::query(sql::RECORD_MIGRATION)
-                .bind(version)
-                .execute(&mut *w.tx)
-                .await?;
-        }
+        MIGRATOR
+            .run_direct(&mut *w.tx)
+            .await
+            .map_err(|e| Error::Config(format!("cannot migrate the SQLite database: {e}")))?;
         w.tx.commit().await?;
         Ok(())
     }
@@ -216,7 +235,7 @@ impl Store for SqliteStore {
                     id.to_string(),
                     j.job_type,
                     j.target.to_string(),
-                    j.max_attempts,
+                    j.attempts_allowed(),
                     j.run_at.map(fmt_time),
                     j.priority
                 ]));
@@ -250,21 +269,15 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn lease(&self, _node_id: &str) -> Result<Lease> {
-        Ok(Lease::Sqlite)
+    async fn slot(&self, node_id: &str) -> Result<Box<dyn Slot>> {
+        Ok(Box::new(self.open_slot(node_id)))
     }
 
-    async fn lock_chunk<'c>(&self, _lease: &'c mut Lease, ids: &[Uuid]) -> Result<Chunk<'c>> {
-        self.lock(ids).await
-    }
-
-    async fn finish_chunk<'c>(
-        &self,
-        chunk: Chunk<'c>,
-        outcomes: &[Outcome],
-        node_id: &str,
-    ) -> Result<()> {
-        self.finish(chunk, outcomes, node_id).await
+    async fn settle(&self, outcomes: &[Outcome], node_id: &str) -> Result<u64> {
+        let mut w = self.write().await?;
+        let n = record_outcomes(&mut w.tx, outcomes, node_id).await?;
+        w.tx.commit().await?;
+        Ok(n)
     }
 
     async fn due_pending(&self, limit: i64) -> Result<Vec<Due>> {
@@ -283,12 +296,6 @@ impl Store for SqliteStore {
     }
 
     async fn heartbeat(&self, b: &NodeBeat) -> Result<()> {
-        {
-            let mut nodes = self.local_nodes.lock().unwrap_or_else(|e| e.into_inner());
-            if !nodes.contains(&b.id) {
-                nodes.push(b.id.clone());
-            }
-        }
         let mut w = self.write().await?;
         sqlx::query(sql::HEARTBEAT)
             .bind(&b.id)
@@ -298,7 +305,6 @@ impl Store for SqliteStore {
             .bind(b.in_flight)
             .bind(b.processed)
             .bind(b.failed)
-            .bind(ids_json(&b.held))
             .execute(&mut *w.tx)
             .await?;
         w.tx.commit().await?;
@@ -306,12 +312,12 @@ impl Store for SqliteStore {
     }
 
     async fn remove_node(&self, id: &str) -> Result<()> {
-        self.local_nodes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|n| n != id);
         let mut w = self.write().await?;
         sqlx::query(sql::REMOVE_NODE)
+            .bind(id)
+            .execute(&mut *w.tx)
+            .await?;
+        sqlx::query(sql::REMOVE_HOLDS)
             .bind(id)
             .execute(&mut *w.tx)
             .await?;
@@ -319,34 +325,60 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn rescue_abandoned(&self, stale: Duration) -> Result<Rescued> {
-        self.rescue(stale).await
+    async fn delete_dead_nodes(&self, stale: Duration) -> Result<u64> {
+        let mut w = self.write().await?;
+        let n = sqlx::query(sql::DELETE_DEAD_NODES)
+            .bind(modifier(stale, -1))
+            .execute(&mut *w.tx)
+            .await?
+            .rows_affected();
+        w.tx.commit().await?;
+        Ok(n)
     }
 
-    async fn prune(&self, retention: Duration) -> Result<u64> {
-        let cutoff = modifier(retention, -1);
-        let mut total = 0;
-        // One short write per 10,000 rows, so workers get their turns in between.
-        loop {
-            let mut w = self.write().await?;
-            let n = sqlx::query(sql::PRUNE)
-                .bind(&cutoff)
-                .execute(&mut *w.tx)
-                .await?
-                .rows_affected();
-            w.tx.commit().await?;
-            total += n;
-            if n == 0 {
-                break;
-            }
-        }
+    async fn charge_abandoned(&self, stale: Duration) -> Result<Vec<JobStatus>> {
+        let cutoff = modifier(stale, -1);
         let mut w = self.write().await?;
-        sqlx::query(sql::PRUNE_BATCHES)
+        let statuses: Vec<String> = sqlx::query_scalar(sql::CHARGE_ABANDONED)
+            .bind(&cutoff)
+            .fetch_all(&mut *w.tx)
+            .await?;
+        sqlx::query(sql::DELETE_ABANDONED)
             .bind(&cutoff)
             .execute(&mut *w.tx)
             .await?;
         w.tx.commit().await?;
-        Ok(total)
+        statuses
+            .iter()
+            .map(|s| {
+                s.parse()
+                    .map_err(|e: String| Error::Database(sqlx::Error::Decode(e.into())))
+            })
+            .collect()
+    }
+
+    async fn prune_jobs(&self, retention: Duration, limit: i64) -> Result<u64> {
+        // One short write per call, so workers get their turns in between.
+        let mut w = self.write().await?;
+        let n = sqlx::query(sql::PRUNE)
+            .bind(modifier(retention, -1))
+            .bind(limit)
+            .execute(&mut *w.tx)
+            .await?
+            .rows_affected();
+        w.tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn prune_batches(&self, retention: Duration) -> Result<u64> {
+        let mut w = self.write().await?;
+        let n = sqlx::query(sql::PRUNE_BATCHES)
+            .bind(modifier(retention, -1))
+            .execute(&mut *w.tx)
+            .await?
+            .rows_affected();
+        w.tx.commit().await?;
+        Ok(n)
     }
 
     async fn job(&self, id: Uuid) -> Result<Option<Job>> {
@@ -369,12 +401,12 @@ impl Store for SqliteStore {
         rows.iter().map(job_from_row).collect()
     }
 
-    async fn retry_job(&self, id: Uuid) -> Result<Job> {
+    async fn retry_job(&self, id: Uuid) -> Result<Option<Job>> {
         // Only a failed or cancelled job can match, and no chunk ever holds one: check first
         // so that a pending (perhaps running) job is a conflict without queueing to write.
         match self.job(id).await? {
             Some(j) if matches!(j.status, JobStatus::Failed | JobStatus::Cancelled) => {}
-            _ => return Err(why_not(self, id, RETRY_RULE).await),
+            _ => return Ok(None),
         }
         let mut w = self.write().await?;
         let row = sqlx::query(sql::RETRY_JOB)
@@ -382,16 +414,13 @@ impl Store for SqliteStore {
             .fetch_optional(&mut *w.tx)
             .await?;
         w.tx.commit().await?;
-        match row {
-            Some(r) => job_from_row(&r),
-            None => Err(why_not(self, id, RETRY_RULE).await),
-        }
+        row.as_ref().map(job_from_row).transpose()
     }
 
-    async fn cancel_job(&self, id: Uuid) -> Result<Job> {
+    async fn cancel_job(&self, id: Uuid) -> Result<Option<Job>> {
         // The SKIP LOCKED of this store: a job one of our chunks holds is running right now.
         if self.is_running(id) {
-            return Err(why_not(self, id, CANCEL_RULE).await);
+            return Ok(None);
         }
         let mut w = self.write().await?;
         let row = sqlx::query(sql::CANCEL_JOB)
@@ -399,10 +428,7 @@ impl Store for SqliteStore {
             .fetch_optional(&mut *w.tx)
             .await?;
         w.tx.commit().await?;
-        match row {
-            Some(r) => job_from_row(&r),
-            None => Err(why_not(self, id, CANCEL_RULE).await),
-        }
+        row.as_ref().map(job_from_row).transpose()
     }
 
     async fn batch(&self, id: Uuid) -> Result<Option<BatchReport>> {
@@ -413,32 +439,29 @@ impl Store for SqliteStore {
         row.as_ref().map(batch_from_row).transpose()
     }
 
-    async fn report(&self, node_stale: Duration) -> Result<StatusReport> {
-        let types: Vec<TypeCounts> = sqlx::query_as(sql::TYPE_COUNTS)
-            .fetch_all(&self.pool)
-            .await?;
-        let batches = sqlx::query(sql::RECENT_BATCHES)
-            .bind(20_i64)
+    async fn recent_batches(&self, limit: i64) -> Result<Vec<BatchReport>> {
+        sqlx::query(sql::RECENT_BATCHES)
+            .bind(limit)
             .fetch_all(&self.pool)
             .await?
             .iter()
             .map(batch_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        let nodes = self.nodes(node_stale).await?;
-        let rows = sqlx::query(sql::THROUGHPUT).fetch_all(&self.pool).await?;
-        let throughput = Throughput::from_buckets(
-            rows.iter()
-                .map(|r| Ok((r.try_get("bucket")?, r.try_get("n")?)))
-                .collect::<Result<Vec<_>>>()?,
-        );
-        Ok(StatusReport {
-            types,
-            batches,
-            nodes,
-            queue_depth: None,
-            throughput,
-            generated_at: chrono::Utc::now(),
-        })
+            .collect()
+    }
+
+    async fn type_counts(&self) -> Result<Vec<TypeCounts>> {
+        Ok(sqlx::query_as(sql::TYPE_COUNTS)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn finished_buckets(&self) -> Result<Vec<(i64, i64)>> {
+        sqlx::query(sql::THROUGHPUT)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("bucket")?, r.try_get("n")?)))
+            .collect()
     }
 
     async fn nodes(&self, node_stale: Duration) -> Result<Vec<NodeReport>> {

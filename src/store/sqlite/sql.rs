@@ -6,9 +6,6 @@
 //! comparisons below are plain text comparisons. Intervals arrive as SQLite date modifiers
 //! such as `-10.000 seconds` (built by [`super::modifier`]).
 
-pub const MIGRATIONS: &[(i32, &str)] =
-    &[(1, include_str!("../../../migrations/sqlite/0001_init.sql"))];
-
 /// The database's current time in the stored format.
 macro_rules! now {
     () => {
@@ -22,15 +19,6 @@ macro_rules! cols {
          last_error, created_at, updated_at, finished_at, node_id"
     };
 }
-
-pub const CREATE_MIGRATIONS: &str = concat!(
-    "CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, ",
-    "applied_at TEXT NOT NULL DEFAULT (",
-    now!(),
-    "))"
-);
-pub const DONE_MIGRATIONS: &str = "SELECT version FROM migrations";
-pub const RECORD_MIGRATION: &str = "INSERT INTO migrations (version) VALUES ($1)";
 
 pub const INSERT_BATCH_ROW: &str = concat!(
     "INSERT INTO batches (id, name, type, total, created_at) VALUES ($1, $2, $3, $4, ",
@@ -80,27 +68,23 @@ pub const LOCK_CHUNK: &str = concat!(
     now!()
 );
 
-/// Records, before the job transaction opens, which of the popped jobs this process is about
-/// to run, in the `held` list of its most recently seen node. A heartbeat cannot be written
-/// while a job's transaction holds SQLite's write lock, so this is how the jobs of a node
-/// that dies mid-job (a poison job) are still found. `$1` the popped IDs, `$2` this
-/// process's node IDs.
-pub const RECORD_INTENT: &str = concat!(
-    "UPDATE nodes SET held = (SELECT json_group_array(value) FROM ",
-    "(SELECT value FROM json_each(nodes.held) UNION ",
-    "SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each($1)) ",
-    "AND status = 'pending' AND run_at <= ",
+/// A runner slot's intent record, committed on its own just before the chunk's transaction
+/// opens. `$1` slot, `$2` node, `$3` the popped IDs as a JSON array.
+pub const RECORD_HOLD: &str = concat!(
+    "INSERT INTO holds (slot, node_id, ids, written_at) VALUES ($1, $2, $3, ",
     now!(),
-    ")) WHERE id = (SELECT id FROM nodes WHERE id IN (SELECT value FROM json_each($2)) ",
-    "ORDER BY last_seen DESC LIMIT 1)"
+    ") ON CONFLICT (slot) DO UPDATE SET ids = excluded.ids, written_at = excluded.written_at"
 );
 
-/// Drops finished (or abandoned) jobs from this process's nodes' `held` lists, in the chunk's
-/// own transaction so the list and the outcomes commit together. `$1` job IDs, `$2` nodes.
-pub const CLEAR_INTENT: &str = "UPDATE nodes SET held = \
-    (SELECT json_group_array(h.value) FROM json_each(nodes.held) AS h \
-     WHERE h.value NOT IN (SELECT value FROM json_each($1))) \
-    WHERE id IN (SELECT value FROM json_each($2))";
+/// The chunk's first statement: its own intent record goes, in its own transaction. A crash
+/// rolls this back (the record survives and convicts); a commit, the chunk's or one a
+/// processor sneaked in, makes it stick, which is how a broken chunk learns it committed.
+pub const CLEAR_HOLD: &str = "DELETE FROM holds WHERE slot = $1";
+
+/// Whether a slot's intent record is still there (see [`CLEAR_HOLD`]).
+pub const HOLD_EXISTS: &str = "SELECT count(*) FROM holds WHERE slot = $1";
+
+pub const REMOVE_HOLDS: &str = "DELETE FROM holds WHERE node_id = $1";
 
 /// Every outcome of a chunk in one statement: `$1` is `[[id, status, error, delay_ms], …]`.
 pub const RECORD_OUTCOMES: &str = concat!(
@@ -116,7 +100,7 @@ pub const RECORD_OUTCOMES: &str = concat!(
     "updated_at = ",
     now!(),
     ", node_id = $2 ",
-    "FROM json_each($1) AS o WHERE jobs.id = o.value ->> 0"
+    "FROM json_each($1) AS o WHERE jobs.id = o.value ->> 0 AND jobs.status = 'pending'"
 );
 
 pub const DUE_PENDING: &str = concat!(
@@ -126,41 +110,56 @@ pub const DUE_PENDING: &str = concat!(
 );
 
 pub const HEARTBEAT: &str = concat!(
-    "INSERT INTO nodes (id, host, pid, concurrency, in_flight, processed, failed, held, ",
-    "started_at, last_seen) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, ",
+    "INSERT INTO nodes (id, host, pid, concurrency, in_flight, processed, failed, ",
+    "started_at, last_seen) VALUES ($1, $2, $3, $4, $5, $6, $7, ",
     now!(),
     ", ",
     now!(),
     ") ON CONFLICT (id) DO UPDATE SET in_flight = excluded.in_flight, ",
-    "processed = excluded.processed, failed = excluded.failed, held = excluded.held, ",
+    "processed = excluded.processed, failed = excluded.failed, ",
     "concurrency = excluded.concurrency, last_seen = excluded.last_seen"
 );
 
 pub const REMOVE_NODE: &str = "DELETE FROM nodes WHERE id = $1";
 
 pub const DELETE_DEAD_NODES: &str =
-    "DELETE FROM nodes WHERE last_seen < strftime('%Y-%m-%d %H:%M:%f', 'now', $1) \
-     RETURNING id, held";
+    "DELETE FROM nodes WHERE last_seen < strftime('%Y-%m-%d %H:%M:%f', 'now', $1)";
 
-/// Charges an attempt to each abandoned job that is still pending: `$1` is
-/// `[[job id, node id], …]`. Nothing else holds them: this runs in a write transaction, so no
-/// job transaction is open. Spent attempts end the job `failed`: a poison job.
+/// An intent record is abandoned when it is older than the node timeout (`$1`, a negative
+/// modifier) and its node has not heartbeat within it.
+macro_rules! abandoned {
+    () => {
+        "h.written_at < strftime('%Y-%m-%d %H:%M:%f', 'now', $1) AND NOT EXISTS \
+         (SELECT 1 FROM nodes n WHERE n.id = h.node_id \
+          AND n.last_seen >= strftime('%Y-%m-%d %H:%M:%f', 'now', $1))"
+    };
+}
+
+/// Charges an attempt to each job an abandoned intent record names that is still pending and
+/// untouched since the record was written. Nothing else holds them: this runs in a write
+/// transaction, so no chunk is open. Spent attempts end the job `failed`: a poison job.
 pub const CHARGE_ABANDONED: &str = concat!(
     "UPDATE jobs SET attempts = jobs.attempts + 1, ",
     "status = CASE WHEN jobs.attempts + 1 >= jobs.max_attempts THEN 'failed' ELSE 'pending' END, ",
     "finished_at = CASE WHEN jobs.attempts + 1 >= jobs.max_attempts THEN ",
     now!(),
     " END, ",
-    "last_error = 'abandoned: node ' || (a.value ->> 1) || ",
+    "last_error = 'abandoned: node ' || a.node || ",
     "' stopped (killed or crashed) while running this job', ",
-    "node_id = a.value ->> 1, updated_at = ",
+    "node_id = a.node, updated_at = ",
     now!(),
-    " FROM json_each($1) AS a WHERE jobs.id = a.value ->> 0 AND jobs.status = 'pending' ",
+    " FROM (SELECT u.value AS id, h.node_id AS node, h.written_at AS since ",
+    "FROM holds h, json_each(h.ids) AS u WHERE ",
+    abandoned!(),
+    ") AS a WHERE jobs.id = a.id AND jobs.status = 'pending' AND jobs.updated_at < a.since ",
     "RETURNING status"
 );
 
+/// The abandoned records, once their jobs are charged (same write transaction).
+pub const DELETE_ABANDONED: &str = concat!("DELETE FROM holds AS h WHERE ", abandoned!());
+
 pub const PRUNE: &str = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
-    WHERE finished_at < strftime('%Y-%m-%d %H:%M:%f', 'now', $1) LIMIT 10000)";
+    WHERE finished_at < strftime('%Y-%m-%d %H:%M:%f', 'now', $1) LIMIT $2)";
 
 pub const PRUNE_BATCHES: &str = "DELETE FROM batches \
     WHERE created_at < strftime('%Y-%m-%d %H:%M:%f', 'now', $1) \

@@ -1,4 +1,5 @@
-//! This process's identity and live counters, which its heartbeats report.
+//! A node's identity and live counters: what its heartbeats report and what its runners
+//! count into. Shared by the executor and the maintenance services, below both.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,8 +11,8 @@ use crate::events::EventStatus;
 use crate::metrics::Metrics;
 use crate::store::NodeBeat;
 
-/// A node: one worker process.
-pub struct Node {
+/// A node's state: who it is (one per process start) and how it is doing.
+pub struct NodeState {
     /// Unique per process start: `host-pid-random`.
     pub id: String,
     pub host: String,
@@ -23,14 +24,14 @@ pub struct Node {
     held: Mutex<HashSet<Uuid>>,
 }
 
-impl Node {
+impl NodeState {
     pub fn new(concurrency: usize) -> Self {
         let host = hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "unknown".into());
         let pid = std::process::id() as i32;
         let suffix = &Uuid::now_v7().simple().to_string()[24..];
-        Node {
+        NodeState {
             id: format!("{host}-{pid}-{suffix}"),
             host,
             pid,
@@ -84,29 +85,22 @@ impl Node {
 
     /// The heartbeat to write now.
     pub fn beat(&self) -> NodeBeat {
-        let held: Vec<Uuid> = self
-            .held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .copied()
-            .collect();
+        let in_flight = self.held.lock().unwrap_or_else(|e| e.into_inner()).len();
         NodeBeat {
             id: self.id.clone(),
             host: self.host.clone(),
             pid: self.pid,
             concurrency: self.concurrency,
-            in_flight: held.len() as i32,
+            in_flight: in_flight as i32,
             processed: self.processed.load(Ordering::Relaxed) as i64,
             failed: self.failed.load(Ordering::Relaxed) as i64,
-            held,
         }
     }
 }
 
 /// Releases held jobs when the chunk ends, however it ends.
 pub(crate) struct Held<'a> {
-    node: &'a Node,
+    node: &'a NodeState,
     metrics: &'a Metrics,
     ids: Vec<Uuid>,
 }

@@ -1,5 +1,6 @@
-//! A node, assembled: the executor's workers plus the maintenance services (heartbeat,
-//! reconciler, pruner), started together and stopped together.
+//! A node, assembled: one process's executor (its runner tasks) plus the maintenance
+//! services (heartbeat, reconciler, pruner), started together and stopped together. The
+//! `skiplock worker` and `skiplock serve` commands each run one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,35 +11,36 @@ use tracing::{info, warn};
 
 use crate::error::Result;
 use crate::events::{EventBus, LocalBus};
-use crate::executor::{Executor, ExecutorConfig, Node};
+use crate::executor::{Executor, ExecutorConfig};
 use crate::maintenance::{
     tick_loop, Heartbeat, HeartbeatConfig, Pruner, PrunerConfig, Reconciler, ReconcilerConfig,
 };
 use crate::metrics::Metrics;
+use crate::node_state::NodeState;
 use crate::processor::Registry;
 use crate::queue::Queue;
 use crate::store::Store;
 
 /// Everything a node is configured with.
 #[derive(Debug, Clone, Default)]
-pub struct WorkerConfig {
+pub struct NodeConfig {
     pub executor: ExecutorConfig,
     pub reconciler: ReconcilerConfig,
     pub heartbeat: HeartbeatConfig,
     pub pruner: PrunerConfig,
 }
 
-/// Builds a [`Worker`].
-pub struct WorkerBuilder {
+/// Builds a [`Node`].
+pub struct NodeBuilder {
     store: Arc<dyn Store>,
     queue: Arc<dyn Queue>,
     registry: Registry,
     bus: Arc<dyn EventBus>,
     metrics: Arc<Metrics>,
-    config: WorkerConfig,
+    config: NodeConfig,
 }
 
-impl WorkerBuilder {
+impl NodeBuilder {
     pub fn registry(mut self, registry: Registry) -> Self {
         self.registry = registry;
         self
@@ -54,7 +56,7 @@ impl WorkerBuilder {
         self
     }
 
-    pub fn config(mut self, config: WorkerConfig) -> Self {
+    pub fn config(mut self, config: NodeConfig) -> Self {
         self.config = config;
         self
     }
@@ -70,10 +72,10 @@ impl WorkerBuilder {
     }
 
     /// Validates everything, writes the first heartbeat, and starts the node.
-    pub async fn start(self) -> Result<Worker> {
+    pub async fn start(self) -> Result<Node> {
         let c = self.config;
         c.executor.validate()?;
-        let node = Arc::new(Node::new(c.executor.concurrency));
+        let node = Arc::new(NodeState::new(c.executor.concurrency));
         let heartbeat = Arc::new(Heartbeat::new(
             self.store.clone(),
             node.clone(),
@@ -139,8 +141,8 @@ impl WorkerBuilder {
             chunk = c.executor.chunk_size,
             "node started"
         );
-        Ok(Worker {
-            node,
+        Ok(Node {
+            state: node,
             executor,
             services,
             stop,
@@ -152,8 +154,8 @@ impl WorkerBuilder {
 }
 
 /// A running node.
-pub struct Worker {
-    node: Arc<Node>,
+pub struct Node {
+    state: Arc<NodeState>,
     executor: Executor,
     services: JoinSet<()>,
     stop: CancellationToken,
@@ -162,20 +164,21 @@ pub struct Worker {
     metrics: Arc<Metrics>,
 }
 
-impl Worker {
-    pub fn builder(store: Arc<dyn Store>, queue: Arc<dyn Queue>) -> WorkerBuilder {
-        WorkerBuilder {
+impl Node {
+    pub fn builder(store: Arc<dyn Store>, queue: Arc<dyn Queue>) -> NodeBuilder {
+        NodeBuilder {
             store,
             queue,
             registry: Registry::with_builtins(),
             bus: Arc::new(LocalBus::default()),
             metrics: Arc::new(Metrics::default()),
-            config: WorkerConfig::default(),
+            config: NodeConfig::default(),
         }
     }
 
-    pub fn node(&self) -> &Arc<Node> {
-        &self.node
+    /// The node's identity and live counters.
+    pub fn state(&self) -> &Arc<NodeState> {
+        &self.state
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -196,6 +199,6 @@ impl Worker {
         if let Err(e) = self.heartbeat.retire().await {
             warn!(error = %e, "could not remove this node's heartbeat row");
         }
-        info!(node = %self.node.id, processed = self.node.processed(), "node stopped");
+        info!(node = %self.state.id, processed = self.state.processed(), "node stopped");
     }
 }

@@ -1,0 +1,188 @@
+//! A runner's slot on PostgreSQL (its kept connection and intent record) and the chunk
+//! transaction it opens: the PostgreSQL side of the flow in `executor/chunk.rs`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
+use sqlx::{Executor as _, PgConnection, PgPool, Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use super::rows::job_from_row;
+use super::sql::Statements;
+use super::{record_outcomes, PgStore};
+use crate::error::Result;
+use crate::store::{ChunkTx, CommitProbe, JobConn, Locked, Outcome, Slot};
+use crate::Job;
+
+/// A runner's kept connection: a chunk costs no pool checkout and no release ping.
+pub(super) struct PgSlot {
+    conn: PoolConnection<Postgres>,
+    node_id: String,
+    /// This slot's intent record, a row of `holds`, overwritten by each chunk.
+    slot: Uuid,
+    sql: Arc<Statements>,
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub(super) async fn open_slot(&self, node_id: &str) -> Result<PgSlot> {
+        let mut conn = self.pool.acquire().await?;
+        // A runner drops its slot only on error or exit: close the connection rather than
+        // hand a possibly broken (or mid-transaction) one back to the pool.
+        conn.close_on_drop();
+        Ok(PgSlot {
+            conn,
+            node_id: node_id.to_string(),
+            slot: Uuid::now_v7(),
+            sql: self.sql.clone(),
+            pool: self.pool.clone(),
+        })
+    }
+}
+
+#[async_trait]
+impl Slot for PgSlot {
+    async fn lock<'s>(&'s mut self, ids: &[Uuid]) -> Result<Locked<'s>> {
+        let PgSlot {
+            conn,
+            node_id,
+            slot,
+            sql,
+            pool,
+        } = self;
+        if !ids.is_empty() {
+            // Committed before the chunk's transaction opens, so it outlives a crash mid-job.
+            sqlx::query(&sql.record_hold)
+                .bind(*slot)
+                .bind(node_id.as_str())
+                .bind(ids)
+                .execute(&mut **conn)
+                .await?;
+        }
+        let mut tx = sqlx::Connection::begin(&mut **conn).await?;
+        let rows = sqlx::query(&sql.lock_chunk)
+            .bind(ids)
+            .fetch_all(&mut *tx)
+            .await?;
+        let xid: Option<i64> = rows.first().map(|r| r.try_get("xid")).transpose()?;
+        let mut jobs = rows
+            .iter()
+            .map(job_from_row)
+            .collect::<Result<Vec<Job>>>()?;
+        jobs.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.id));
+        Ok(Locked {
+            jobs,
+            tx: Box::new(PgChunk {
+                tx,
+                node_id,
+                sql,
+                pool,
+                xid,
+            }),
+        })
+    }
+}
+
+/// A chunk's transaction on the slot's connection.
+struct PgChunk<'s> {
+    tx: Transaction<'s, Postgres>,
+    node_id: &'s str,
+    sql: &'s Statements,
+    pool: &'s PgPool,
+    /// The transaction's id, assigned by the lock statement: after a processor breaks the
+    /// chunk, the server can still say whether it was committed.
+    xid: Option<i64>,
+}
+
+#[async_trait]
+impl ChunkTx for PgChunk<'_> {
+    fn job_conn(&mut self) -> &mut dyn JobConn {
+        self
+    }
+
+    fn probe(&self) -> Box<dyn CommitProbe> {
+        Box::new(PgProbe {
+            pool: self.pool.clone(),
+            sql: self.sql.xact_status.clone(),
+            xid: self.xid,
+        })
+    }
+
+    async fn finish(self: Box<Self>, outcomes: &[Outcome]) -> Result<()> {
+        let PgChunk {
+            mut tx,
+            node_id,
+            sql,
+            ..
+        } = *self;
+        record_outcomes(sql, &mut tx, outcomes, node_id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl JobConn for PgChunk<'_> {
+    async fn savepoint(&mut self, timeout: Duration) -> Result<()> {
+        // One round trip: the savepoint and the statement timeout that lives and dies with it
+        // (ROLLBACK TO undoes SET LOCAL; release() resets it). The number is ours, not input.
+        let ms = timeout.as_millis().clamp(1, i32::MAX as u128);
+        let sql = format!("SAVEPOINT job; SET LOCAL statement_timeout = {ms}");
+        (&mut *self.tx).execute(sql.as_str()).await?;
+        Ok(())
+    }
+
+    async fn release(&mut self) -> Result<()> {
+        // RESET ALL puts every setting back to the connection's defaults (the statement
+        // timeout, and anything the job SET, such as default_transaction_read_only); RESET
+        // SESSION AUTHORIZATION undoes SET ROLE and SET SESSION AUTHORIZATION, which RESET
+        // ALL leaves alone. The next job, and this chunk's outcome update, start clean.
+        (&mut *self.tx)
+            .execute("RELEASE SAVEPOINT job; RESET SESSION AUTHORIZATION; RESET ALL")
+            .await?;
+        Ok(())
+    }
+
+    async fn rollback(&mut self) -> Result<()> {
+        (&mut *self.tx)
+            .execute("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")
+            .await?;
+        Ok(())
+    }
+
+    async fn execute(&mut self, sql: &str, job: &Job) -> Result<u64> {
+        Ok(sqlx::query(sql)
+            .bind(job.id)
+            .bind(&job.target)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected())
+    }
+
+    fn postgres(&mut self) -> Option<&mut PgConnection> {
+        Some(&mut self.tx)
+    }
+}
+
+/// Asks the server whether a broken chunk's transaction committed.
+struct PgProbe {
+    pool: PgPool,
+    sql: String,
+    xid: Option<i64>,
+}
+
+#[async_trait]
+impl CommitProbe for PgProbe {
+    async fn committed(&self) -> Result<bool> {
+        let Some(xid) = self.xid else {
+            return Ok(false);
+        };
+        let status: Option<String> = sqlx::query_scalar(&self.sql)
+            .bind(xid)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(status.as_deref() == Some("committed"))
+    }
+}

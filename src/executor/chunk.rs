@@ -112,7 +112,7 @@ async fn broken(
     why: String,
 ) -> Result<Ran> {
     let probe = tx.probe();
-    drop(tx);
+    tx.abandon().await;
     let culprit = &jobs[i];
     let committed = probe.committed().await?;
     let (done, settle, rest): (&[Job], Vec<Outcome>, Vec<Uuid>) = if committed {

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use super::{ProcessError, Processor};
 use crate::error::{Error, Result};
 use crate::job::Job;
-use crate::store::JobTx;
+use crate::store::{check_statement, JobTx};
 
 /// Longest accepted statement: configuration, not a data channel.
 const MAX_STATEMENT_LEN: usize = 100_000;
@@ -30,6 +30,9 @@ impl SqlProcessor {
                     "sql statement longer than {MAX_STATEMENT_LEN} bytes"
                 )));
             }
+            // Refused at start-up, before any job runs: a COMMIT here would commit the job's
+            // chunk-mates' writes without their outcomes.
+            check_statement(s).map_err(Error::Config)?;
         }
         Ok(SqlProcessor { statements })
     }

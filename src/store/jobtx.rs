@@ -107,8 +107,10 @@ impl<'c> JobTx<'c> {
     /// Keeps the job's writes: releases the savepoint.
     pub(crate) async fn finish_ok(&mut self) -> Result<()> {
         if self.savepoint {
-            self.savepoint = false;
+            // On failure the savepoint stays marked, so that finish_err tries to roll back to
+            // it: if that fails too, the job broke the transaction.
             self.conn.release().await?;
+            self.savepoint = false;
         }
         Ok(())
     }

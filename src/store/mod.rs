@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-pub use jobtx::{JobConn, JobTx};
+pub use jobtx::{check_statement, JobConn, JobTx};
 
 use crate::error::{Error, Result};
 use crate::job::{Due, Job, JobStatus, NewJob, Submitted};
@@ -164,6 +164,10 @@ pub trait ChunkTx: Send {
 
     /// Writes the outcomes in one statement and commits. Nothing is visible before this.
     async fn finish(self: Box<Self>, outcomes: &[Outcome]) -> Result<()>;
+
+    /// Gives up a chunk a processor broke: rolls back whatever is left of it and leaves the
+    /// connection fit for its next user (or closes it).
+    async fn abandon(self: Box<Self>) {}
 }
 
 /// See [`ChunkTx::probe`].

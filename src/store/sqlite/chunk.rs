@@ -152,6 +152,17 @@ impl ChunkTx for SqliteChunk<'_> {
         drop(turn);
         Ok(())
     }
+
+    async fn abandon(self: Box<Self>) {
+        let SqliteChunk { mut tx, turn, .. } = *self;
+        // The processor may have ended the transaction under sqlx, which still counts one
+        // open: its rollback would then fail and the pooled connection would keep that count,
+        // turning the next chunk's BEGIN into a SAVEPOINT. Open one for it to roll back (an
+        // error here means one is still open, which is as good).
+        let _ = (&mut *tx).execute("BEGIN").await;
+        let _ = tx.rollback().await;
+        drop(turn);
+    }
 }
 
 #[async_trait]

@@ -79,7 +79,9 @@ pub async fn run(s: &Settings, a: ServeArgs) -> anyhow::Result<()> {
     let store = s.store(pool, !a.no_migrate).await?;
     let queue = s.queue().await?;
     let bus = s.bus().await?;
-    let metrics = Arc::new(Metrics::default());
+    // `/metrics` is open to anyone who can reach the server: label only the types this node
+    // runs, so made-up types cannot grow it.
+    let metrics = Arc::new(Metrics::with_known_types(registry.types()));
     let worker = Worker::builder(store.clone(), queue.clone())
         .registry(registry.clone())
         .events(bus.clone())

@@ -73,6 +73,11 @@ pub async fn run(s: &Settings, a: ServeArgs) -> anyhow::Result<()> {
     wc.executor.chunk_size = s.chunk_size(a.chunk_size);
     wc.executor.validate()?;
     let registry = s.registry()?;
+    // Listen before touching the database: a busy or forbidden address must fail the start
+    // before it migrates a schema or registers a node that will never serve.
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
 
     // One connection per worker task, plus room for maintenance and API requests.
     let pool = wc.executor.concurrency as u32 + 8;
@@ -101,13 +106,6 @@ pub async fn run(s: &Settings, a: ServeArgs) -> anyhow::Result<()> {
         config,
         stop.clone(),
     );
-    let listener = match tokio::net::TcpListener::bind(addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            worker.shutdown(Duration::from_secs(a.grace_secs)).await;
-            return Err(e).with_context(|| format!("cannot listen on {addr}"));
-        }
-    };
     let local = listener.local_addr()?;
     // On stdout, so that a script (or a test) that asked for port 0 learns the port.
     println!("listening on http://{local}");

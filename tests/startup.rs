@@ -31,6 +31,9 @@ fn stderr(o: &Output) -> String {
 
 const NOWHERE: &str = "postgres://nobody@127.0.0.1:1/none";
 
+/// Flags, environment, and what the refusal must name.
+type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+
 #[tokio::test]
 async fn an_empty_schema_or_redis_prefix_is_refused_however_it_is_given() {
     let dir = tempfile::tempdir().unwrap();
@@ -42,7 +45,7 @@ async fn an_empty_schema_or_redis_prefix_is_refused_however_it_is_given() {
     let schema_file = cfg("schema.toml", "schema = \"\"\n");
     let blank_file = cfg("blank.toml", "schema = \"  \"\n");
     let prefix_file = cfg("prefix.toml", "redis_prefix = \"\"\n");
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (vec!["--schema", ""], vec![], "--schema"),
         (vec!["--schema", "   "], vec![], "--schema"),
         (vec![], vec![("SKIPLOCK_SCHEMA", "")], "SKIPLOCK_SCHEMA"),

@@ -7,6 +7,8 @@
 //! - [`dashboard`]: the self-contained HTML page at `/`.
 //! - [`openapi`]: the OpenAPI 3 document, generated from the same route table as the router.
 //! - [`error`]: every failure as `{"error": "..."}` with its status code.
+//! - [`server`]: the accept loop `serve` runs it in: connection cap, header and idle
+//!   timeouts, graceful drain ([`stall`] tells a connection stuck on its peer).
 
 pub mod auth;
 pub mod batches;
@@ -14,6 +16,8 @@ pub mod dashboard;
 pub mod error;
 pub mod jobs;
 pub mod openapi;
+pub mod server;
+pub mod stall;
 pub mod status;
 
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! `skiplock serve`: a worker node plus the HTTP API, dashboard and `/metrics`, until SIGINT
 //! or SIGTERM. Shutdown order: stop accepting requests and end event streams, let in-flight
-//! requests finish, then stop the workers (running jobs get the grace period).
+//! requests finish (within the grace period), then stop the workers (running jobs get the
+//! grace period). Connection limits and timeouts: [`crate::api::server`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use tracing::{info, warn};
 
 use super::worker::shutdown_signal;
 use super::Settings;
+use crate::api::server::ServerConfig;
 use crate::api::{self, ApiConfig, ApiState};
 use crate::client::Client;
 use crate::metrics::Metrics;
@@ -40,10 +42,22 @@ pub struct ServeArgs {
     /// Most targets in one POST /api/v1/batches [default: 100000]
     #[arg(long, env = "SKIPLOCK_MAX_BATCH_TARGETS")]
     pub max_batch_targets: Option<usize>,
+    /// Most connections open at once; beyond it, new ones wait to be accepted [default: 1024]
+    #[arg(long, env = "SKIPLOCK_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Milliseconds a client has to send a request head; also closes idle keep-alive
+    /// connections [default: 10000]
+    #[arg(long, env = "SKIPLOCK_HEADER_TIMEOUT_MS")]
+    pub header_timeout_ms: Option<u64>,
+    /// Milliseconds a connection may stall on its client (a body that stopped arriving, a
+    /// response left unread) before it is closed [default: 60000]
+    #[arg(long, env = "SKIPLOCK_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
     /// Do not create or upgrade tables on start.
     #[arg(long)]
     pub no_migrate: bool,
-    /// Seconds running jobs get to finish after SIGINT/SIGTERM before they are rolled back.
+    /// Seconds requests in flight, then running jobs, get to finish after SIGINT/SIGTERM
+    /// before they are cut off (jobs rolled back).
     #[arg(long, default_value_t = 30)]
     pub grace_secs: u64,
     #[command(flatten)]
@@ -67,6 +81,20 @@ pub async fn run(s: &Settings, a: ServeArgs) -> anyhow::Result<()> {
         config.max_batch_targets = n;
     }
     config.validate()?;
+    let mut server = ServerConfig {
+        drain: Duration::from_secs(a.grace_secs),
+        ..ServerConfig::default()
+    };
+    if let Some(n) = a.max_connections {
+        server.max_connections = n;
+    }
+    if let Some(ms) = a.header_timeout_ms {
+        server.header_timeout = Duration::from_millis(ms);
+    }
+    if let Some(ms) = a.idle_timeout_ms {
+        server.idle_timeout = Duration::from_millis(ms);
+    }
+    server.validate()?;
     let mut wc = WorkerConfig::default();
     a.timing.apply(&mut wc)?;
     wc.executor.concurrency = s.concurrency(a.concurrency);
@@ -111,19 +139,21 @@ pub async fn run(s: &Settings, a: ServeArgs) -> anyhow::Result<()> {
     println!("listening on http://{local}");
     info!(%local, "serving the API at /api/v1 and the dashboard at /");
 
-    let server = axum::serve(listener, api::app(state)).with_graceful_shutdown({
-        let stop = stop.clone();
-        async move {
-            if let Err(e) = shutdown_signal().await {
-                warn!(error = %e, "cannot listen for signals; shutting down");
-            }
-            info!("shutting down: draining requests, then finishing running jobs");
-            stop.cancel();
+    // The same token ends event streams (through the state) and stops the accept loop.
+    let signal = async {
+        if let Err(e) = shutdown_signal().await {
+            warn!(error = %e, "cannot listen for signals; shutting down");
         }
-    });
-    let served = server.await;
+        info!("shutting down: draining requests, then finishing running jobs");
+        stop.cancel();
+    };
+    let app = api::app(state);
+    tokio::join!(
+        signal,
+        api::server::serve(listener, app, server, stop.clone())
+    );
     worker.shutdown(Duration::from_secs(a.grace_secs)).await;
-    served.context("the HTTP server failed")
+    Ok(())
 }
 
 /// The first address `bind` names (`host:port`, names resolved).

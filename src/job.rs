@@ -86,6 +86,10 @@ pub const DEFAULT_MAX_ATTEMPTS: i32 = 3;
 pub const MAX_MAX_ATTEMPTS: i32 = 1000;
 /// Longest job type name; types are identifiers, not payloads.
 pub const MAX_TYPE_LEN: usize = 200;
+/// Largest accepted target, measured as compact JSON. Jobs carry references to data (a key,
+/// a URL), not the data itself: a row this size is already slow to lock, load and log. Every
+/// path in (library, CLI, API) holds targets to this one limit through [`validate_target`].
+pub const MAX_TARGET_BYTES: usize = 1024 * 1024;
 
 /// A job to insert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,6 +142,7 @@ impl NewJob {
     /// Checks what the database would otherwise reject less clearly.
     pub fn validate(&self) -> Result<(), String> {
         validate_type(&self.job_type)?;
+        validate_target(&self.target)?;
         validate_max_attempts(self.attempts_allowed())
     }
 }
@@ -169,6 +174,77 @@ pub fn validate_type(t: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A target every store can keep: no NUL character in any string or key (PostgreSQL's jsonb
+/// cannot store one, and would refuse it with a less helpful error), and at most
+/// [`MAX_TARGET_BYTES`] as compact JSON.
+pub fn validate_target(target: &serde_json::Value) -> Result<(), String> {
+    if let Some(mut path) = nul_at(target) {
+        path.reverse();
+        let at = if path.is_empty() {
+            String::new()
+        } else {
+            format!(" at /{}", path.join("/"))
+        };
+        return Err(format!(
+            "target contains the NUL character (\\u0000){at}; the database cannot store it"
+        ));
+    }
+    let mut size = SizeLimit {
+        left: MAX_TARGET_BYTES,
+    };
+    if serde_json::to_writer(&mut size, target).is_err() {
+        return Err(format!(
+            "target is larger than {MAX_TARGET_BYTES} bytes as JSON: pass a reference to the \
+             data (a key, a URL), not the data itself"
+        ));
+    }
+    Ok(())
+}
+
+/// The path to the first NUL, innermost step first; `None` when there is none. The path is
+/// only built on the way back from a find, so a clean target costs no allocation.
+fn nul_at(v: &serde_json::Value) -> Option<Vec<String>> {
+    match v {
+        serde_json::Value::String(s) => s.contains('\0').then(Vec::new),
+        serde_json::Value::Array(a) => a.iter().enumerate().find_map(|(i, v)| {
+            let mut path = nul_at(v)?;
+            path.push(i.to_string());
+            Some(path)
+        }),
+        serde_json::Value::Object(o) => o.iter().find_map(|(k, v)| {
+            let mut path = if k.contains('\0') {
+                Vec::new()
+            } else {
+                nul_at(v)?
+            };
+            // Shown escaped: the path is for a person to read.
+            path.push(k.replace('\0', "\\u0000"));
+            Some(path)
+        }),
+        _ => None,
+    }
+}
+
+/// A writer that counts bytes and fails once they exceed the limit, so that measuring a huge
+/// target stops early and allocates nothing.
+struct SizeLimit {
+    left: usize,
+}
+
+impl std::io::Write for SizeLimit {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.left = self
+            .left
+            .checked_sub(buf.len())
+            .ok_or_else(|| std::io::Error::other("over the limit"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A job ID as the queue carries it, with the priority it is popped by.
@@ -216,5 +292,25 @@ mod tests {
         assert!(validate_type("a b").is_err());
         assert!(validate_type("x'; DROP TABLE jobs;--").is_err());
         assert!(validate_type(&"a".repeat(MAX_TYPE_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn targets_are_held_to_one_size_and_no_nul() {
+        let string_of = |n: usize| serde_json::Value::String("x".repeat(n - 2));
+        assert!(validate_target(&string_of(MAX_TARGET_BYTES)).is_ok());
+        let e = validate_target(&string_of(MAX_TARGET_BYTES + 1)).unwrap_err();
+        assert!(e.contains(&MAX_TARGET_BYTES.to_string()), "{e}");
+        assert!(validate_target(&serde_json::json!(null)).is_ok());
+        assert!(validate_target(&serde_json::json!("")).is_ok());
+        // A backslash followed by `u0000` is ordinary text, not a NUL.
+        assert!(validate_target(&serde_json::json!("\\u0000")).is_ok());
+        let e = validate_target(&serde_json::json!({"a": [1, "x\u{0}"]})).unwrap_err();
+        assert!(e.contains("NUL") && e.contains("/a/1"), "{e}");
+        let e = validate_target(&serde_json::json!({"k\u{0}": 1})).unwrap_err();
+        assert!(e.contains("/k\\u0000"), "{e}");
+        let e = validate_target(&serde_json::json!("\u{0}")).unwrap_err();
+        assert!(e.contains("NUL") && !e.contains(" at "), "{e}");
+        let job = NewJob::new("noop", string_of(MAX_TARGET_BYTES + 1));
+        assert!(job.validate().is_err(), "the model refuses it too");
     }
 }

@@ -229,3 +229,47 @@ async fn command_gets_the_target_on_stdin_and_never_a_shell() {
     .await;
     assert!(gone, "the timed-out program {pid} still runs");
 }
+
+/// Whether `pid` has exited (gone, or a zombie waiting for whoever inherited it).
+fn exited(pid: &str) -> bool {
+    let stat = format!("/proc/{}/stat", pid.trim());
+    std::fs::read_to_string(stat).map_or(true, |s| s.split(' ').nth(2) == Some("Z"))
+}
+
+#[tokio::test]
+async fn a_command_takes_its_whole_process_group_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    // A grandchild that would outlive its parent: started in the background, then waited on
+    // until the timeout kills the script.
+    let hangs = script(
+        dir.path(),
+        "hangs.sh",
+        &format!("sleep 30 &\necho $! > {d}/hangs.pid\nwait"),
+    );
+    // The script succeeds at once but leaves a grandchild holding its stderr open.
+    let leaves = script(
+        dir.path(),
+        "leaves.sh",
+        &format!("sleep 30 &\necho $! > {d}/leaves.pid\nexit 0"),
+    );
+    let toml = format!(
+        "[types.hangs]\ncommand = ['{hangs}']\ntimeout_ms = 500\n\
+         [types.leaves]\ncommand = ['{leaves}']\ntimeout_ms = 20000\n"
+    );
+    let done = run_jobs(&toml, vec![job("hangs", json!(1)), job("leaves", json!(2))]).await;
+    let err = done[0].last_error.clone().unwrap_or_default();
+    assert_eq!(done[0].status.as_str(), "failed");
+    assert!(err.contains("timed out"), "{err}");
+    assert_eq!(
+        done[1].status.as_str(),
+        "succeeded",
+        "the job ends when its program exits: {:?}",
+        done[1].last_error
+    );
+    for name in ["hangs.pid", "leaves.pid"] {
+        let pid = std::fs::read_to_string(dir.path().join(name)).unwrap();
+        let gone = wait_until(Duration::from_secs(5), || async { exited(&pid) }).await;
+        assert!(gone, "{name}: the grandchild {} still runs", pid.trim());
+    }
+}

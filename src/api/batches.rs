@@ -8,9 +8,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody, Json, Path};
-use super::jobs::{check_run_at, check_target};
+use super::jobs::check_run_at;
 use super::ApiState;
-use crate::job::validate_type;
+use crate::job::{validate_target, validate_type};
 use crate::report::BatchReport;
 use crate::store::BatchOptions;
 
@@ -24,7 +24,8 @@ pub struct SubmitBatch {
     /// The job type of every job in the batch.
     #[serde(rename = "type")]
     pub job_type: String,
-    /// One job per target, in order; at least one, at most the server's limit.
+    /// One job per target, in order; at least one, at most the server's limit. Each target
+    /// follows the rule of `POST /api/v1/jobs`: at most 1 MiB as compact JSON, no NUL.
     pub targets: Vec<serde_json::Value>,
     /// A label for people (at most 200 characters).
     pub name: Option<String>,
@@ -61,8 +62,10 @@ pub async fn submit(
             req.targets.len()
         )));
     }
+    // The model's rule for one target, applied to each, so a batch cannot carry what a
+    // single job may not; the message says which target broke it.
     for (i, t) in req.targets.iter().enumerate() {
-        check_target(t, &format!("targets[{i}]"))?;
+        validate_target(t).map_err(|e| ApiError::bad_request(format!("targets[{i}]: {e}")))?;
     }
     if let Some(n) = &req.name {
         if n.chars().count() > MAX_NAME_LEN || n.chars().any(char::is_control) {

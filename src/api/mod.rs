@@ -7,6 +7,8 @@
 //! - [`dashboard`]: the self-contained HTML page at `/`.
 //! - [`openapi`]: the OpenAPI 3 document, generated from the same route table as the router.
 //! - [`error`]: every failure as `{"error": "..."}` with its status code.
+//! - [`server`]: the accept loop `serve` runs it in: connection cap, header and idle
+//!   timeouts, graceful drain ([`stall`] tells a connection stuck on its peer).
 
 pub mod auth;
 pub mod batches;
@@ -14,6 +16,8 @@ pub mod dashboard;
 pub mod error;
 pub mod jobs;
 pub mod openapi;
+pub mod server;
+pub mod stall;
 pub mod status;
 
 use std::sync::Arc;
@@ -84,8 +88,6 @@ struct Inner {
     client: Client,
     bus: Arc<dyn EventBus>,
     metrics: Arc<Metrics>,
-    /// Gives new jobs their type's `max_attempts` when the request does not say.
-    registry: Registry,
     /// `None`: the API is open (only allowed on loopback by `serve`).
     token: Option<String>,
     config: ApiConfig,
@@ -106,7 +108,8 @@ impl ApiState {
         )
     }
 
-    /// Every part spelled out; [`ApiState::new`] fills the defaults.
+    /// Every part spelled out; [`ApiState::new`] fills the defaults. The registry's policy is
+    /// what new jobs get where a request does not say (their type's `max_attempts`).
     pub fn build(
         client: Client,
         bus: Arc<dyn EventBus>,
@@ -118,10 +121,9 @@ impl ApiState {
     ) -> Self {
         ApiState {
             inner: Arc::new(Inner {
-                client,
+                client: client.with_policy(registry.policy()),
                 bus,
                 metrics,
-                registry,
                 token: token.filter(|t| !t.is_empty()),
                 config,
                 shutdown,
@@ -145,7 +147,6 @@ impl ApiState {
             client: i.client.clone(),
             bus: i.bus.clone(),
             metrics: i.metrics.clone(),
-            registry: i.registry.clone(),
             token: i.token.clone(),
             config: i.config.clone(),
             shutdown: i.shutdown.clone(),
@@ -166,10 +167,6 @@ impl ApiState {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
-    }
-
-    pub fn registry(&self) -> &Registry {
-        &self.inner.registry
     }
 
     pub fn token(&self) -> Option<&str> {

@@ -109,18 +109,27 @@ impl Settings {
             Some(p) => FileConfig::load(p)?,
             None => FileConfig::default(),
         };
+        // An empty URL means unset (an empty environment variable is how a deployment
+        // turns Redis off).
         let pick = |flag: &Option<String>, file: &Option<String>| {
             flag.clone()
                 .or_else(|| file.clone())
                 .filter(|s| !s.trim().is_empty())
         };
+        let config = g.config.as_deref();
         let settings = Settings {
             database_url: pick(&g.database_url, &file.database_url)
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string()),
             redis_url: pick(&g.redis_url, &file.redis_url),
-            redis_prefix: pick(&g.redis_prefix, &file.redis_prefix)
-                .unwrap_or_else(|| DEFAULT_REDIS_PREFIX.to_string()),
-            schema: pick(&g.schema, &file.schema).unwrap_or_else(|| DEFAULT_SCHEMA.to_string()),
+            redis_prefix: named(
+                Named::REDIS_PREFIX,
+                &g.redis_prefix,
+                &file.redis_prefix,
+                config,
+            )?
+            .unwrap_or_else(|| DEFAULT_REDIS_PREFIX.to_string()),
+            schema: named(Named::SCHEMA, &g.schema, &file.schema, config)?
+                .unwrap_or_else(|| DEFAULT_SCHEMA.to_string()),
             file,
         };
         settings.check_single_node()?;
@@ -206,6 +215,55 @@ impl Settings {
                     .context("cannot open Redis for status events")?,
             )),
         }
+    }
+}
+
+/// A setting that names where data lives (a schema, a key prefix), with every way to give it.
+struct Named {
+    flag: &'static str,
+    env: &'static str,
+    key: &'static str,
+    default: &'static str,
+}
+
+impl Named {
+    const SCHEMA: Named = Named {
+        flag: "--schema",
+        env: "SKIPLOCK_SCHEMA",
+        key: "schema",
+        default: DEFAULT_SCHEMA,
+    };
+    const REDIS_PREFIX: Named = Named {
+        flag: "--redis-prefix",
+        env: "SKIPLOCK_REDIS_PREFIX",
+        key: "redis_prefix",
+        default: DEFAULT_REDIS_PREFIX,
+    };
+}
+
+/// The flag's (or environment's) value, else the file's. A blank one is refused rather than
+/// taken as "unset": the default would put tables or keys somewhere the user did not ask
+/// for, perhaps beside another deployment's.
+fn named(
+    n: Named,
+    flag: &Option<String>,
+    file: &Option<String>,
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<Option<String>> {
+    let hint = format!(
+        "give a name, or leave it unset for the default {:?}",
+        n.default
+    );
+    match (flag, file) {
+        (Some(v), _) if v.trim().is_empty() => {
+            bail!("{} (or {}) is empty: {hint}", n.flag, n.env)
+        }
+        (Some(v), _) => Ok(Some(v.clone())),
+        (None, Some(v)) if v.trim().is_empty() => {
+            let path = path.map(|p| p.display().to_string()).unwrap_or_default();
+            bail!("{path}: `{}` is empty: {hint}", n.key)
+        }
+        (None, v) => Ok(v.clone()),
     }
 }
 

@@ -1,6 +1,7 @@
-//! `skiplock serve`: a worker node plus the HTTP API, dashboard and `/metrics`, until SIGINT
+//! `skiplock serve`: a node plus the HTTP API, dashboard and `/metrics`, until SIGINT
 //! or SIGTERM. Shutdown order: stop accepting requests and end event streams, let in-flight
-//! requests finish, then stop the workers (running jobs get the grace period).
+//! requests finish (within the grace period), then stop the workers (running jobs get the
+//! grace period). Connection limits and timeouts: [`crate::api::server`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,10 +13,10 @@ use tracing::{info, warn};
 
 use super::worker::shutdown_signal;
 use super::Settings;
+use crate::api::server::ServerConfig;
 use crate::api::{self, ApiConfig, ApiState};
 use crate::client::Client;
 use crate::metrics::Metrics;
-use crate::node::{Node, NodeConfig};
 
 /// Shorter tokens are accepted but warned about: they can be guessed.
 const WEAK_TOKEN_LEN: usize = 16;
@@ -28,26 +29,25 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer <token>` on /api/v1 (needed to bind a non-loopback address)
     #[arg(long, env = "SKIPLOCK_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
-    /// Runner tasks (concurrent jobs) on this node [default: 16]
-    #[arg(long, env = "SKIPLOCK_CONCURRENCY")]
-    pub concurrency: Option<usize>,
-    /// Jobs locked per transaction [default: 1]
-    #[arg(long, env = "SKIPLOCK_CHUNK_SIZE")]
-    pub chunk_size: Option<usize>,
     /// Largest request body in bytes; larger ones get 413 [default: 16777216]
     #[arg(long, env = "SKIPLOCK_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
     /// Most targets in one POST /api/v1/batches [default: 100000]
     #[arg(long, env = "SKIPLOCK_MAX_BATCH_TARGETS")]
     pub max_batch_targets: Option<usize>,
-    /// Do not create or upgrade tables on start.
-    #[arg(long)]
-    pub no_migrate: bool,
-    /// Seconds running jobs get to finish after SIGINT/SIGTERM before they are rolled back.
-    #[arg(long, default_value_t = 30)]
-    pub grace_secs: u64,
+    /// Most connections open at once; beyond it, new ones wait to be accepted [default: 1024]
+    #[arg(long, env = "SKIPLOCK_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Milliseconds a client has to send a request head; also closes idle keep-alive
+    /// connections [default: 10000]
+    #[arg(long, env = "SKIPLOCK_HEADER_TIMEOUT_MS")]
+    pub header_timeout_ms: Option<u64>,
+    /// Milliseconds a connection may stall on its client (a body that stopped arriving, a
+    /// response left unread) before it is closed [default: 60000]
+    #[arg(long, env = "SKIPLOCK_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
     #[command(flatten)]
-    pub timing: super::worker::TimingArgs,
+    pub node: super::worker::NodeArgs,
 }
 
 pub async fn run(s: &Settings, a: ServeArgs) -> anyhow::Result<()> {
@@ -67,27 +67,35 @@ pub async fn run(s: &Settings, a: ServeArgs) -> anyhow::Result<()> {
         config.max_batch_targets = n;
     }
     config.validate()?;
-    let mut wc = NodeConfig::default();
-    a.timing.apply(&mut wc)?;
-    wc.executor.concurrency = s.concurrency(a.concurrency);
-    wc.executor.chunk_size = s.chunk_size(a.chunk_size);
-    wc.executor.validate()?;
-    let registry = s.registry()?;
-
-    // One connection per worker task, plus room for maintenance and API requests.
-    let pool = wc.executor.concurrency as u32 + 8;
-    let store = s.store(pool, !a.no_migrate).await?;
-    let queue = s.queue().await?;
-    let bus = s.bus().await?;
-    let metrics = Arc::new(Metrics::default());
-    let worker = Node::builder(store.clone(), queue.clone())
-        .registry(registry.clone())
-        .events(bus.clone())
-        .metrics(metrics.clone())
-        .config(wc)
-        .start()
+    let mut server = ServerConfig {
+        drain: Duration::from_secs(a.node.grace_secs),
+        ..ServerConfig::default()
+    };
+    if let Some(n) = a.max_connections {
+        server.max_connections = n;
+    }
+    if let Some(ms) = a.header_timeout_ms {
+        server.header_timeout = Duration::from_millis(ms);
+    }
+    if let Some(ms) = a.idle_timeout_ms {
+        server.idle_timeout = Duration::from_millis(ms);
+    }
+    server.validate()?;
+    let plan = a.node.plan(s)?;
+    let grace = plan.grace;
+    let registry = plan.registry.clone();
+    // Listen before touching the database: a busy or forbidden address must fail the start
+    // before it migrates a schema or registers a node that will never serve.
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .context("cannot start the worker")?;
+        .with_context(|| format!("cannot listen on {addr}"))?;
+
+    // `/metrics` is open to anyone who can reach the server: label only the types this node
+    // runs, so made-up types cannot grow it.
+    let metrics = Arc::new(Metrics::with_known_types(registry.types()));
+    // Room beyond the runners' connections for maintenance and API requests.
+    let started = plan.start(s, 8, metrics.clone()).await?;
+    let (worker, store, queue, bus) = (started.node, started.store, started.queue, started.bus);
 
     let stop = CancellationToken::new();
     let state = ApiState::build(
@@ -99,31 +107,26 @@ pub async fn run(s: &Settings, a: ServeArgs) -> anyhow::Result<()> {
         config,
         stop.clone(),
     );
-    let listener = match tokio::net::TcpListener::bind(addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            worker.shutdown(Duration::from_secs(a.grace_secs)).await;
-            return Err(e).with_context(|| format!("cannot listen on {addr}"));
-        }
-    };
     let local = listener.local_addr()?;
     // On stdout, so that a script (or a test) that asked for port 0 learns the port.
     println!("listening on http://{local}");
     info!(%local, "serving the API at /api/v1 and the dashboard at /");
 
-    let server = axum::serve(listener, api::app(state)).with_graceful_shutdown({
-        let stop = stop.clone();
-        async move {
-            if let Err(e) = shutdown_signal().await {
-                warn!(error = %e, "cannot listen for signals; shutting down");
-            }
-            info!("shutting down: draining requests, then finishing running jobs");
-            stop.cancel();
+    // The same token ends event streams (through the state) and stops the accept loop.
+    let signal = async {
+        if let Err(e) = shutdown_signal().await {
+            warn!(error = %e, "cannot listen for signals; shutting down");
         }
-    });
-    let served = server.await;
-    worker.shutdown(Duration::from_secs(a.grace_secs)).await;
-    served.context("the HTTP server failed")
+        info!("shutting down: draining requests, then finishing running jobs");
+        stop.cancel();
+    };
+    let app = api::app(state);
+    tokio::join!(
+        signal,
+        api::server::serve(listener, app, server, stop.clone())
+    );
+    worker.shutdown(grace).await;
+    Ok(())
 }
 
 /// The first address `bind` names (`host:port`, names resolved).

@@ -10,12 +10,10 @@ use chrono::{DateTime, Utc};
 use super::Settings;
 use crate::client::Client;
 use crate::error::Error;
-use crate::job::NewJob;
+use crate::job::{validate_target, NewJob, MAX_TARGET_BYTES};
 use crate::queue::memory::MemoryQueue;
 use crate::store::BatchOptions;
 
-/// Largest accepted target: jobs carry references to data, not the data itself.
-pub const MAX_TARGET_BYTES: usize = 1024 * 1024;
 /// Most targets one `submit` takes: a bigger load belongs in several batches.
 pub const MAX_TARGETS: usize = 5_000_000;
 
@@ -118,14 +116,12 @@ fn is_config_error(e: &anyhow::Error) -> bool {
         .any(|c| matches!(c.downcast_ref::<Error>(), Some(Error::Config(_))))
 }
 
+/// One `--target`: valid JSON that the model accepts (size, no NUL), checked here so that a
+/// bad one is named by its position before anything reaches the database.
 fn parse_target(t: &str) -> anyhow::Result<serde_json::Value> {
-    if t.len() > MAX_TARGET_BYTES {
-        bail!(
-            "target is {} bytes; the limit is {MAX_TARGET_BYTES}",
-            t.len()
-        );
-    }
-    serde_json::from_str(t).context("not valid JSON")
+    let v = serde_json::from_str(t).context("not valid JSON")?;
+    validate_target(&v).map_err(anyhow::Error::msg)?;
+    Ok(v)
 }
 
 /// Reads JSON Lines; blank lines are skipped, anything else must parse. Errors name the line.
@@ -138,7 +134,9 @@ pub fn read_targets(path: &PathBuf) -> anyhow::Result<Vec<serde_json::Value>> {
         Box::new(BufReader::new(f))
     };
     let mut out = Vec::new();
-    // Read at most one byte past the limit per line, so a line without end cannot exhaust memory.
+    // Read at most one byte past the limit per line, so a line without end cannot exhaust
+    // memory. The line's length only bounds the reading: the model's limit is on the parsed
+    // target as compact JSON, which `validate_target` checks below.
     let mut line = Vec::new();
     let mut n = 0usize;
     loop {
@@ -165,6 +163,9 @@ pub fn read_targets(path: &PathBuf) -> anyhow::Result<Vec<serde_json::Value>> {
         }
         let v = serde_json::from_str(text)
             .with_context(|| format!("{}:{n}: not valid JSON", path.display()))?;
+        if let Err(e) = validate_target(&v) {
+            bail!("{}:{n}: {e}", path.display());
+        }
         out.push(v);
         if out.len() > MAX_TARGETS {
             bail!(

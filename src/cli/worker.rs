@@ -1,14 +1,28 @@
-//! `skiplock worker`: workers and maintenance until SIGINT or SIGTERM.
+//! `skiplock worker`: a node (its runners and maintenance) until SIGINT or SIGTERM. The node's
+//! flags and its assembly are shared with `serve`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 
 use super::Settings;
+use crate::events::EventBus;
+use crate::metrics::Metrics;
 use crate::node::{Node, NodeConfig};
+use crate::processor::Registry;
+use crate::queue::Queue;
+use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// The flags of a node, shared by `worker` and `serve`.
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
     /// Runner tasks (concurrent jobs) on this node [default: 16]
     #[arg(long, env = "SKIPLOCK_CONCURRENCY")]
     pub concurrency: Option<usize>,
@@ -18,7 +32,8 @@ pub struct WorkerArgs {
     /// Do not create or upgrade tables on start.
     #[arg(long)]
     pub no_migrate: bool,
-    /// Seconds running jobs get to finish after SIGINT/SIGTERM before they are rolled back.
+    /// Seconds running jobs (and, for `serve`, requests in flight first) get to finish after
+    /// SIGINT/SIGTERM before they are cut off; cut-off jobs roll back and stay pending.
     #[arg(long, default_value_t = 30)]
     pub grace_secs: u64,
     #[command(flatten)]
@@ -73,40 +88,78 @@ impl TimingArgs {
 }
 
 pub async fn run(s: &Settings, a: WorkerArgs) -> anyhow::Result<()> {
-    let worker = start(s, a.concurrency, a.chunk_size, !a.no_migrate, &a.timing).await?;
+    let plan = a.node.plan(s)?;
+    let grace = plan.grace;
+    let metrics = Arc::new(Metrics::with_known_types(plan.registry.types()));
+    let started = plan.start(s, 4, metrics).await?;
     shutdown_signal().await?;
     tracing::info!("shutting down: finishing running jobs");
-    worker.shutdown(Duration::from_secs(a.grace_secs)).await;
+    started.node.shutdown(grace).await;
     Ok(())
 }
 
-/// Starts a node from the settings (shared with `serve` and `demo`, which may pass
-/// `&TimingArgs::default()` or flatten [`TimingArgs`] into their own flags).
-pub async fn start(
-    s: &Settings,
-    concurrency: Option<usize>,
-    chunk: Option<usize>,
-    migrate: bool,
-    timing: &TimingArgs,
-) -> anyhow::Result<Node> {
-    let mut config = NodeConfig::default();
-    timing.apply(&mut config)?;
-    config.executor.concurrency = s.concurrency(concurrency);
-    config.executor.chunk_size = s.chunk_size(chunk);
-    config.executor.validate()?;
-    let registry = s.registry()?;
-    // One connection per worker task plus room for heartbeats, the reconciler and the API.
-    let pool = config.executor.concurrency as u32 + 4;
-    let store = s.store(pool, migrate).await?;
-    let queue = s.queue().await?;
-    let bus = s.bus().await?;
-    Node::builder(store, queue)
-        .registry(registry)
-        .events(bus)
-        .config(config)
-        .start()
-        .await
-        .context("cannot start the worker")
+/// A node's settings, validated before anything touches the database.
+pub struct NodePlan {
+    pub config: NodeConfig,
+    pub registry: Registry,
+    pub migrate: bool,
+    pub grace: Duration,
+}
+
+/// A started node and what it was started on (`serve` hands these to the API).
+pub struct Started {
+    pub node: Node,
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
+    pub bus: Arc<dyn EventBus>,
+}
+
+impl NodeArgs {
+    /// Resolves flags, environment and config file into a plan, refusing anything wrong
+    /// (timings, concurrency, a broken `[types]` entry) before a connection is opened.
+    pub fn plan(&self, s: &Settings) -> anyhow::Result<NodePlan> {
+        let mut config = NodeConfig::default();
+        self.timing.apply(&mut config)?;
+        config.executor.concurrency = s.concurrency(self.concurrency);
+        config.executor.chunk_size = s.chunk_size(self.chunk_size);
+        config.executor.validate()?;
+        Ok(NodePlan {
+            config,
+            registry: s.registry()?,
+            migrate: !self.no_migrate,
+            grace: Duration::from_secs(self.grace_secs),
+        })
+    }
+}
+
+impl NodePlan {
+    /// Opens the store (one connection per runner plus `extra`), the queue and the event bus,
+    /// and starts the node.
+    pub async fn start(
+        self,
+        s: &Settings,
+        extra: u32,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Started> {
+        let pool = self.config.executor.concurrency as u32 + extra;
+        let store = s.store(pool, self.migrate).await?;
+        let queue = s.queue().await?;
+        let bus = s.bus().await?;
+        let node = Node::builder(store.clone(), queue.clone())
+            .registry(self.registry)
+            .events(bus.clone())
+            .metrics(metrics)
+            .config(self.config)
+            .start()
+            .await
+            .context("cannot start the node")?;
+        Ok(Started {
+            node,
+            store,
+            queue,
+            bus,
+        })
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -1,7 +1,12 @@
 //! Config-defined `command` types: run a program with the job's target (JSON) on stdin; exit
 //! status 0 is success. The program is executed directly with its fixed arguments, never
 //! through a shell, and the target only ever travels on stdin: no target can become a command.
-//! On timeout the executor drops this future, and `kill_on_drop` kills the child.
+//!
+//! A job's processes do not outlive it. On Unix the program starts in a process group of its
+//! own, and that whole group is killed when the program exits (whatever it left running in
+//! the background would otherwise hold its stderr open and keep the job waiting) and when the
+//! job times out (the executor drops this future; killing only the direct child would leave
+//! its children running, unsupervised, for as long as they like).
 
 use std::process::Stdio;
 
@@ -48,7 +53,8 @@ impl Processor for CommandProcessor {
     async fn process(&self, job: &Job, _tx: &mut JobTx<'_>) -> Result<(), ProcessError> {
         let input = serde_json::to_vec(&job.target)
             .map_err(|e| ProcessError::fatal(format!("cannot encode the target: {e}")))?;
-        let mut child = Command::new(&self.program)
+        let mut command = Command::new(&self.program);
+        command
             .args(&self.args)
             .env("SKIPLOCK_JOB_ID", job.id.to_string())
             .env("SKIPLOCK_JOB_TYPE", &job.job_type)
@@ -56,9 +62,15 @@ impl Processor for CommandProcessor {
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        // Its own group (ID = its PID), so that the group can be killed without touching ours.
+        #[cfg(unix)]
+        command.process_group(0);
+        let mut child = command
             .spawn()
             .map_err(|e| ProcessError::retry(format!("cannot start {}: {e}", self.program)))?;
+        // Declared after `child`, so dropped before it: on timeout the group goes first.
+        let mut group = group::Guard::of(&child);
         let mut stdin = child.stdin.take();
         let stderr = child.stderr.take();
         // Feed stdin, drain stderr and wait at once: a program that writes a lot of stderr
@@ -72,7 +84,14 @@ impl Processor for CommandProcessor {
             }
             drop(stdin);
         };
-        let (_, excerpt, status) = tokio::join!(feed, read_excerpt(stderr), child.wait());
+        let wait = async {
+            let status = child.wait().await;
+            // The program is done; whatever it started is killed now, which also closes
+            // their copies of stderr so that the excerpt can end.
+            group.kill();
+            status
+        };
+        let (_, excerpt, status) = tokio::join!(feed, read_excerpt(stderr), wait);
         let status = status.map_err(|e| {
             ProcessError::retry(format!("waiting for {} failed: {e}", self.program))
         })?;
@@ -83,6 +102,54 @@ impl Processor for CommandProcessor {
             "{} exited with {status}: {excerpt}",
             self.program
         )))
+    }
+}
+
+/// The process group of a spawned program, killed when [`group::Guard::kill`] is called or
+/// the guard is dropped (a timeout drops the whole future).
+#[cfg(unix)]
+mod group {
+    use rustix::process::{kill_process_group, Pid, Signal};
+
+    pub struct Guard(Option<Pid>);
+
+    impl Guard {
+        /// The group `child` leads (it was spawned with `process_group(0)`).
+        pub fn of(child: &tokio::process::Child) -> Guard {
+            // No PID means the child was already reaped: nothing of it is left to kill.
+            // `from_raw` refuses 0 and negatives; PID 1 is never our child.
+            let pid = child.id().and_then(|id| i32::try_from(id).ok());
+            Guard(pid.filter(|p| *p > 1).and_then(Pid::from_raw))
+        }
+
+        /// Kills every process left in the group, once. The group's ID cannot be reused while
+        /// any member lives, so this reaches only what the program started; a group already
+        /// empty answers "no such process", which is the outcome wanted.
+        pub fn kill(&mut self) {
+            if let Some(pgid) = self.0.take() {
+                let _ = kill_process_group(pgid, Signal::KILL);
+            }
+        }
+    }
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.kill();
+        }
+    }
+}
+
+/// Elsewhere there are no process groups to kill; `kill_on_drop` still ends the program.
+#[cfg(not(unix))]
+mod group {
+    pub struct Guard;
+
+    impl Guard {
+        pub fn of(_: &tokio::process::Child) -> Guard {
+            Guard
+        }
+
+        pub fn kill(&mut self) {}
     }
 }
 

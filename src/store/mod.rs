@@ -387,12 +387,20 @@ async fn why_not(store: &dyn Store, id: Uuid, rule: &str) -> Error {
     }
 }
 
-/// Checks a batch's type and options before anything is written; returns its max attempts.
-pub(crate) fn batch_max_attempts(job_type: &str, opts: &BatchOptions) -> Result<i32> {
+/// Checks a batch's type, options and targets before anything is written; returns its max
+/// attempts.
+pub(crate) fn validate_batch(
+    job_type: &str,
+    targets: &[serde_json::Value],
+    opts: &BatchOptions,
+) -> Result<i32> {
     let probe = NewJob {
         max_attempts: opts.max_attempts,
         ..NewJob::new(job_type, serde_json::Value::Null)
     };
     probe.validate().map_err(Error::Invalid)?;
+    for (i, t) in targets.iter().enumerate() {
+        crate::job::validate_target(t).map_err(|e| Error::Invalid(format!("targets[{i}]: {e}")))?;
+    }
     Ok(probe.attempts_allowed())
 }

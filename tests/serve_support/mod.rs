@@ -20,11 +20,17 @@ pub struct Served {
 /// Starts `skiplock serve --bind 127.0.0.1:0` on the test's schema with `extra` flags and
 /// waits for the line that names the port.
 pub async fn serve(db: &TestStore, extra: &[&str]) -> Served {
+    serve_env(db, extra, &[]).await
+}
+
+/// [`serve`] with extra environment variables (settings given the way a deployment would).
+pub async fn serve_env(db: &TestStore, extra: &[&str], env: &[(&str, &str)]) -> Served {
     let mut child = Command::new(bin())
         .args(db.cli_args())
         .args(["serve", "--bind", "127.0.0.1:0", "--concurrency", "4"])
         .args(extra)
         .env("SKIPLOCK_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -47,6 +53,16 @@ pub async fn serve(db: &TestStore, extra: &[&str]) -> Served {
 }
 
 impl Served {
+    /// The server's process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap()
+    }
+
+    /// `127.0.0.1:PORT`, for raw sockets.
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
     /// SIGTERM, then the exit status (within `within`).
     pub async fn terminate(mut self, within: Duration) -> std::process::ExitStatus {
         let pid = self.child.id().unwrap().to_string();

@@ -17,7 +17,7 @@ use sqlx::{Connection as _, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::{
-    batch_max_attempts, validate_schema, BatchOptions, JobFilter, NodeBeat, Outcome, Slot, Store,
+    validate_batch, validate_schema, BatchOptions, JobFilter, NodeBeat, Outcome, Slot, Store,
     INSERT_CHUNK,
 };
 use crate::error::{Error, Result};
@@ -216,7 +216,7 @@ impl Store for PgStore {
         targets: Vec<serde_json::Value>,
         opts: BatchOptions,
     ) -> Result<Submitted> {
-        let max_attempts = batch_max_attempts(job_type, &opts)?;
+        let max_attempts = validate_batch(job_type, &targets, &opts)?;
         let batch_id = Uuid::now_v7();
         let mut tx = self.pool.begin().await?;
         sqlx::query(&self.sql.insert_batch_row)

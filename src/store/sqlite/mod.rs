@@ -42,7 +42,7 @@ use uuid::Uuid;
 
 use self::rows::{batch_from_row, fmt_time, job_from_row, modifier, node_from_row};
 use super::{
-    batch_max_attempts, BatchOptions, JobFilter, NodeBeat, Outcome, Slot, Store, INSERT_CHUNK,
+    validate_batch, BatchOptions, JobFilter, NodeBeat, Outcome, Slot, Store, INSERT_CHUNK,
 };
 use crate::error::{Error, Result};
 use crate::job::{Due, Job, JobStatus, NewJob, Submitted};
@@ -256,7 +256,7 @@ impl Store for SqliteStore {
         targets: Vec<serde_json::Value>,
         opts: BatchOptions,
     ) -> Result<Submitted> {
-        let max_attempts = batch_max_attempts(job_type, &opts)?;
+        let max_attempts = validate_batch(job_type, &targets, &opts)?;
         let batch_id = Uuid::now_v7();
         let mut w = self.write().await?;
         let ids = self

@@ -7,9 +7,17 @@ pub enum Error {
     /// The database refused or the connection failed. Usually transient.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    /// The queue backend (Redis) failed. Transient: the database still holds every job.
+    /// The queue backend failed. Transient: the database still holds every job.
     #[error("queue error: {0}")]
     Queue(String),
+    /// Redis (the queue or the event bus) failed while `doing` something. Transient: the
+    /// database still holds every job.
+    #[error("Redis error ({doing}): {source}")]
+    Redis {
+        doing: &'static str,
+        #[source]
+        source: redis::RedisError,
+    },
     /// The caller's input is wrong; the message says how.
     #[error("{0}")]
     Invalid(String),
@@ -25,8 +33,11 @@ pub enum Error {
 }
 
 impl From<redis::RedisError> for Error {
-    fn from(e: redis::RedisError) -> Self {
-        Error::Queue(e.to_string())
+    fn from(source: redis::RedisError) -> Self {
+        Error::Redis {
+            doing: "talking to Redis",
+            source,
+        }
     }
 }
 

@@ -41,6 +41,7 @@ pub mod node;
 pub mod node_state;
 pub mod processor;
 pub mod queue;
+mod redis_conn;
 pub mod report;
 pub mod store;
 

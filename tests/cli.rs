@@ -363,6 +363,17 @@ async fn bad_configs_flags_and_urls_fail_fast_with_a_clear_line() {
         &["--config", &noproc, "worker"],
         "[types.orphan]: no processor",
     );
+    // submit and status refuse a broken [types] entry as worker does, rather than guessing.
+    must_fail(
+        &ts,
+        &["--config", &noproc, "submit", "orphan", "--target", "{}"],
+        "[types.orphan]: no processor",
+    );
+    must_fail(
+        &ts,
+        &["--config", &noproc, "status"],
+        "[types.orphan]: no processor",
+    );
     let dup = p("dup.toml", "[types.noop]\nsql = [\"select 1\"]\n");
     must_fail(&ts, &["--config", &dup, "worker"], "already registered");
     let inject = p("inject.toml", "schema = \"x; DROP TABLE y\"\n");
@@ -417,6 +428,22 @@ async fn bad_configs_flags_and_urls_fail_fast_with_a_clear_line() {
         err.contains("cannot open the database") && !err.contains("secret"),
         "{err}"
     );
+    // Nothing listens there: the real reason, at once, not a pool timing out half a minute
+    // later.
+    let started = std::time::Instant::now();
+    let out = Command::new(common::bin())
+        .args([
+            "--database-url",
+            "postgres://postgres@127.0.0.1:1/x",
+            "status",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.to_lowercase().contains("connection refused"), "{err}");
+    assert!(!err.contains("pool timed out"), "{err}");
+    println!("unreachable database reported in {:?}", started.elapsed());
     must_fail(&ts, &["jobs", "show", "not-a-uuid"], "invalid value");
     must_fail(
         &ts,

@@ -317,7 +317,47 @@ async fn graceful_shutdown_rolls_back_what_cannot_finish(b: Backend) {
         .is_empty());
 }
 
+/// A type's policy reaches every job created through a client, whichever way: one job, many,
+/// a batch; a job that says otherwise keeps its own.
+async fn the_types_policy_applies_on_every_insert_path(b: Backend) {
+    let ts = TestStore::new(b).await;
+    let mut reg = Registry::with_builtins();
+    reg.set_options("noop", quick(7)).unwrap();
+    let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::default());
+    let client = Client::new(ts.store.clone(), queue).with_policy(reg.policy());
+    let one = client
+        .submit(NewJob::new("noop", serde_json::json!(1)))
+        .await
+        .unwrap();
+    let many = client
+        .submit_many(&[
+            NewJob::new("noop", serde_json::json!(2)),
+            NewJob::new("noop", serde_json::json!(3)).max_attempts(2),
+            NewJob::new("fail", serde_json::json!(4)),
+        ])
+        .await
+        .unwrap();
+    let batch = client
+        .submit_batch("noop", vec![serde_json::json!(5)], BatchOptions::default())
+        .await
+        .unwrap();
+    let attempts = |id| {
+        let store = ts.store.clone();
+        async move { store.job(id).await.unwrap().unwrap().max_attempts }
+    };
+    assert_eq!(attempts(one).await, 7);
+    assert_eq!(attempts(many[0]).await, 7);
+    assert_eq!(attempts(many[1]).await, 2, "a job's own setting wins");
+    assert_eq!(
+        attempts(many[2]).await,
+        3,
+        "another type keeps its own policy"
+    );
+    assert_eq!(attempts(batch.ids[0]).await, 7);
+}
+
 for_each_backend!(
+    the_types_policy_applies_on_every_insert_path,
     exactly_once_with_duplicate_ids,
     chunked_exactly_once,
     failing_processor_writes_roll_back_and_failure_is_recorded,

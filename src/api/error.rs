@@ -63,8 +63,8 @@ impl From<Error> for ApiError {
             Error::Invalid(m) => ApiError::bad_request(m),
             Error::NotFound(what) => ApiError::not_found(format!("{what} not found")),
             Error::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
-            Error::Queue(m) => {
-                tracing::error!(error = %m, "queue error while serving a request");
+            e @ (Error::Queue(_) | Error::Redis { .. }) => {
+                tracing::error!(error = %e, "queue error while serving a request");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the queue is unavailable")
             }
             Error::Database(e) => {

@@ -21,6 +21,9 @@ pub struct StatusArgs {
 }
 
 pub async fn run(s: &Settings, a: StatusArgs) -> anyhow::Result<()> {
+    // A broken `[types]` entry is refused here as `worker` refuses it: the file is wrong
+    // whichever command reads it.
+    s.registry()?;
     let store = s.store(2, false).await?;
     if let Some(id) = a.batch {
         let b = store

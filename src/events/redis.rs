@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use super::{Event, EventBus};
 use crate::error::{Error, Result};
-use crate::queue::redis::open;
+use crate::redis_conn::open;
 
 /// Time allowed to open a connection or get a reply: a Redis that does not answer is down.
 const TIMEOUT: Duration = Duration::from_secs(2);

@@ -179,7 +179,7 @@ async fn runner(ctx: Arc<Ctx>, stop: CancellationToken) {
             }
             Err(e) => {
                 // The jobs stay pending; the reconciler offers them again.
-                if !matches!(e, Error::Queue(_)) {
+                if !matches!(e, Error::Queue(_) | Error::Redis { .. }) {
                     if logged == 0 || logged.is_power_of_two() {
                         warn!(error = %e, errors = logged + 1, "runner error; retrying");
                     }

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::{AsyncCommands, AsyncConnectionConfig, Client};
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -26,6 +26,8 @@ use uuid::Uuid;
 use super::Queue;
 use crate::error::{Error, Result};
 use crate::job::Due;
+pub use crate::redis_conn::validate_prefix;
+use crate::redis_conn::{open, CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
 
 /// Key prefix used when none is configured.
 pub const DEFAULT_PREFIX: &str = "skiplock";
@@ -53,10 +55,6 @@ fn score(d: &Due) -> f64 {
     f64::from(i32::from(i16::MAX) - i32::from(d.priority)) * AGE_SPAN + ticks as f64
 }
 
-/// Time allowed to open a connection: a Redis that does not answer counts as down.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Time allowed for a non-blocking command's reply.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Blocking connections kept for reuse; more poppers than this open and close their own.
 const MAX_IDLE_BLOCKING: usize = 64;
 
@@ -74,31 +72,6 @@ pub struct RedisQueue {
     down: AtomicBool,
     /// The URL without a password, for log lines.
     shown_url: String,
-}
-
-/// Validates the prefix, opens a client and a reconnecting connection (shared by the queue
-/// and the event bus), so a wrong URL or a Redis that is down fails at start-up.
-pub(crate) async fn open(url: &str, prefix: &str) -> Result<(Client, ConnectionManager)> {
-    validate_prefix(prefix)?;
-    let client = Client::open(url).map_err(|e| Error::Config(format!("invalid Redis URL: {e}")))?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(CONNECT_TIMEOUT)
-        .set_response_timeout(RESPONSE_TIMEOUT)
-        // Few, quick reconnect attempts per call: while Redis is down a call should fail
-        // within seconds (the worker pauses and retries), not hang.
-        .set_number_of_retries(2)
-        .set_factor(100)
-        .set_max_delay(1_000);
-    let conn = client
-        .get_connection_manager_with_config(config)
-        .await
-        .map_err(|e| {
-            Error::Queue(format!(
-                "cannot reach Redis at {}: {e}",
-                crate::store::redact_url(url)
-            ))
-        })?;
-    Ok((client, conn))
 }
 
 impl RedisQueue {
@@ -138,7 +111,10 @@ impl RedisQueue {
                          retrying until it is back"
                     );
                 }
-                Err(Error::Queue(e.to_string()))
+                Err(Error::Redis {
+                    doing: "queue",
+                    source: e,
+                })
             }
         }
     }
@@ -247,22 +223,6 @@ fn parse_ids(raw: Vec<(String, f64)>) -> Vec<Uuid> {
     raw.into_iter()
         .filter_map(|(id, _)| Uuid::parse_str(&id).ok())
         .collect()
-}
-
-/// A prefix is spliced into key names: keep it to characters that read well in `redis-cli`.
-pub fn validate_prefix(prefix: &str) -> Result<()> {
-    let ok = !prefix.is_empty()
-        && prefix.len() <= 128
-        && prefix
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Config(format!(
-            "invalid Redis prefix {prefix:?}: use letters, digits, '_', '-', ':' or '.' (at most 128)"
-        )))
-    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,9 @@ use sqlx::{PgConnection, SqliteConnection};
 use crate::error::{Error, Result};
 use crate::job::Job;
 
+/// Rolls a job's writes back and drops its savepoint; the same SQL on both stores.
+pub(crate) const ROLLBACK_JOB: &str = "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job";
+
 /// One backend's side of a job's savepoint, implemented by each store's chunk transaction.
 #[async_trait]
 pub trait JobConn: Send {

@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub(crate) use jobtx::ROLLBACK_JOB;
 pub use jobtx::{check_statement, JobConn, JobTx};
 
 use crate::error::{Error, Result};

@@ -13,7 +13,7 @@ use super::rows::job_from_row;
 use super::sql::Statements;
 use super::{record_outcomes, PgStore};
 use crate::error::Result;
-use crate::store::{ChunkTx, CommitProbe, JobConn, Locked, Outcome, Slot};
+use crate::store::{ChunkTx, CommitProbe, JobConn, Locked, Outcome, Slot, ROLLBACK_JOB};
 use crate::Job;
 
 /// A runner's kept connection: a chunk costs no pool checkout and no release ping.
@@ -146,9 +146,7 @@ impl JobConn for PgChunk<'_> {
     }
 
     async fn rollback(&mut self) -> Result<()> {
-        (&mut *self.tx)
-            .execute("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")
-            .await?;
+        (&mut *self.tx).execute(ROLLBACK_JOB).await?;
         Ok(())
     }
 

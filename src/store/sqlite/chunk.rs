@@ -15,7 +15,7 @@ use super::rows::{ids_json, job_from_row};
 use super::{record_outcomes, sql, SqliteStore};
 use crate::error::Result;
 use crate::job::Job;
-use crate::store::{ChunkTx, CommitProbe, JobConn, Locked, Outcome, Slot};
+use crate::store::{ChunkTx, CommitProbe, JobConn, Locked, Outcome, Slot, ROLLBACK_JOB};
 
 /// How long after a job's time limit its running SQL statement is interrupted.
 const INTERRUPT_GRACE: Duration = Duration::from_millis(100);
@@ -191,9 +191,7 @@ impl JobConn for SqliteChunk<'_> {
 
     async fn rollback(&mut self) -> Result<()> {
         self.tx.lock_handle().await?.remove_progress_handler();
-        (&mut *self.tx)
-            .execute("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")
-            .await?;
+        (&mut *self.tx).execute(ROLLBACK_JOB).await?;
         Ok(())
     }
 

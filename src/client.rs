@@ -1,8 +1,10 @@
 //! Submitting jobs: insert (commit), then push the IDs that are due to the queue. A push that
 //! fails after the commit loses nothing: the reconciler finds the jobs in the database.
 //!
-//! Every way a job is created (the library, `skiplock submit`, the HTTP API) goes through a
-//! [`Client`], which gives a job that does not say otherwise its type's policy.
+//! A job that does not set `max_attempts` takes its type's policy in the insert statement
+//! itself (from `job_types`, which nodes publish from their registry; see
+//! [`crate::Store::publish_policy`]): one rule for the library, the CLI, the API and the SQL
+//! functions alike.
 
 use std::sync::Arc;
 
@@ -12,7 +14,6 @@ use uuid::Uuid;
 
 use crate::error::Result;
 use crate::job::{Due, NewJob, Submitted};
-use crate::processor::Policy;
 use crate::queue::Queue;
 use crate::store::postgres::PgStore;
 use crate::store::{BatchOptions, Store};
@@ -23,8 +24,6 @@ use crate::store::{BatchOptions, Store};
 pub struct Client<S: ?Sized = dyn Store> {
     store: Arc<S>,
     queue: Arc<dyn Queue>,
-    /// The types' `max_attempts` and other options, applied to jobs that do not say.
-    policy: Arc<Policy>,
 }
 
 impl<S: ?Sized> Clone for Client<S> {
@@ -32,26 +31,13 @@ impl<S: ?Sized> Clone for Client<S> {
         Client {
             store: self.store.clone(),
             queue: self.queue.clone(),
-            policy: self.policy.clone(),
         }
     }
 }
 
 impl<S: Store + ?Sized> Client<S> {
-    /// A client with the default policy (3 attempts) for every type; see
-    /// [`Client::with_policy`].
     pub fn new(store: Arc<S>, queue: Arc<dyn Queue>) -> Self {
-        Client {
-            store,
-            queue,
-            policy: Arc::new(Policy::default()),
-        }
-    }
-
-    /// Gives new jobs their type's options (from [`crate::Registry::policy`]).
-    pub fn with_policy(mut self, policy: Policy) -> Self {
-        self.policy = Arc::new(policy);
-        self
+        Client { store, queue }
     }
 
     pub fn store(&self) -> &Arc<S> {
@@ -62,16 +48,6 @@ impl<S: Store + ?Sized> Client<S> {
         &self.queue
     }
 
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
-    /// The job as it will be stored: its type's policy where it did not say.
-    fn prepared(&self, mut job: NewJob) -> NewJob {
-        job.max_attempts = Some(self.policy.max_attempts(&job.job_type, job.max_attempts));
-        job
-    }
-
     /// Inserts one job and queues it if due.
     pub async fn submit(&self, job: NewJob) -> Result<Uuid> {
         let ids = self.submit_many(std::slice::from_ref(&job)).await?;
@@ -80,9 +56,8 @@ impl<S: Store + ?Sized> Client<S> {
 
     /// Inserts jobs of mixed types in one transaction and queues those due.
     pub async fn submit_many(&self, jobs: &[NewJob]) -> Result<Vec<Uuid>> {
-        let jobs: Vec<NewJob> = jobs.iter().cloned().map(|j| self.prepared(j)).collect();
-        let ids = self.store.insert_jobs(&jobs).await?;
-        self.push(&due(&jobs, &ids)).await;
+        let ids = self.store.insert_jobs(jobs).await?;
+        self.push(&due(jobs, &ids)).await;
         Ok(ids)
     }
 
@@ -91,9 +66,8 @@ impl<S: Store + ?Sized> Client<S> {
         &self,
         job_type: &str,
         targets: Vec<serde_json::Value>,
-        mut opts: BatchOptions,
+        opts: BatchOptions,
     ) -> Result<Submitted> {
-        opts.max_attempts = Some(self.policy.max_attempts(job_type, opts.max_attempts));
         let due = opts.run_at.is_none_or(|t| t <= chrono::Utc::now());
         let priority = opts.priority;
         let sub = self.store.insert_batch(job_type, targets, opts).await?;
@@ -104,11 +78,13 @@ impl<S: Store + ?Sized> Client<S> {
         Ok(sub)
     }
 
-    /// Pushes committed job IDs to the queue, at priority 0. Never fails: a lost push only
-    /// delays the jobs until the reconciler's next pass.
+    /// Pushes committed job IDs to the queue, those pending and due, each with its own
+    /// priority. Never fails: a lost push only delays the jobs until a runner claims them.
     pub async fn notify(&self, ids: &[Uuid]) {
-        let due: Vec<Due> = ids.iter().map(|&id| Due { id, priority: 0 }).collect();
-        self.push(&due).await;
+        match self.store.due_among(ids).await {
+            Ok(due) => self.push(&due).await,
+            Err(e) => warn!(error = %e, "cannot look up jobs to queue; runners will claim them"),
+        }
     }
 
     async fn push(&self, due: &[Due]) {
@@ -127,7 +103,6 @@ impl<S: Store> Client<S> {
         Client {
             store: self.store,
             queue: self.queue,
-            policy: self.policy,
         }
     }
 }
@@ -137,8 +112,7 @@ impl Client<PgStore> {
     /// the jobs commit together. After committing, pass the IDs to [`Client::notify`] (or let
     /// the reconciler find them within its interval).
     pub async fn enqueue_in(&self, conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Vec<Uuid>> {
-        let jobs: Vec<NewJob> = jobs.iter().cloned().map(|j| self.prepared(j)).collect();
-        self.store.insert_jobs_in(conn, &jobs).await
+        self.store.insert_jobs_in(conn, jobs).await
     }
 }
 

@@ -94,6 +94,9 @@ impl NodeBuilder {
             c.pruner,
         )?);
         heartbeat.run_once().await?;
+        // Every insert path (this process's, other processes', SQL's) applies the types'
+        // policy from the database, so the node publishes its own at start.
+        self.store.publish_policy(&self.registry.policy()).await?;
 
         let stop = CancellationToken::new();
         let mut services = JoinSet::new();
@@ -132,7 +135,8 @@ impl NodeBuilder {
             self.metrics.clone(),
             self.bus.clone(),
             c.executor.clone(),
-        )?;
+        )
+        .await?;
         info!(
             node = %node.id,
             store = self.store.backend(),

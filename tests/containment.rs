@@ -91,7 +91,8 @@ async fn run_chunk_with(
     reg.register("culprit", culprit, options(max_attempts))
         .unwrap();
     let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::default());
-    let client = Client::new(ts.store.clone(), queue.clone()).with_policy(reg.policy());
+    ts.store.publish_policy(&reg.policy()).await.unwrap();
+    let client = Client::new(ts.store.clone(), queue.clone());
     let mut jobs: Vec<NewJob> = (0..4)
         .map(|i| NewJob::new("effect", json!({ "before": i })).priority(10))
         .collect();
@@ -246,7 +247,8 @@ async fn an_error_with_a_nul_byte_is_recorded(b: Backend) {
         .start()
         .await
         .unwrap();
-    let client = Client::new(ts.store.clone(), queue).with_policy(reg.policy());
+    ts.store.publish_policy(&reg.policy()).await.unwrap();
+    let client = Client::new(ts.store.clone(), queue);
     let ids = client
         .submit_many(&[NewJob::new("nul", json!(1)), NewJob::new("noop", json!(2))])
         .await
@@ -291,7 +293,8 @@ async fn a_timeout_is_charged_on_every_attempt(b: Backend) {
         .start()
         .await
         .unwrap();
-    let client = Client::new(ts.store.clone(), queue).with_policy(reg.policy());
+    ts.store.publish_policy(&reg.policy()).await.unwrap();
+    let client = Client::new(ts.store.clone(), queue);
     let id = client.submit(NewJob::new("slow", json!({}))).await.unwrap();
     let finished = ts.wait_all_finished(Duration::from_secs(30)).await;
     node.shutdown(Duration::from_secs(5)).await;
@@ -359,7 +362,8 @@ async fn session_settings_and_roles_do_not_leak_into_the_next_job() {
     )
     .unwrap();
     let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::default());
-    let client = Client::new(ts.store.clone(), queue.clone()).with_policy(reg.policy());
+    ts.store.publish_policy(&reg.policy()).await.unwrap();
+    let client = Client::new(ts.store.clone(), queue.clone());
     // One runner, one job per chunk: every job after a leak reuses its connection.
     let mut jobs = Vec::new();
     for (t, _) in &leaks {

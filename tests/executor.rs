@@ -324,7 +324,8 @@ async fn the_types_policy_applies_on_every_insert_path(b: Backend) {
     let mut reg = Registry::with_builtins();
     reg.set_options("noop", quick(7)).unwrap();
     let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::default());
-    let client = Client::new(ts.store.clone(), queue).with_policy(reg.policy());
+    ts.store.publish_policy(&reg.policy()).await.unwrap();
+    let client = Client::new(ts.store.clone(), queue);
     let one = client
         .submit(NewJob::new("noop", serde_json::json!(1)))
         .await

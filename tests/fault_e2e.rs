@@ -1,8 +1,9 @@
-//! End to end: three `skiplock worker` processes over one PostgreSQL schema and one Redis run
-//! 20,000 `sql` jobs that each insert one effect row, while the test SIGKILLs and restarts
-//! nodes, flushes Redis, stops it for a while, and cuts every database connection of the
-//! nodes. At the end every job has succeeded and there is exactly one effect row per job.
-//! The effects table has no unique key, so a duplicate would be counted, not refused.
+//! End to end: three `skiplock worker` processes over one PostgreSQL schema (and one Redis,
+//! or none) run thousands of `sql` jobs that each insert one effect row, while the test
+//! SIGKILLs and restarts nodes, cuts every database connection of the nodes, and (with Redis)
+//! flushes Redis and stops it for a while. At the end every job has succeeded and there is
+//! exactly one effect row per job. The effects table has no unique key, so a duplicate would
+//! be counted, not refused.
 
 mod common;
 
@@ -151,6 +152,85 @@ async fn three_nodes_twenty_thousand_jobs_under_faults() {
     .await
     .unwrap();
     assert_eq!(orphans, 0);
+    for n in nodes.iter_mut() {
+        assert!(n.alive(), "a node died on its own: {}", n.log());
+    }
+}
+
+/// The same nodes on PostgreSQL alone: no Redis anywhere, the runners fed by claims and
+/// LISTEN/NOTIFY. Nodes are killed and restarted, and their connections cut (the listening
+/// one included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_on_postgres_alone_under_faults() {
+    const N: i64 = 10_000;
+    let ts = TestStore::new(Backend::Postgres).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = ClusterArgs::new(&ts, String::new());
+    c.config = Some(effect_setup(&ts, dir.path(), &[]).await);
+    let mut nodes: Vec<NodeProc> = (0..3)
+        .map(|i| NodeProc::start(dir.path(), &format!("n{i}"), c.worker(8, 10)))
+        .collect();
+    let pg = ts.pg.clone().unwrap();
+    let started = Instant::now();
+    // This client's queue is its own: the nodes learn of the jobs from the database.
+    let client = Client::new(
+        ts.store.clone(),
+        Arc::new(skiplock::queue::memory::MemoryQueue::default()),
+    );
+    let targets = (0..N).map(|i| serde_json::json!({ "i": i })).collect();
+    client
+        .submit_batch("effect", targets, BatchOptions::default())
+        .await
+        .unwrap();
+    let plan = [
+        (1_000, Fault::KillAndRestart(0)),
+        (3_000, Fault::CutConnections),
+        (5_000, Fault::KillAndRestart(1)),
+        (7_000, Fault::CutConnections),
+        (8_500, Fault::KillAndRestart(2)),
+    ];
+    for (at, fault) in plan {
+        let reached = wait_until(Duration::from_secs(120), || async {
+            status_counts(&pg, &ts.schema).await.1 >= at
+        })
+        .await;
+        assert!(reached, "stalled before {at}");
+        let t = Instant::now();
+        match &fault {
+            Fault::KillAndRestart(i) => {
+                nodes[*i].kill9();
+                nodes[*i].restart();
+            }
+            Fault::CutConnections => {
+                let n = cut_connections(&pg, &c.app).await;
+                assert!(n > 0, "no connection to cut");
+            }
+            _ => unreachable!(),
+        }
+        let before = status_counts(&pg, &ts.schema).await.1;
+        let moved = wait_until(Duration::from_secs(60), || async {
+            let done = status_counts(&pg, &ts.schema).await.1;
+            done > before || done == N
+        })
+        .await;
+        assert!(moved, "no progress after {fault:?}");
+        println!(
+            "{fault:?} at {at} jobs: progress again after {:?}",
+            t.elapsed()
+        );
+    }
+    let finished = wait_until(Duration::from_secs(120), || async {
+        status_counts(&pg, &ts.schema).await.1 == N
+    })
+    .await;
+    let counts = status_counts(&pg, &ts.schema).await;
+    assert!(finished, "(pending, succeeded, failed) = {counts:?}");
+    println!(
+        "all {N} jobs succeeded {:?} after submitting",
+        started.elapsed()
+    );
+    assert_eq!(counts, (0, N, 0));
+    assert_eq!(effect_counts(&pg, &ts.schema).await, (N, N));
     for n in nodes.iter_mut() {
         assert!(n.alive(), "a node died on its own: {}", n.log());
     }

@@ -31,7 +31,6 @@ use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::events::EventBus;
 use crate::metrics::Metrics;
-use crate::processor::Registry;
 
 /// Limits of the API, each with a default that suits a single service.
 #[derive(Debug, Clone)]
@@ -101,27 +100,25 @@ impl ApiState {
             client,
             bus,
             metrics,
-            Registry::with_builtins(),
             None,
             ApiConfig::default(),
             CancellationToken::new(),
         )
     }
 
-    /// Every part spelled out; [`ApiState::new`] fills the defaults. The registry's policy is
-    /// what new jobs get where a request does not say (their type's `max_attempts`).
+    /// Every part spelled out; [`ApiState::new`] fills the defaults. New jobs get their type's
+    /// policy in the database, where the node published it at start.
     pub fn build(
         client: Client,
         bus: Arc<dyn EventBus>,
         metrics: Arc<Metrics>,
-        registry: Registry,
         token: Option<String>,
         config: ApiConfig,
         shutdown: CancellationToken,
     ) -> Self {
         ApiState {
             inner: Arc::new(Inner {
-                client: client.with_policy(registry.policy()),
+                client,
                 bus,
                 metrics,
                 token: token.filter(|t| !t.is_empty()),

@@ -30,7 +30,13 @@ pub async fn measure(cfg: &BenchConfig) -> Result<f64> {
         .spawn()
         .map_err(|e| Error::Invalid(format!("cannot start a worker: {e}")))?;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !s.store.due_pending(1).await?.is_empty() && Instant::now() < deadline {
+    while !s
+        .store
+        .due_pending(1, Duration::from_secs(10))
+        .await?
+        .is_empty()
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let status =

@@ -61,7 +61,6 @@ pub async fn run(s: &Settings, a: DemoArgs) -> anyhow::Result<()> {
     config.executor.concurrency = a.concurrency;
     // Retries come due after their backoff; look for them often so the demo stays brisk.
     config.reconciler.interval = Duration::from_millis(200);
-    let policy = registry.policy();
     let worker = Node::builder(store.clone(), queue.clone())
         .registry(registry)
         .config(config)
@@ -69,7 +68,7 @@ pub async fn run(s: &Settings, a: DemoArgs) -> anyhow::Result<()> {
         .await
         .context("cannot start the demo's worker")?;
 
-    let client = Client::new(store.clone(), queue).with_policy(policy);
+    let client = Client::new(store.clone(), queue);
     let batches = submit_samples(&client).await?;
     let total = (QUICK_JOBS + SLOW_JOBS + FAILING_JOBS) as u64;
     println!(

@@ -102,7 +102,6 @@ pub async fn run(s: &Settings, a: ServeArgs) -> anyhow::Result<()> {
         Client::new(store, queue),
         bus,
         metrics,
-        registry,
         token,
         config,
         stop.clone(),

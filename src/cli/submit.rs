@@ -58,7 +58,7 @@ pub async fn run(s: &Settings, a: SubmitArgs) -> anyhow::Result<()> {
             .collect::<anyhow::Result<Vec<_>>>()?,
     };
     // A broken `[types]` entry is refused here as `worker` refuses it; its policy (the
-    // type's max_attempts) is what the client gives jobs that do not say.
+    // type's max_attempts) is published for the insert to apply to jobs that do not say.
     let policy = s.registry()?.policy();
     let store = s.store(4, true).await?;
     let queue = match s.queue().await {
@@ -71,7 +71,8 @@ pub async fn run(s: &Settings, a: SubmitArgs) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e),
     };
-    let client = Client::new(store, queue).with_policy(policy);
+    store.publish_policy(&policy).await?;
+    let client = Client::new(store, queue);
     if a.file.is_some() || a.batch.is_some() || a.wait {
         let n = targets.len();
         let sub = client

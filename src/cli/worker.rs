@@ -36,6 +36,14 @@ pub struct NodeArgs {
     /// SIGINT/SIGTERM before they are cut off; cut-off jobs roll back and stay pending.
     #[arg(long, default_value_t = 30)]
     pub grace_secs: u64,
+    /// Milliseconds an idle runner waits before it looks in the database anyway: the pickup
+    /// time when no notification arrives (and always with --no-listen) [default: 1000]
+    #[arg(long, env = "SKIPLOCK_POLL_MS")]
+    pub poll_ms: Option<u64>,
+    /// Do not LISTEN for new jobs (PostgreSQL behind PgBouncer in transaction mode): runners
+    /// find new work by polling every --poll-ms.
+    #[arg(long, env = "SKIPLOCK_NO_LISTEN")]
+    pub no_listen: bool,
     #[command(flatten)]
     pub timing: TimingArgs,
 }
@@ -122,6 +130,10 @@ impl NodeArgs {
         self.timing.apply(&mut config)?;
         config.executor.concurrency = s.concurrency(self.concurrency);
         config.executor.chunk_size = s.chunk_size(self.chunk_size);
+        if let Some(ms) = self.poll_ms {
+            config.executor.poll = Duration::from_millis(ms);
+        }
+        config.executor.listen = !self.no_listen;
         config.executor.validate()?;
         Ok(NodePlan {
             config,

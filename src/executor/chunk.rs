@@ -42,10 +42,18 @@ pub const MAX_ERROR_LEN: usize = 4096;
 /// the backstop for processors that are not waiting on SQL.
 const TIMER_GRACE: Duration = Duration::from_millis(250);
 
+/// Where a chunk's jobs come from.
+pub(super) enum Source<'a> {
+    /// IDs popped from the queue.
+    Ids(&'a [Uuid]),
+    /// Up to this many of the most urgent jobs, claimed from the store.
+    Claim(usize),
+}
+
 /// How a chunk ended.
 pub(super) enum Ran {
-    /// Its outcomes committed.
-    Done,
+    /// Its outcomes committed: this many jobs ran.
+    Done(usize),
     /// It was dropped: a job broke it (and was charged) or its outcomes could not be written.
     /// The slot's connection is suspect. `rest` are the IDs to run again, one chunk each if
     /// `alone`.
@@ -62,15 +70,21 @@ enum Step {
 /// Runs one chunk end to end. An `Err` means the transaction failed for reasons no job can be
 /// blamed for (connection lost, database down): nothing was written and every job in it is
 /// still pending.
-pub(super) async fn run(ctx: &Ctx, slot: &mut dyn Slot, ids: &[Uuid]) -> Result<Ran> {
-    let locked = slot.lock(ids).await?;
+pub(super) async fn run(ctx: &Ctx, slot: &mut dyn Slot, source: Source<'_>) -> Result<Ran> {
+    let locked = match source {
+        Source::Ids(ids) => {
+            let locked = slot.lock(ids).await?;
+            ctx.metrics
+                .dropped_ids
+                .fetch_add((ids.len() - locked.jobs.len()) as u64, Ordering::Relaxed);
+            locked
+        }
+        Source::Claim(max) => slot.claim(max).await?,
+    };
     let (jobs, mut tx) = (locked.jobs, locked.tx);
-    ctx.metrics
-        .dropped_ids
-        .fetch_add((ids.len() - jobs.len()) as u64, Ordering::Relaxed);
     if jobs.is_empty() {
         tx.finish(&[]).await?;
-        return Ok(Ran::Done);
+        return Ok(Ran::Done(0));
     }
     let _held = ctx.node.hold(jobs.iter().map(|j| j.id), &ctx.metrics);
     // Decided once per chunk: with nobody listening, no event is built at all.
@@ -98,7 +112,7 @@ pub(super) async fn run(ctx: &Ctx, slot: &mut dyn Slot, ids: &[Uuid]) -> Result<
     }
     // Committed: only now may anyone hear about it.
     settled(ctx, &jobs, &outcomes, &timings, listened);
-    Ok(Ran::Done)
+    Ok(Ran::Done(jobs.len()))
 }
 
 /// Job `i` broke the chunk's transaction. Learns whether it had committed the chunk, charges
@@ -184,6 +198,18 @@ async fn refused(ctx: &Ctx, jobs: &[Job], e: Error) -> Result<Ran> {
 
 /// Metrics, counters and events for outcomes that have committed.
 fn settled(ctx: &Ctx, jobs: &[Job], outcomes: &[Outcome], timings: &[Duration], listened: bool) {
+    // This node knows when its retries come due: it wakes a runner then, instead of waiting
+    // for the poll.
+    let first_retry = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Retry { delay, .. } => Some(*delay),
+            _ => None,
+        })
+        .min();
+    if let Some(d) = first_retry {
+        ctx.wake.at(tokio::time::Instant::now() + d);
+    }
     let statuses: Vec<EventStatus> = outcomes.iter().map(event_status).collect();
     ctx.metrics.record_many(
         jobs.iter()

@@ -4,6 +4,7 @@
 
 mod chunk;
 mod publisher;
+mod wake;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,8 +34,14 @@ pub struct ExecutorConfig {
     /// IDs popped and locked per transaction. 1 is the single-job flow; more means fewer
     /// commits and much higher throughput for short jobs. Default 1.
     pub chunk_size: usize,
-    /// How long an idle runner waits on the queue before checking for shutdown. Default 1 s.
-    pub pop_wait: Duration,
+    /// The fallback poll: how long an idle runner waits (on the queue, and for a wake-up from
+    /// the database) before it claims from the store anyway. Wake-ups make this rarely
+    /// matter; without them (LISTEN off) it is the pickup latency. Default 1 s.
+    pub poll: Duration,
+    /// Whether runners are woken by the store's own notifications (PostgreSQL LISTEN on the
+    /// schema's channel, SQLite's `data_version`). Off behind PgBouncer in transaction mode,
+    /// which cannot keep a session's LISTEN: runners then find new work by polling. Default on.
+    pub listen: bool,
     /// Pause after a store or queue error, so a database outage is not a busy loop; doubles
     /// while errors continue, up to 4x. Default 500 ms.
     pub error_pause: Duration,
@@ -45,7 +52,8 @@ impl Default for ExecutorConfig {
         ExecutorConfig {
             concurrency: 16,
             chunk_size: 1,
-            pop_wait: Duration::from_secs(1),
+            poll: Duration::from_secs(1),
+            listen: true,
             error_pause: Duration::from_millis(500),
         }
     }
@@ -62,6 +70,12 @@ impl ExecutorConfig {
             return Err(Error::Config(format!(
                 "concurrency must be between 1 and {MAX_CONCURRENCY}, got {}",
                 self.concurrency
+            )));
+        }
+        if self.poll.is_zero() || self.poll > Duration::from_secs(3600) {
+            return Err(Error::Config(format!(
+                "the poll interval must be between 1 ms and an hour, got {:?}",
+                self.poll
             )));
         }
         if !(1..=MAX_CHUNK).contains(&self.chunk_size) {
@@ -83,6 +97,7 @@ pub(crate) struct Ctx {
     pub metrics: Arc<Metrics>,
     pub config: ExecutorConfig,
     pub events: publisher::Sender,
+    pub wake: wake::Wakeups,
 }
 
 impl Ctx {
@@ -95,13 +110,16 @@ impl Ctx {
 pub struct Executor {
     runners: JoinSet<()>,
     publisher: JoinSet<()>,
+    /// The wake-up listener and alarm tasks; stopped with the runners.
+    waking: JoinSet<()>,
     stop: CancellationToken,
 }
 
 impl Executor {
-    /// Starts the runner tasks.
+    /// Starts the runner tasks, and the tasks that wake them when the database says work
+    /// arrived.
     #[allow(clippy::too_many_arguments)]
-    pub fn start(
+    pub async fn start(
         store: Arc<dyn Store>,
         queue: Arc<dyn Queue>,
         registry: Registry,
@@ -113,6 +131,14 @@ impl Executor {
         config.validate()?;
         let mut publisher = JoinSet::new();
         let events = publisher::spawn(&mut publisher, bus);
+        let stop = CancellationToken::new();
+        let mut waking = JoinSet::new();
+        let notices = if config.listen {
+            store.wakeups().await?
+        } else {
+            None
+        };
+        let wake = wake::Wakeups::start(&mut waking, stop.clone(), notices);
         let ctx = Arc::new(Ctx {
             store,
             queue,
@@ -121,8 +147,8 @@ impl Executor {
             metrics,
             config,
             events,
+            wake,
         });
-        let stop = CancellationToken::new();
         let mut runners = JoinSet::new();
         for _ in 0..ctx.config.concurrency {
             runners.spawn(runner(ctx.clone(), stop.clone()));
@@ -130,6 +156,7 @@ impl Executor {
         Ok(Executor {
             runners,
             publisher,
+            waking,
             stop,
         })
     }
@@ -148,29 +175,57 @@ impl Executor {
         }
         // Runners are gone, so every event sender is dropped: the publisher drains and ends.
         while self.publisher.join_next().await.is_some() {}
+        while self.waking.join_next().await.is_some() {}
     }
 }
 
 async fn runner(ctx: Arc<Ctx>, stop: CancellationToken) {
     let max = ctx.config.chunk_size;
+    let mut wake = ctx.wake.subscribe();
     // Consecutive failed rounds; drives the backoff and the sparse logging.
     let mut errors = 0u32;
     // Of those, database errors (the queue logs its own outages, once per outage).
     let mut logged = 0u32;
     // This task's slot at the store, kept across chunks and replaced after any error.
     let mut slot = None;
+    // Whether the last look found nothing, so the next one may wait.
+    let mut idle = false;
+    // While the queue is down (Redis unreachable), it is asked again only once per poll
+    // interval: each failed ask can take seconds, and the database path works meanwhile.
+    let mut queue_retry: Option<tokio::time::Instant> = None;
     while !stop.is_cancelled() {
-        let popped = tokio::select! {
-            r = ctx.queue.pop(max, ctx.config.pop_wait) => r,
-            _ = stop.cancelled() => break,
+        let ask_queue = queue_retry.is_none_or(|t| tokio::time::Instant::now() >= t);
+        // 1. The fast path: IDs pushed to the queue. Waits only when idle, and then also for
+        //    a wake-up from the database or the poll interval, whichever comes first.
+        let popped = match (idle, ask_queue) {
+            (false, true) => ctx.queue.pop(max, Duration::ZERO).await,
+            (true, true) => tokio::select! {
+                r = ctx.queue.pop(max, ctx.config.poll) => r,
+                _ = wake.changed() => Ok(Vec::new()),
+                _ = stop.cancelled() => break,
+            },
+            (false, false) => Ok(Vec::new()),
+            (true, false) => tokio::select! {
+                _ = tokio::time::sleep(ctx.config.poll) => Ok(Vec::new()),
+                _ = wake.changed() => Ok(Vec::new()),
+                _ = stop.cancelled() => break,
+            },
         };
+        // Seen: a wake-up from here on makes the next wait return at once.
+        wake.borrow_and_update();
+        if ask_queue {
+            queue_retry = popped
+                .is_err()
+                .then(|| tokio::time::Instant::now() + ctx.config.poll);
+        }
+        // 2. Nothing queued (or the queue is down): the database path.
         let result = match popped {
-            Ok(ids) if ids.is_empty() => Ok(()),
-            Ok(ids) => run_ids(&ctx, &mut slot, ids).await,
-            Err(e) => Err(e),
+            Ok(ids) if !ids.is_empty() => run_ids(&ctx, &mut slot, ids).await.map(|_| false),
+            _ => claim(&ctx, &mut slot).await.map(|n| n == 0),
         };
         match result {
-            Ok(()) => {
+            Ok(found_nothing) => {
+                idle = found_nothing;
                 if logged > 0 {
                     info!("runner recovered after {errors} failed rounds");
                 }
@@ -178,7 +233,7 @@ async fn runner(ctx: Arc<Ctx>, stop: CancellationToken) {
                 logged = 0;
             }
             Err(e) => {
-                // The jobs stay pending; the reconciler offers them again.
+                // The jobs stay pending; a claim or the reconciler finds them again.
                 if !matches!(e, Error::Queue(_) | Error::Redis { .. }) {
                     if logged == 0 || logged.is_power_of_two() {
                         warn!(error = %e, errors = logged + 1, "runner error; retrying");
@@ -186,7 +241,7 @@ async fn runner(ctx: Arc<Ctx>, stop: CancellationToken) {
                     logged += 1;
                 }
                 // Back off (error_pause, doubling, at most 4x) so that an outage of the
-                // database or Redis is not hammered by every runner task at once.
+                // database is not hammered by every runner task at once.
                 let pause = ctx.config.error_pause * (1 << errors.min(2));
                 errors = errors.saturating_add(1);
                 tokio::select! {
@@ -195,6 +250,46 @@ async fn runner(ctx: Arc<Ctx>, stop: CancellationToken) {
                 }
             }
         }
+    }
+}
+
+/// Claims a chunk straight from the store and runs it; returns how many jobs it ran.
+async fn claim(ctx: &Ctx, slot: &mut Option<Box<dyn Slot>>) -> Result<usize> {
+    let s = match slot {
+        Some(s) => s,
+        None => slot.insert(ctx.store.slot(&ctx.node.id).await?),
+    };
+    match chunk::run(ctx, s.as_mut(), chunk::Source::Claim(ctx.config.chunk_size)).await {
+        Ok(Ran::Done(n)) => Ok(n),
+        Ok(Ran::Broken { rest, alone }) => {
+            *slot = None;
+            let n = rest.len().max(1);
+            follow_up(ctx, slot, rest, alone).await?;
+            Ok(n)
+        }
+        Err(e) => {
+            *slot = None;
+            Err(e)
+        }
+    }
+}
+
+/// Runs what a broken chunk handed back: its chunk-mates together, or each job alone.
+async fn follow_up(
+    ctx: &Ctx,
+    slot: &mut Option<Box<dyn Slot>>,
+    rest: Vec<Uuid>,
+    alone: bool,
+) -> Result<()> {
+    if alone {
+        for id in rest {
+            run_ids(ctx, slot, vec![id]).await?;
+        }
+        Ok(())
+    } else if rest.is_empty() {
+        Ok(())
+    } else {
+        run_ids(ctx, slot, rest).await
     }
 }
 
@@ -208,8 +303,8 @@ async fn run_ids(ctx: &Ctx, slot: &mut Option<Box<dyn Slot>>, ids: Vec<Uuid>) ->
             Some(s) => s,
             None => slot.insert(ctx.store.slot(&ctx.node.id).await?),
         };
-        match chunk::run(ctx, s.as_mut(), &ids).await {
-            Ok(Ran::Done) => {}
+        match chunk::run(ctx, s.as_mut(), chunk::Source::Ids(&ids)).await {
+            Ok(Ran::Done(_)) => {}
             Ok(Ran::Broken { rest, alone }) => {
                 *slot = None;
                 if alone {

@@ -86,7 +86,10 @@ impl Reconciler {
 
     pub async fn run_once(&self) -> Result<Reconciled> {
         let rescued = self.store.rescue_abandoned(self.config.node_stale).await?;
-        let mut due = self.store.due_pending(self.config.limit).await?;
+        let mut due = self
+            .store
+            .due_pending(self.config.limit, self.config.node_stale)
+            .await?;
         let held = self.node.held();
         due.retain(|d| !held.contains(&d.id));
         let enqueued = self.queue.push(&due).await? as u64;

@@ -181,6 +181,13 @@ impl Policy {
     pub fn max_attempts(&self, job_type: &str, asked: Option<i32>) -> i32 {
         asked.unwrap_or_else(|| self.options(job_type).max_attempts)
     }
+
+    /// Each known type with its options, sorted by type.
+    pub fn types(&self) -> Vec<(&str, TypeOptions)> {
+        let mut v: Vec<_> = self.types.iter().map(|(t, o)| (t.as_str(), *o)).collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v
+    }
 }
 
 /// A registered processor with its policy.

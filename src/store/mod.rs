@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
 use uuid::Uuid;
 
 pub(crate) use jobtx::ROLLBACK_JOB;
@@ -22,6 +23,7 @@ pub use jobtx::{check_statement, JobConn, JobTx};
 
 use crate::error::{Error, Result};
 use crate::job::{Due, Job, JobStatus, NewJob, Submitted};
+use crate::processor::Policy;
 use crate::report::{BatchReport, NodeReport, StatusReport, Throughput, TypeCounts};
 
 /// Rows per bulk-insert statement: large enough to amortise round trips, small enough to
@@ -136,6 +138,22 @@ pub trait Slot: Send {
     /// then opens the chunk's transaction and locks those of `ids` that are pending and due,
     /// skipping rows another transaction holds. The chunk may hold fewer jobs than asked.
     async fn lock<'s>(&'s mut self, ids: &[Uuid]) -> Result<Locked<'s>>;
+
+    /// The database path to work: opens the chunk's transaction and locks up to `max` of the
+    /// most urgent pending, due jobs (highest priority, then oldest) that no other
+    /// transaction holds, then commits the intent record naming them (on a connection of its
+    /// own, before any processor runs). The queue is only a hint; this is how a runner finds
+    /// work that nobody pushed to it.
+    async fn claim<'s>(&'s mut self, max: usize) -> Result<Locked<'s>>;
+}
+
+/// Why a runner should look for work now, from the store's own notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// Something is (or may be) due now: new jobs, or notifications may have been missed.
+    Now,
+    /// The earliest job of an insert comes due at this time.
+    At(DateTime<Utc>),
 }
 
 /// Locked jobs, highest priority first, and the open transaction that holds their locks.
@@ -209,8 +227,22 @@ pub trait Store: Send + Sync + 'static {
     /// Waits for row locks (the broken chunk's are on their way out). Returns the rows changed.
     async fn settle(&self, outcomes: &[Outcome], node_id: &str) -> Result<u64>;
 
-    /// Pending jobs that are due, highest priority and oldest first: what the queue should hold.
-    async fn due_pending(&self, limit: i64) -> Result<Vec<Due>>;
+    /// Pending jobs that are due, highest priority and oldest first: what the queue should
+    /// hold. Leaves out jobs a live node (heard from within `node_stale`) has recorded it is
+    /// running.
+    async fn due_pending(&self, limit: i64, node_stale: Duration) -> Result<Vec<Due>>;
+
+    /// Of `ids`, those pending and due now, with their priorities (to push after a commit).
+    async fn due_among(&self, ids: &[Uuid]) -> Result<Vec<Due>>;
+
+    /// Publishes the job types' policy (their `max_attempts`) for every insert path, the SQL
+    /// functions included: a job inserted without `max_attempts` takes its type's, or 3.
+    async fn publish_policy(&self, policy: &Policy) -> Result<()>;
+
+    /// A stream of wake-ups from the database itself (PostgreSQL LISTEN, SQLite's
+    /// `data_version`), so idle runners claim new work within milliseconds; `None` when the
+    /// store has none (or it is turned off), and runners only poll.
+    async fn wakeups(&self) -> Result<Option<BoxStream<'static, Wake>>>;
 
     /// Upserts the node's row.
     async fn heartbeat(&self, beat: &NodeBeat) -> Result<()>;
@@ -389,12 +421,12 @@ async fn why_not(store: &dyn Store, id: Uuid, rule: &str) -> Error {
 }
 
 /// Checks a batch's type, options and targets before anything is written; returns its max
-/// attempts.
+/// attempts if it sets them (otherwise the type's policy applies in the insert itself).
 pub(crate) fn validate_batch(
     job_type: &str,
     targets: &[serde_json::Value],
     opts: &BatchOptions,
-) -> Result<i32> {
+) -> Result<Option<i32>> {
     let probe = NewJob {
         max_attempts: opts.max_attempts,
         ..NewJob::new(job_type, serde_json::Value::Null)
@@ -403,5 +435,5 @@ pub(crate) fn validate_batch(
     for (i, t) in targets.iter().enumerate() {
         crate::job::validate_target(t).map_err(|e| Error::Invalid(format!("targets[{i}]: {e}")))?;
     }
-    Ok(probe.attempts_allowed())
+    Ok(opts.max_attempts)
 }

@@ -248,18 +248,23 @@ impl ClusterArgs {
         }
     }
 
-    /// Global flags for a child: the named database URL, schema, Redis, prefix, config.
+    /// Global flags for a child: the named database URL, schema, Redis (unless the cluster
+    /// runs on PostgreSQL alone: an empty Redis URL), prefix, config.
     pub fn global(&self) -> Vec<String> {
         let mut v = vec![
             "--database-url".into(),
             pg_url_named(&self.app),
             "--schema".into(),
             self.schema.clone(),
-            "--redis-url".into(),
-            self.redis_url.clone(),
-            "--redis-prefix".into(),
-            self.prefix.clone(),
         ];
+        if !self.redis_url.is_empty() {
+            v.extend([
+                "--redis-url".into(),
+                self.redis_url.clone(),
+                "--redis-prefix".into(),
+                self.prefix.clone(),
+            ]);
+        }
         if let Some(c) = &self.config {
             v.push("--config".into());
             v.push(c.display().to_string());

@@ -270,7 +270,7 @@ async fn finish_chunk_records_every_outcome(backend: Backend) {
     // The delayed retry is not due; the immediate one is, and keeps its attempt count.
     let due: Vec<Uuid> = ts
         .store
-        .due_pending(100)
+        .due_pending(100, Duration::from_secs(10))
         .await
         .unwrap()
         .iter()

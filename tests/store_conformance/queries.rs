@@ -110,13 +110,24 @@ async fn due_pending_orders_by_priority_then_age(backend: Backend) {
     )
     .await;
     settle(&ts, &ids[4..5], ok).await;
-    let due = ts.store.due_pending(100).await.unwrap();
+    let due = ts
+        .store
+        .due_pending(100, Duration::from_secs(10))
+        .await
+        .unwrap();
     let got: Vec<(Uuid, i16)> = due.iter().map(|d| (d.id, d.priority)).collect();
     assert_eq!(
         got,
         vec![(ids[2], 9), (ids[5], 2), (ids[0], 0), (ids[1], -1)]
     );
-    assert_eq!(ts.store.due_pending(2).await.unwrap().len(), 2);
+    assert_eq!(
+        ts.store
+            .due_pending(2, Duration::from_secs(10))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 async fn report_counts_types_batches_and_nodes(backend: Backend) {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgRow;
 use sqlx::{Executor as _, PgConnection, PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
@@ -66,23 +67,64 @@ impl Slot for PgSlot {
             .bind(ids)
             .fetch_all(&mut *tx)
             .await?;
-        let xid: Option<i64> = rows.first().map(|r| r.try_get("xid")).transpose()?;
-        let mut jobs = rows
-            .iter()
-            .map(job_from_row)
-            .collect::<Result<Vec<Job>>>()?;
-        jobs.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.id));
-        Ok(Locked {
-            jobs,
-            tx: Box::new(PgChunk {
-                tx,
-                node_id,
-                sql,
-                pool,
-                xid,
-            }),
-        })
+        locked(rows, tx, node_id, sql, pool)
     }
+
+    async fn claim<'s>(&'s mut self, max: usize) -> Result<Locked<'s>> {
+        let PgSlot {
+            conn,
+            node_id,
+            slot,
+            sql,
+            pool,
+        } = self;
+        let mut tx = sqlx::Connection::begin(&mut **conn).await?;
+        let rows = sqlx::query(&sql.claim_chunk)
+            .bind(max.min(i64::MAX as usize) as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+        if !rows.is_empty() {
+            // The jobs are known only now, inside the transaction: their intent record is
+            // committed on a connection of its own, before any processor runs.
+            let ids = rows
+                .iter()
+                .map(|r| r.try_get::<Uuid, _>("id"))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            sqlx::query(&sql.record_hold)
+                .bind(*slot)
+                .bind(node_id.as_str())
+                .bind(&ids)
+                .execute(&*pool)
+                .await?;
+        }
+        locked(rows, tx, node_id, sql, pool)
+    }
+}
+
+/// The locked rows as jobs, highest priority first, and their chunk transaction.
+fn locked<'s>(
+    rows: Vec<PgRow>,
+    tx: Transaction<'s, Postgres>,
+    node_id: &'s str,
+    sql: &'s Statements,
+    pool: &'s PgPool,
+) -> Result<Locked<'s>> {
+    let xid: Option<i64> = rows.first().map(|r| r.try_get("xid")).transpose()?;
+    let mut jobs = rows
+        .iter()
+        .map(job_from_row)
+        .collect::<Result<Vec<Job>>>()?;
+    jobs.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.id));
+    Ok(Locked {
+        jobs,
+        tx: Box::new(PgChunk {
+            tx,
+            node_id,
+            sql,
+            pool,
+            xid,
+        }),
+    })
 }
 
 /// A chunk's transaction on the slot's connection.

@@ -2,6 +2,7 @@
 //! Runner slots and chunk transactions are in [`chunk`]; named statements in [`sql`].
 
 mod chunk;
+mod listen;
 mod rows;
 mod sql;
 
@@ -17,12 +18,14 @@ use sqlx::{Connection as _, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::{
-    validate_batch, validate_schema, BatchOptions, JobFilter, NodeBeat, Outcome, Slot, Store,
+    validate_batch, validate_schema, BatchOptions, JobFilter, NodeBeat, Outcome, Slot, Store, Wake,
     INSERT_CHUNK,
 };
 use crate::error::{Error, Result};
 use crate::job::{Due, Job, JobStatus, NewJob, Submitted};
+use crate::processor::Policy;
 use crate::report::{BatchReport, NodeReport, TypeCounts};
+use futures::stream::BoxStream;
 
 /// How long start-up waits for the first connection before reporting why it failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -111,7 +114,7 @@ impl PgStore {
                 cids.push(Uuid::now_v7());
                 types.push(j.job_type.as_str());
                 targets.push(&j.target);
-                max.push(j.attempts_allowed());
+                max.push(j.max_attempts);
                 run_at.push(j.run_at);
                 prio.push(j.priority);
             }
@@ -188,6 +191,13 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+fn due_from_row(r: &sqlx::postgres::PgRow) -> Result<Due> {
+    Ok(Due {
+        id: r.try_get(0)?,
+        priority: r.try_get(1)?,
+    })
+}
+
 fn parse_status(s: &str) -> Result<JobStatus> {
     s.parse()
         .map_err(|e: String| Error::Database(sqlx::Error::Decode(e.into())))
@@ -259,19 +269,39 @@ impl Store for PgStore {
         Ok(n)
     }
 
-    async fn due_pending(&self, limit: i64) -> Result<Vec<Due>> {
+    async fn due_pending(&self, limit: i64, node_stale: Duration) -> Result<Vec<Due>> {
         let rows = sqlx::query(&self.sql.due_pending)
             .bind(limit)
+            .bind(ms(node_stale))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Due {
-                    id: r.try_get(0)?,
-                    priority: r.try_get(1)?,
-                })
-            })
-            .collect()
+        rows.iter().map(due_from_row).collect()
+    }
+
+    async fn due_among(&self, ids: &[Uuid]) -> Result<Vec<Due>> {
+        let rows = sqlx::query(&self.sql.due_among)
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(due_from_row).collect()
+    }
+
+    async fn publish_policy(&self, policy: &Policy) -> Result<()> {
+        let (types, max): (Vec<&str>, Vec<i32>) = policy
+            .types()
+            .into_iter()
+            .map(|(t, o)| (t, o.max_attempts))
+            .unzip();
+        sqlx::query(&self.sql.publish_policy)
+            .bind(types)
+            .bind(max)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn wakeups(&self) -> Result<Option<BoxStream<'static, Wake>>> {
+        Ok(Some(listen::wakeups(&self.pool, &self.schema).await?))
     }
 
     async fn heartbeat(&self, b: &NodeBeat) -> Result<()> {
@@ -362,6 +392,7 @@ impl Store for PgStore {
     async fn retry_job(&self, id: Uuid) -> Result<Option<Job>> {
         let row = sqlx::query(&self.sql.retry_job)
             .bind(id)
+            .bind(&self.schema)
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(job_from_row).transpose()

@@ -12,18 +12,29 @@ pub const JOB_COLUMNS: &str = "id, type, target, status, attempts, max_attempts,
 pub const INSERT_BATCH_ROW: &str =
     "INSERT INTO {s}.batches (id, name, type, total) VALUES ($1, $2, $3, $4)";
 
-/// One statement per chunk of a batch: the type and options are shared scalars.
+/// One statement per chunk of a batch: the type and options are shared scalars. A batch that
+/// does not set `max_attempts` takes its type's policy, or 3 (the one rule of every insert).
 pub const INSERT_BATCH_JOBS: &str = "INSERT INTO {s}.jobs \
     (id, type, target, max_attempts, run_at, priority, batch_id) \
-    SELECT u.id, $2, u.target, $4, COALESCE($5, now()), $6, $7 \
+    SELECT u.id, $2, u.target, \
+    COALESCE($4, (SELECT t.max_attempts FROM {s}.job_types t WHERE t.type = $2), 3), \
+    COALESCE($5, now()), $6, $7 \
     FROM UNNEST($1::uuid[], $3::jsonb[]) AS u(id, target)";
 
-/// One statement per chunk of mixed jobs.
+/// One statement per chunk of mixed jobs, with the same policy rule per job.
 pub const INSERT_JOBS: &str = "INSERT INTO {s}.jobs \
     (id, type, target, max_attempts, run_at, priority) \
-    SELECT u.id, u.type, u.target, u.max_attempts, COALESCE(u.run_at, now()), u.priority \
+    SELECT u.id, u.type, u.target, \
+    COALESCE(u.max_attempts, (SELECT t.max_attempts FROM {s}.job_types t WHERE t.type = u.type), 3), \
+    COALESCE(u.run_at, now()), u.priority \
     FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::int[], $5::timestamptz[], $6::smallint[]) \
     AS u(id, type, target, max_attempts, run_at, priority)";
+
+/// Publishes a node's type policy: `$1` types, `$2` their max_attempts.
+pub const PUBLISH_POLICY: &str = "INSERT INTO {s}.job_types (type, max_attempts) \
+    SELECT * FROM UNNEST($1::text[], $2::int[]) \
+    ON CONFLICT (type) DO UPDATE SET max_attempts = EXCLUDED.max_attempts, updated_at = now() \
+    WHERE job_types.max_attempts IS DISTINCT FROM EXCLUDED.max_attempts";
 
 /// The heart of the design: lock the popped IDs that are still pending and due, skipping any
 /// row another transaction holds. A duplicate or stale ID simply finds nothing.
@@ -54,9 +65,27 @@ pub const RECORD_OUTCOMES: &str = "UPDATE {s}.jobs AS j SET \
     FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[]) AS o(id, status, error, delay_ms) \
     WHERE j.id = o.id AND j.id = ANY($1) AND j.status = 'pending'";
 
+/// Pending, due jobs for the queue, highest priority and oldest first, without those a live
+/// node's runner has said it is running (its intent record): offering them again would only
+/// make runners find them locked.
 pub const DUE_PENDING: &str = "SELECT id, priority FROM {s}.jobs \
     WHERE status = 'pending' AND run_at <= now() \
+    AND id NOT IN (SELECT unnest(h.ids) FROM {s}.holds h JOIN {s}.nodes n ON n.id = h.node_id \
+                   WHERE n.last_seen >= now() - $2 * interval '1 millisecond') \
     ORDER BY priority DESC, run_at, id LIMIT $1";
+
+/// Of `$1`, the jobs that are pending and due, with their priority: what a push after commit
+/// should carry.
+pub const DUE_AMONG: &str = "SELECT id, priority FROM {s}.jobs \
+    WHERE id = ANY($1) AND status = 'pending' AND run_at <= now()";
+
+/// The database path to work: the most urgent pending, due jobs no other transaction holds,
+/// locked in the chunk's own transaction. The partial index `jobs_due_idx` is in exactly this
+/// order, so the scan stops after `$1` rows however many jobs the table has finished.
+pub const CLAIM_CHUNK: &str = "SELECT {cols}, txid_current() AS xid FROM {s}.jobs \
+    WHERE status = 'pending' AND run_at <= now() \
+    ORDER BY priority DESC, run_at, id LIMIT $1 \
+    FOR UPDATE SKIP LOCKED";
 
 pub const HEARTBEAT: &str = "INSERT INTO {s}.nodes \
     (id, host, pid, concurrency, in_flight, processed, failed, last_seen) \
@@ -127,9 +156,11 @@ pub const LIST_JOBS: &str = "SELECT {cols} FROM {s}.jobs \
     AND ($3::uuid IS NULL OR batch_id = $3) AND ($4::uuid IS NULL OR id > $4) \
     ORDER BY id LIMIT $5";
 
-pub const RETRY_JOB: &str = "UPDATE {s}.jobs SET status = 'pending', attempts = 0, \
+/// A retried job is due at once: the runners are told (the channel is the schema's name).
+pub const RETRY_JOB: &str = "WITH r AS (UPDATE {s}.jobs SET status = 'pending', attempts = 0, \
     run_at = now(), finished_at = NULL, updated_at = now() \
-    WHERE id = $1 AND status IN ('failed', 'cancelled') RETURNING {cols}";
+    WHERE id = $1 AND status IN ('failed', 'cancelled') RETURNING {cols}) \
+    SELECT r.*, pg_notify($2, '0') FROM r";
 
 pub const CANCEL_JOB: &str = "UPDATE {s}.jobs SET status = 'cancelled', \
     finished_at = now(), updated_at = now() \
@@ -198,6 +229,9 @@ statements! {
     lock_chunk = LOCK_CHUNK,
     xact_status = XACT_STATUS,
     record_outcomes = RECORD_OUTCOMES,
+    publish_policy = PUBLISH_POLICY,
+    due_among = DUE_AMONG,
+    claim_chunk = CLAIM_CHUNK,
     record_successes = RECORD_SUCCESSES,
     due_pending = DUE_PENDING,
     heartbeat = HEARTBEAT,

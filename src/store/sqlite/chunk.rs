@@ -47,6 +47,30 @@ impl SqliteStore {
 impl Slot for SqliteSlot {
     async fn lock<'s>(&'s mut self, ids: &[Uuid]) -> Result<Locked<'s>> {
         let guard = self.writer.clone().lock_owned().await;
+        self.lock_with(guard, ids).await
+    }
+
+    async fn claim<'s>(&'s mut self, max: usize) -> Result<Locked<'s>> {
+        // With the write turn held, no chunk of this process holds any job, so the most
+        // urgent pending ones are free here; another process's chunk may still take some
+        // first, and locking them below (pending and due) drops those.
+        let guard = self.writer.clone().lock_owned().await;
+        let ids: Vec<String> = sqlx::query_scalar(sql::CLAIMABLE)
+            .bind(max.min(i64::MAX as usize) as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        let ids = ids
+            .into_iter()
+            .map(super::rows::uuid)
+            .collect::<Result<Vec<_>>>()?;
+        self.lock_with(guard, &ids).await
+    }
+}
+
+impl SqliteSlot {
+    /// Records the intent to run `ids`, then opens the chunk's transaction and locks them,
+    /// holding the store's write turn throughout.
+    async fn lock_with(&mut self, guard: OwnedMutexGuard<()>, ids: &[Uuid]) -> Result<Locked<'_>> {
         let slot = self.slot.to_string();
         let popped = ids_json(ids);
         if !ids.is_empty() {

@@ -26,6 +26,7 @@
 mod chunk;
 mod rows;
 mod sql;
+mod watch;
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -42,11 +43,13 @@ use uuid::Uuid;
 
 use self::rows::{batch_from_row, fmt_time, job_from_row, modifier, node_from_row};
 use super::{
-    validate_batch, BatchOptions, JobFilter, NodeBeat, Outcome, Slot, Store, INSERT_CHUNK,
+    validate_batch, BatchOptions, JobFilter, NodeBeat, Outcome, Slot, Store, Wake, INSERT_CHUNK,
 };
 use crate::error::{Error, Result};
 use crate::job::{Due, Job, JobStatus, NewJob, Submitted};
+use crate::processor::Policy;
 use crate::report::{BatchReport, NodeReport, TypeCounts};
+use futures::stream::BoxStream;
 
 /// The migrations, embedded at build time.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -136,7 +139,7 @@ impl SqliteStore {
         batch_id: Uuid,
         job_type: &str,
         targets: &[serde_json::Value],
-        max_attempts: i32,
+        max_attempts: Option<i32>,
         opts: &BatchOptions,
     ) -> Result<Vec<Uuid>> {
         sqlx::query(sql::INSERT_BATCH_ROW)
@@ -198,6 +201,13 @@ async fn record_outcomes(
         .rows_affected())
 }
 
+fn due_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Due> {
+    Ok(Due {
+        id: rows::uuid(r.try_get::<String, _>(0)?)?,
+        priority: r.try_get(1)?,
+    })
+}
+
 fn invalid(e: serde_json::Error) -> Error {
     Error::Invalid(format!("cannot encode rows: {e}"))
 }
@@ -235,7 +245,7 @@ impl Store for SqliteStore {
                     id.to_string(),
                     j.job_type,
                     j.target.to_string(),
-                    j.attempts_allowed(),
+                    j.max_attempts,
                     j.run_at.map(fmt_time),
                     j.priority
                 ]));
@@ -280,19 +290,40 @@ impl Store for SqliteStore {
         Ok(n)
     }
 
-    async fn due_pending(&self, limit: i64) -> Result<Vec<Due>> {
+    async fn due_pending(&self, limit: i64, node_stale: Duration) -> Result<Vec<Due>> {
         let rows = sqlx::query(sql::DUE_PENDING)
             .bind(limit)
+            .bind(modifier(node_stale, -1))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Due {
-                    id: rows::uuid(r.try_get::<String, _>(0)?)?,
-                    priority: r.try_get(1)?,
-                })
-            })
-            .collect()
+        rows.iter().map(due_from_row).collect()
+    }
+
+    async fn due_among(&self, ids: &[Uuid]) -> Result<Vec<Due>> {
+        let rows = sqlx::query(sql::DUE_AMONG)
+            .bind(rows::ids_json(ids))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(due_from_row).collect()
+    }
+
+    async fn publish_policy(&self, policy: &Policy) -> Result<()> {
+        let rows: Vec<serde_json::Value> = policy
+            .types()
+            .into_iter()
+            .map(|(t, o)| serde_json::json!([t, o.max_attempts]))
+            .collect();
+        let mut w = self.write().await?;
+        sqlx::query(sql::PUBLISH_POLICY)
+            .bind(serde_json::Value::from(rows).to_string())
+            .execute(&mut *w.tx)
+            .await?;
+        w.tx.commit().await?;
+        Ok(())
+    }
+
+    async fn wakeups(&self) -> Result<Option<BoxStream<'static, Wake>>> {
+        Ok(Some(watch::wakeups(&self.pool).await?))
     }
 
     async fn heartbeat(&self, b: &NodeBeat) -> Result<()> {

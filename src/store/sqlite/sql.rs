@@ -31,7 +31,8 @@ pub const INSERT_BATCH_ROW: &str = concat!(
 pub const INSERT_BATCH_JOBS: &str = concat!(
     "INSERT INTO jobs (id, type, target, max_attempts, run_at, priority, batch_id, ",
     "created_at, updated_at) ",
-    "SELECT value ->> 0, $2, value ->> 1, $3, COALESCE($4, ",
+    "SELECT value ->> 0, $2, value ->> 1, ",
+    "COALESCE($3, (SELECT t.max_attempts FROM job_types t WHERE t.type = $2), 3), COALESCE($4, ",
     now!(),
     "), $5, $6, ",
     now!(),
@@ -45,7 +46,9 @@ pub const INSERT_BATCH_JOBS: &str = concat!(
 pub const INSERT_JOBS: &str = concat!(
     "INSERT INTO jobs (id, type, target, max_attempts, run_at, priority, created_at, ",
     "updated_at) ",
-    "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, COALESCE(value ->> 4, ",
+    "SELECT value ->> 0, value ->> 1, value ->> 2, ",
+    "COALESCE(value ->> 3, (SELECT t.max_attempts FROM job_types t WHERE t.type = value ->> 1), 3), ",
+    "COALESCE(value ->> 4, ",
     now!(),
     "), value ->> 5, ",
     now!(),
@@ -103,10 +106,39 @@ pub const RECORD_OUTCOMES: &str = concat!(
     "FROM json_each($1) AS o WHERE jobs.id = o.value ->> 0 AND jobs.status = 'pending'"
 );
 
+/// Pending, due jobs for the queue, without those a live node's runner has recorded it is
+/// running (`$2`, a negative modifier, is the node timeout).
 pub const DUE_PENDING: &str = concat!(
     "SELECT id, priority FROM jobs WHERE status = 'pending' AND run_at <= ",
     now!(),
+    " AND id NOT IN (SELECT u.value FROM holds h JOIN nodes n ON n.id = h.node_id, ",
+    "json_each(h.ids) AS u WHERE n.last_seen >= strftime('%Y-%m-%d %H:%M:%f', 'now', $2))",
     " ORDER BY priority DESC, run_at, id LIMIT $1"
+);
+
+/// Of `$1` (a JSON array of IDs), the jobs pending and due, with their priority.
+pub const DUE_AMONG: &str = concat!(
+    "SELECT id, priority FROM jobs WHERE id IN (SELECT value FROM json_each($1)) ",
+    "AND status = 'pending' AND run_at <= ",
+    now!()
+);
+
+/// The most urgent pending, due jobs: a claim reads them with the store's write turn held
+/// (so no chunk of this process holds them), then locks them as popped IDs are locked.
+pub const CLAIMABLE: &str = concat!(
+    "SELECT id FROM jobs WHERE status = 'pending' AND run_at <= ",
+    now!(),
+    " ORDER BY priority DESC, run_at, id LIMIT $1"
+);
+
+/// Publishes the type policy: `$1` is `[[type, max_attempts], …]`.
+pub const PUBLISH_POLICY: &str = concat!(
+    "INSERT INTO job_types (type, max_attempts, updated_at) ",
+    "SELECT value ->> 0, value ->> 1, ",
+    now!(),
+    " FROM json_each($1) WHERE true ",
+    "ON CONFLICT (type) DO UPDATE SET max_attempts = excluded.max_attempts, ",
+    "updated_at = excluded.updated_at WHERE job_types.max_attempts <> excluded.max_attempts"
 );
 
 pub const HEARTBEAT: &str = concat!(
@@ -136,7 +168,8 @@ macro_rules! abandoned {
 }
 
 /// Charges an attempt to each job an abandoned intent record names that is still pending and
-/// untouched since the record was written. Nothing else holds them: this runs in a write
+/// untouched since the record was written (at millisecond resolution, so "not after": a record
+/// whose chunk committed is gone with that commit, so the same millisecond cannot hide one). Nothing else holds them: this runs in a write
 /// transaction, so no chunk is open. Spent attempts end the job `failed`: a poison job.
 pub const CHARGE_ABANDONED: &str = concat!(
     "UPDATE jobs SET attempts = jobs.attempts + 1, ",
@@ -151,7 +184,7 @@ pub const CHARGE_ABANDONED: &str = concat!(
     " FROM (SELECT u.value AS id, h.node_id AS node, h.written_at AS since ",
     "FROM holds h, json_each(h.ids) AS u WHERE ",
     abandoned!(),
-    ") AS a WHERE jobs.id = a.id AND jobs.status = 'pending' AND jobs.updated_at < a.since ",
+    ") AS a WHERE jobs.id = a.id AND jobs.status = 'pending' AND jobs.updated_at <= a.since ",
     "RETURNING status"
 );
 

@@ -18,6 +18,8 @@ fn bench_runs_and_reports_every_phase() {
             "4:1,4:20",
             "--latency-secs",
             "1",
+            "--backlog",
+            "500:2000",
         ])
         .output()
         .unwrap();
@@ -35,7 +37,12 @@ fn bench_runs_and_reports_every_phase() {
         assert!(row["skiplock_jobs_per_sec"].as_f64().unwrap() > 0.0);
         assert!(row["raw_jobs_per_sec"].as_f64().unwrap() > 0.0);
         assert!(row["fraction_of_raw"].as_f64().unwrap() > 0.0);
+        assert!(row["external_jobs_per_sec"].as_f64().unwrap() > 0.0);
     }
+    assert!(r["external_latency"]["samples"].as_u64().unwrap() > 0);
+    assert_eq!(r["scale"]["finished"], 2000);
+    assert!(r["scale"]["loaded_jobs_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(r["scale"]["empty_jobs_per_sec"].as_f64().unwrap() > 0.0);
     assert!(r["latency"]["samples"].as_u64().unwrap() > 0);
     assert!(r["latency"]["p99_ms"].as_f64().unwrap() >= r["latency"]["p50_ms"].as_f64().unwrap());
     assert!(r["worker_peak_rss_mib"].as_f64().unwrap() > 1.0);
@@ -48,6 +55,9 @@ fn bench_refuses_bad_settings() {
         vec!["bench", "--sweep", "0:1"],
         vec!["bench", "--sweep", "a:b"],
         vec!["bench", "--jobs", "0"],
+        vec!["bench", "--backlog", "lots"],
+        vec!["bench", "--backlog", "1:-5"],
+        vec!["bench", "--backlog", "1:99999999999"],
     ] {
         let out = Command::new(common::bin())
             .args(["--database-url", &common::pg_url()])

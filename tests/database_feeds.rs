@@ -369,3 +369,64 @@ async fn the_listener_reconnects_after_its_connection_is_cut() {
         .await
         .unwrap();
 }
+
+/// A claim reads the head of the pending jobs' partial index and stops: its cost does not grow
+/// with the finished rows (nor with the planner's statistics about them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_reads_the_same_few_pages_however_much_history_there_is() {
+    let ts = TestStore::new(Backend::Postgres).await;
+    let pg = ts.pg.clone().unwrap();
+    let s = &ts.schema;
+    let claim = format!(
+        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT * FROM \"{s}\".jobs \
+         WHERE status = 'pending' AND run_at <= now() \
+         ORDER BY priority DESC, run_at, id LIMIT 100 FOR UPDATE SKIP LOCKED"
+    );
+    let fill = |status: &'static str, n: i64| {
+        let pg = pg.clone();
+        let sql = format!(
+            "INSERT INTO \"{s}\".jobs (id, type, target, status, finished_at) \
+             SELECT \"{s}\".uuid_v7(), 'noop', '{{}}', '{status}', \
+             CASE WHEN '{status}' = 'pending' THEN NULL ELSE now() END \
+             FROM generate_series(1, $1::bigint)"
+        );
+        async move { sqlx::query(&sql).bind(n).execute(&pg).await.unwrap() }
+    };
+    let pages = |plan: serde_json::Value| -> (i64, String) {
+        let p = &plan[0]["Plan"];
+        let hit = p["Shared Hit Blocks"].as_i64().unwrap_or(0);
+        let read = p["Shared Read Blocks"].as_i64().unwrap_or(0);
+        (hit + read, plan.to_string())
+    };
+    fill("pending", 1_000).await;
+    sqlx::query(&format!("ANALYZE \"{s}\".jobs"))
+        .execute(&pg)
+        .await
+        .unwrap();
+    let mut tx = pg.begin().await.unwrap();
+    let small: serde_json::Value = sqlx::query_scalar(&claim)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    fill("succeeded", 200_000).await;
+    // Statistics taken while nothing was pending: what a healthy queue looks like to ANALYZE.
+    sqlx::query(&format!("ANALYZE \"{s}\".jobs"))
+        .execute(&pg)
+        .await
+        .unwrap();
+    let mut tx = pg.begin().await.unwrap();
+    let big: serde_json::Value = sqlx::query_scalar(&claim)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    let ((small_pages, _), (big_pages, big_plan)) = (pages(small), pages(big));
+    println!("pages read by a claim: {small_pages} with 1,000 rows, {big_pages} with 201,000");
+    assert!(big_plan.contains("jobs_due_idx"), "{big_plan}");
+    assert!(!big_plan.contains("Seq Scan"), "{big_plan}");
+    assert!(
+        big_pages <= small_pages * 2 + 10,
+        "a claim read {big_pages} pages over the history, {small_pages} without: {big_plan}"
+    );
+}

@@ -44,12 +44,15 @@ impl Processor for Probe {
     }
 }
 
-/// Inserts a small batch every tick so the offered load is about `rate` jobs/s.
+/// Inserts a small batch every tick so the offered load is about `rate` jobs/s; `pushed`: the
+/// IDs are pushed to the node's queue after each commit, as an in-process client does;
+/// otherwise only the database tells the node (an external producer).
 pub async fn measure(
     cfg: &BenchConfig,
     (concurrency, chunk): (usize, usize),
     rate: f64,
     queue: Arc<dyn Queue>,
+    pushed: bool,
 ) -> Result<Latency> {
     let s = Scratch::new(&cfg.database_url, concurrency as u32 + 6).await?;
     let started_at = Arc::new(Mutex::new(HashMap::new()));
@@ -74,8 +77,10 @@ pub async fn measure(
         let jobs = vec![NewJob::new("probe", serde_json::json!({})); per_tick];
         let ids = store.insert_jobs(&jobs).await?;
         let at = Instant::now();
-        let due: Vec<Due> = ids.iter().map(|&id| Due { id, priority: 0 }).collect();
-        queue.push(&due).await?;
+        if pushed {
+            let due: Vec<Due> = ids.iter().map(|&id| Due { id, priority: 0 }).collect();
+            queue.push(&due).await?;
+        }
         committed.extend(ids.into_iter().map(|id| (id, at)));
     }
     let offered = committed.len() as f64 / begun.elapsed().as_secs_f64();

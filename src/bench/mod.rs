@@ -2,14 +2,20 @@
 //! (dropped afterwards) so a bench never touches real jobs:
 //!
 //! 1. enqueue: one batch of N targets, insert to commit;
-//! 2. processing: N `noop` jobs per (concurrency, chunk) setting, worker start to last
-//!    outcome committed, with the raw SQL limit for the same settings beside it;
-//! 3. pickup latency: insert commit to processor start, at half the peak rate;
-//! 4. memory: peak RSS of a child `skiplock worker` at concurrency 64.
+//! 2. processing: N `noop` jobs per (concurrency, chunk) setting, node start to last outcome
+//!    committed, with the raw SQL limit for the same settings beside it; twice: with the IDs
+//!    pushed in-process, and as an *external producer* would leave them (committed by another
+//!    connection, nothing pushed: the runners claim them from the database);
+//! 3. pickup latency: insert commit to processor start, at half the peak rate, in-process and
+//!    from an external producer (woken by the database alone);
+//! 4. memory: peak RSS of a child `skiplock worker` at concurrency 64;
+//! 5. optionally, claims at scale: the claim rate over a large backlog and history, beside the
+//!    same on an empty table.
 
 mod latency;
 mod memory;
 mod raw;
+mod scale;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +43,8 @@ pub struct BenchConfig {
     pub latency_secs: u64,
     /// Skip the child-process memory phase.
     pub skip_memory: bool,
+    /// For the claims-at-scale phase: (pending, finished) rows to fill the table with first.
+    pub backlog: Option<(u64, u64)>,
 }
 
 /// One processing setting's result.
@@ -49,6 +57,10 @@ pub struct ProcessingRow {
     pub raw_jobs_per_sec: f64,
     /// skiplock's rate as a fraction of the raw SQL's.
     pub fraction_of_raw: f64,
+    /// The same jobs committed by another connection and never pushed: claimed by the runners.
+    pub external_jobs_per_sec: f64,
+    /// The external producer's rate as a fraction of the in-process one.
+    pub external_fraction: f64,
 }
 
 /// Everything `bench` prints.
@@ -59,7 +71,10 @@ pub struct BenchReport {
     pub enqueue_jobs_per_sec: f64,
     pub processing: Vec<ProcessingRow>,
     pub latency: Option<latency::Latency>,
+    /// Pickup latency for jobs inserted by another connection, found through the database.
+    pub external_latency: Option<latency::Latency>,
     pub worker_peak_rss_mib: Option<f64>,
+    pub scale: Option<scale::Scale>,
 }
 
 /// Progress callback: (phase, fraction done 0..=1).
@@ -132,8 +147,9 @@ where
             &format!("processing c={concurrency} k={chunk}"),
             i as f64 / steps,
         );
-        let ours = processing_rate(cfg, concurrency, chunk, make_queue().await?).await?;
+        let ours = processing_rate(cfg, concurrency, chunk, make_queue().await?, true).await?;
         let raw = raw_rate(cfg, concurrency, chunk).await?;
+        let external = processing_rate(cfg, concurrency, chunk, make_queue().await?, false).await?;
         peak = peak.max(ours);
         processing.push(ProcessingRow {
             concurrency,
@@ -142,6 +158,8 @@ where
             skiplock_jobs_per_sec: ours,
             raw_jobs_per_sec: raw,
             fraction_of_raw: ours / raw,
+            external_jobs_per_sec: external,
+            external_fraction: external / ours,
         });
     }
 
@@ -152,7 +170,22 @@ where
             .max_by(|a, b| a.skiplock_jobs_per_sec.total_cmp(&b.skiplock_jobs_per_sec))
             .map(|r| (r.concurrency, r.chunk))
             .unwrap_or((16, 1));
-        Some(latency::measure(cfg, best, peak / 2.0, make_queue().await?).await?)
+        Some(latency::measure(cfg, best, peak / 2.0, make_queue().await?, true).await?)
+    } else {
+        None
+    };
+    let external_latency = if cfg.latency_secs > 0 {
+        progress("pickup latency, external producer", 0.0);
+        let best = processing
+            .iter()
+            .max_by(|a, b| a.external_jobs_per_sec.total_cmp(&b.external_jobs_per_sec))
+            .map(|r| (r.concurrency, r.chunk))
+            .unwrap_or((16, 1));
+        let peak = processing
+            .iter()
+            .map(|r| r.external_jobs_per_sec)
+            .fold(0.0, f64::max);
+        Some(latency::measure(cfg, best, peak / 2.0, make_queue().await?, false).await?)
     } else {
         None
     };
@@ -163,6 +196,14 @@ where
         progress("worker memory", 0.0);
         Some(memory::measure(cfg).await?)
     };
+    let scale = match cfg.backlog {
+        Some((pending, finished)) => {
+            progress("claims at scale", 0.0);
+            let (c, k) = cfg.sweep.last().copied().unwrap_or((16, 100));
+            Some(scale::measure(cfg, c, k, pending, finished).await?)
+        }
+        None => None,
+    };
     progress("done", 1.0);
     Ok(BenchReport {
         queue: queue_name,
@@ -170,22 +211,28 @@ where
         enqueue_jobs_per_sec: enqueue_rate,
         processing,
         latency,
+        external_latency,
         worker_peak_rss_mib,
+        scale,
     })
 }
 
-/// Inserts the jobs and queues their IDs, then times a worker from start to the last outcome.
+/// Inserts the jobs (and, `pushed`, queues their IDs as the submitting process would), then
+/// times a node from start to the last outcome.
 async fn processing_rate(
     cfg: &BenchConfig,
     concurrency: usize,
     chunk: usize,
     queue: Arc<dyn Queue>,
+    pushed: bool,
 ) -> Result<f64> {
     let s = Scratch::new(&cfg.database_url, concurrency as u32 + 4).await?;
     let ids = s.noop_batch(cfg.jobs).await?;
-    let due: Vec<Due> = ids.iter().map(|&id| Due { id, priority: 0 }).collect();
-    for part in due.chunks(10_000) {
-        queue.push(part).await?;
+    if pushed {
+        let due: Vec<Due> = ids.iter().map(|&id| Due { id, priority: 0 }).collect();
+        for part in due.chunks(10_000) {
+            queue.push(part).await?;
+        }
     }
     let store: Arc<dyn Store> = s.store.clone();
     let started = Instant::now();
@@ -226,27 +273,55 @@ impl BenchReport {
         let _ = writeln!(o);
         let _ = writeln!(
             o,
-            "{:>11} {:>6} {:>8} {:>16} {:>14} {:>8}",
-            "concurrency", "chunk", "jobs", "skiplock jobs/s", "raw SQL jobs/s", "of raw"
+            "{:>11} {:>6} {:>8} {:>16} {:>14} {:>8} {:>15} {:>8}",
+            "concurrency",
+            "chunk",
+            "jobs",
+            "skiplock jobs/s",
+            "raw SQL jobs/s",
+            "of raw",
+            "external jobs/s",
+            "of ours"
         );
         for r in &self.processing {
             let _ = writeln!(
                 o,
-                "{:>11} {:>6} {:>8} {:>16.0} {:>14.0} {:>7.0}%",
+                "{:>11} {:>6} {:>8} {:>16.0} {:>14.0} {:>7.0}% {:>15.0} {:>7.0}%",
                 r.concurrency,
                 r.chunk,
                 r.jobs,
                 r.skiplock_jobs_per_sec,
                 r.raw_jobs_per_sec,
-                r.fraction_of_raw * 100.0
+                r.fraction_of_raw * 100.0,
+                r.external_jobs_per_sec,
+                r.external_fraction * 100.0
             );
         }
-        if let Some(l) = &self.latency {
-            let _ = writeln!(o);
+        for (what, l) in [
+            ("pushed in-process", &self.latency),
+            ("external producer", &self.external_latency),
+        ] {
+            if let Some(l) = l {
+                let _ = writeln!(
+                    o,
+                    "pickup latency, {what}, at {:.0} jobs/s (c={} k={}), {} jobs: \
+                     p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
+                    l.rate, l.concurrency, l.chunk, l.samples, l.p50_ms, l.p95_ms, l.p99_ms
+                );
+            }
+        }
+        if let Some(sc) = &self.scale {
             let _ = writeln!(
                 o,
-                "pickup latency at {:.0} jobs/s (c={} k={}), {} jobs: p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
-                l.rate, l.concurrency, l.chunk, l.samples, l.p50_ms, l.p95_ms, l.p99_ms
+                "claims at c={} k={}: {:.0} jobs/s with {} pending and {} finished rows, \
+                 {:.0} jobs/s on an empty table ({:.0}%)",
+                sc.concurrency,
+                sc.chunk,
+                sc.loaded_jobs_per_sec,
+                sc.pending,
+                sc.finished,
+                sc.empty_jobs_per_sec,
+                sc.loaded_jobs_per_sec / sc.empty_jobs_per_sec * 100.0
             );
         }
         if let Some(m) = self.worker_peak_rss_mib {

@@ -30,6 +30,10 @@ pub struct BenchArgs {
     /// Skip the child-worker memory run.
     #[arg(long)]
     pub skip_memory: bool,
+    /// Also measure claims over a big table first filled with PENDING:FINISHED rows (e.g.
+    /// 1000000:10000000; takes minutes), beside the same on an empty table.
+    #[arg(long)]
+    pub backlog: Option<String>,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -51,6 +55,16 @@ pub async fn run(s: &Settings, a: BenchArgs) -> anyhow::Result<()> {
             _ => bail!("--sweep takes CONCURRENCY:CHUNK pairs like 16:1,16:100; got {p:?}"),
         }
     }
+    let backlog = match &a.backlog {
+        None => None,
+        Some(b) => match b
+            .split_once(':')
+            .and_then(|(p, f)| Some((p.trim().parse().ok()?, f.trim().parse().ok()?)))
+        {
+            Some((p, f)) if p <= 100_000_000 && f <= 1_000_000_000 => Some((p, f)),
+            _ => bail!("--backlog takes PENDING:FINISHED like 1000000:10000000; got {b:?}"),
+        },
+    };
     let cfg = BenchConfig {
         database_url: s.database_url.clone(),
         enqueue_jobs: a.enqueue_jobs,
@@ -58,6 +72,7 @@ pub async fn run(s: &Settings, a: BenchArgs) -> anyhow::Result<()> {
         sweep,
         latency_secs: a.latency_secs,
         skip_memory: a.skip_memory,
+        backlog,
     };
     let bar = ProgressBar::new(1000);
     bar.set_style(

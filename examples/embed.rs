@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
+use skiplock::processor::Mode;
 use skiplock::queue::memory::MemoryQueue;
 use skiplock::store::postgres::PgStore;
 use skiplock::{
@@ -78,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
             max_attempts: 5,
             timeout: Duration::from_secs(10),
             backoff: Duration::from_secs(1),
+            mode: Mode::Tx, // it writes to our tables: in the job's transaction
         },
     )?;
     let queue = Arc::new(MemoryQueue::default());

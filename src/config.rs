@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::processor::{
-    CommandProcessor, HttpProcessor, Processor, Registry, SqlProcessor, TypeOptions,
+    CommandProcessor, HttpProcessor, Mode, Processor, Registry, SqlProcessor, TypeOptions,
 };
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://skiplock.db";
@@ -50,6 +50,8 @@ pub struct TypeConfig {
     pub max_attempts: Option<i32>,
     pub timeout_ms: Option<u64>,
     pub backoff_ms: Option<u64>,
+    /// `tx` or `lease`; default `tx` for `sql`, `lease` for `http` and `command`.
+    pub mode: Option<Mode>,
 }
 
 /// `http = { url = "…" }`.
@@ -84,9 +86,11 @@ impl TypeConfig {
         })
     }
 
-    pub fn options(&self) -> TypeOptions {
-        let d = TypeOptions::default();
+    /// The table's options over `d`, the options the type has without it (a built-in's, or
+    /// the defaults for its processor kind).
+    pub fn options_over(&self, d: TypeOptions) -> TypeOptions {
         TypeOptions {
+            mode: self.mode.unwrap_or(d.mode),
             max_attempts: self.max_attempts.unwrap_or(d.max_attempts),
             timeout: self
                 .timeout_ms
@@ -126,7 +130,15 @@ impl FileConfig {
     pub fn registry(&self) -> Result<Registry> {
         let mut reg = Registry::with_builtins();
         for (name, t) in &self.types {
-            let opts = t.options();
+            let base = match reg.get(name) {
+                Some(r) => r.options,
+                None if t.http.is_some() || t.command.is_some() => TypeOptions {
+                    mode: Mode::Lease,
+                    ..TypeOptions::default()
+                },
+                None => TypeOptions::default(),
+            };
+            let opts = t.options_over(base);
             let ctx = |e: Error| Error::Config(format!("[types.{name}]: {}", strip(e)));
             match t.processor().map_err(ctx)? {
                 Some(p) => reg.register_arc(name, p.into(), opts).map_err(ctx)?,

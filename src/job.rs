@@ -7,20 +7,25 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// A job's stored status. `running` is deliberately absent: while a job runs its row is
-/// locked and still `pending`, so a crash can never strand it in a half state.
+/// A job's stored status. In `tx` mode a running job's row is locked and still `pending`, so
+/// a crash can never strand it in a half state. In `lease` mode it is `running` while its
+/// processor runs outside any transaction, owned by a node until a lease deadline that the
+/// node keeps extending; an expired lease is rescued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     Pending,
+    /// Lease mode only: claimed by a node, its processor running.
+    Running,
     Succeeded,
     Failed,
     Cancelled,
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 4] = [
+    pub const ALL: [JobStatus; 5] = [
         JobStatus::Pending,
+        JobStatus::Running,
         JobStatus::Succeeded,
         JobStatus::Failed,
         JobStatus::Cancelled,
@@ -29,6 +34,7 @@ impl JobStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             JobStatus::Pending => "pending",
+            JobStatus::Running => "running",
             JobStatus::Succeeded => "succeeded",
             JobStatus::Failed => "failed",
             JobStatus::Cancelled => "cancelled",
@@ -37,7 +43,7 @@ impl JobStatus {
 
     /// Finished jobs never run again (unless retried by hand).
     pub fn is_finished(self) -> bool {
-        !matches!(self, JobStatus::Pending)
+        !matches!(self, JobStatus::Pending | JobStatus::Running)
     }
 }
 
@@ -54,7 +60,9 @@ impl FromStr for JobStatus {
             .into_iter()
             .find(|st| st.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown status {s:?} (expected pending, succeeded, failed or cancelled)")
+                format!(
+                    "unknown status {s:?} (expected pending, running, succeeded, failed or cancelled)"
+                )
             })
     }
 }
@@ -281,7 +289,7 @@ mod tests {
         for s in JobStatus::ALL {
             assert_eq!(s.as_str().parse::<JobStatus>().unwrap(), s);
         }
-        assert!("running".parse::<JobStatus>().is_err());
+        assert!("runnin".parse::<JobStatus>().is_err());
         assert!("".parse::<JobStatus>().is_err());
     }
 

@@ -50,5 +50,5 @@ pub use error::{Error, Result};
 pub use events::{Event, EventBus, EventStatus};
 pub use job::{Due, Job, JobStatus, NewJob, Submitted};
 pub use node::{Node, NodeConfig};
-pub use processor::{ProcessError, Processor, Registry, TypeOptions, Typed, TypedProcessor};
+pub use processor::{Mode, ProcessError, Processor, Registry, TypeOptions, Typed, TypedProcessor};
 pub use store::{JobTx, Store};

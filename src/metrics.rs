@@ -59,6 +59,9 @@ pub struct Metrics {
     pub rescued: AtomicU64,
     pub pruned: AtomicU64,
     pub dropped_ids: AtomicU64,
+    /// Lease-mode outcomes refused because the node had lost the lease (paused or cut off
+    /// past it, and the job was rescued or cancelled meanwhile).
+    pub lease_refused: AtomicU64,
 }
 
 impl Metrics {

@@ -73,7 +73,10 @@ impl NodeBuilder {
 
     /// Validates everything, writes the first heartbeat, and starts the node.
     pub async fn start(self) -> Result<Node> {
-        let c = self.config;
+        let mut c = self.config;
+        // A lease lasts as long as a node may stay silent before it is declared dead.
+        c.heartbeat.lease_ttl = c.reconciler.node_stale;
+        c.executor.lease_ttl = c.reconciler.node_stale;
         c.executor.validate()?;
         let node = Arc::new(NodeState::new(c.executor.concurrency));
         let heartbeat = Arc::new(Heartbeat::new(

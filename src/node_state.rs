@@ -1,10 +1,11 @@
 //! A node's identity and live counters: what its heartbeats report and what its runners
 //! count into. Shared by the executor and the maintenance services, below both.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::events::EventStatus;
@@ -22,6 +23,9 @@ pub struct NodeState {
     failed: AtomicU64,
     /// Jobs locked right now. A mutex held for a set insert or remove, once per chunk.
     held: Mutex<HashSet<Uuid>>,
+    /// Lease-mode jobs running right now, with the token that stops each one's processor
+    /// when the node learns (renewing its leases) that the job was cancelled or taken.
+    leases: Mutex<HashMap<Uuid, CancellationToken>>,
 }
 
 impl NodeState {
@@ -39,6 +43,7 @@ impl NodeState {
             processed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             held: Mutex::new(HashSet::new()),
+            leases: Mutex::new(HashMap::new()),
         }
     }
 
@@ -78,6 +83,37 @@ impl NodeState {
         }
     }
 
+    /// Registers a lease-mode job as running here; its processor stops when the returned
+    /// token is cancelled. The registration ends when the guard drops.
+    pub(crate) fn run_lease(&self, id: Uuid) -> (CancellationToken, LeaseGuard<'_>) {
+        let token = CancellationToken::new();
+        self.leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, token.clone());
+        (token, LeaseGuard { node: self, id })
+    }
+
+    /// The lease-mode jobs running here, whose leases the heartbeat renews.
+    pub fn lease_ids(&self) -> Vec<Uuid> {
+        self.leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// Stops the processors of jobs this node no longer holds the lease of.
+    pub(crate) fn lost_leases(&self, ids: impl IntoIterator<Item = Uuid>) {
+        let l = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        for id in ids {
+            if let Some(t) = l.get(&id) {
+                t.cancel();
+            }
+        }
+    }
+
     /// The jobs this node holds right now.
     pub fn held(&self) -> HashSet<Uuid> {
         self.held.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -95,6 +131,22 @@ impl NodeState {
             processed: self.processed.load(Ordering::Relaxed) as i64,
             failed: self.failed.load(Ordering::Relaxed) as i64,
         }
+    }
+}
+
+/// Ends a lease-mode job's registration, however its run ends.
+pub(crate) struct LeaseGuard<'a> {
+    node: &'a NodeState,
+    id: Uuid,
+}
+
+impl Drop for LeaseGuard<'_> {
+    fn drop(&mut self) {
+        self.node
+            .leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
     }
 }
 

@@ -16,6 +16,8 @@ pub struct TypeCounts {
     #[sqlx(rename = "type")]
     pub job_type: String,
     pub pending: i64,
+    /// Lease-mode jobs running right now.
+    pub running: i64,
     pub succeeded: i64,
     pub failed: i64,
     pub cancelled: i64,
@@ -115,8 +117,8 @@ impl StatusReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<24} {:>10} {:>10} {:>10} {:>10}",
-            "TYPE", "PENDING", "SUCCEEDED", "FAILED", "CANCELLED"
+            "{:<24} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "TYPE", "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"
         );
         if self.types.is_empty() {
             let _ = writeln!(out, "(no jobs)");
@@ -124,8 +126,8 @@ impl StatusReport {
         for t in &self.types {
             let _ = writeln!(
                 out,
-                "{:<24} {:>10} {:>10} {:>10} {:>10}",
-                t.job_type, t.pending, t.succeeded, t.failed, t.cancelled
+                "{:<24} {:>10} {:>10} {:>10} {:>10} {:>10}",
+                t.job_type, t.pending, t.running, t.succeeded, t.failed, t.cancelled
             );
         }
         if !self.batches.is_empty() {

@@ -349,7 +349,7 @@ async fn listing_pages_with_a_cursor_and_filters() {
 async fn bad_list_parameters_get_400() {
     let app = TestApp::new().await;
     for q in [
-        "status=running",
+        "status=runnin",
         "status=",
         "status=PENDING",
         "status=pending&status=failed",

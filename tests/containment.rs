@@ -74,6 +74,7 @@ fn options(max_attempts: i32) -> TypeOptions {
         max_attempts,
         timeout: Duration::from_secs(10),
         backoff: Duration::from_millis(10),
+        ..TypeOptions::default()
     }
 }
 
@@ -283,6 +284,7 @@ async fn a_timeout_is_charged_on_every_attempt(b: Backend) {
             max_attempts: 2,
             timeout: Duration::from_millis(500),
             backoff: Duration::from_millis(10),
+            ..TypeOptions::default()
         },
     )
     .unwrap();

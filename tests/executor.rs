@@ -48,6 +48,7 @@ fn quick(max_attempts: i32) -> TypeOptions {
         max_attempts,
         timeout: Duration::from_secs(10),
         backoff: Duration::from_millis(10),
+        ..TypeOptions::default()
     }
 }
 
@@ -174,6 +175,7 @@ async fn panics_and_timeouts_are_recorded_and_workers_go_on(b: Backend) {
             max_attempts: 1,
             timeout: Duration::from_millis(200),
             backoff: Duration::ZERO,
+            ..TypeOptions::default()
         },
     )
     .unwrap();

@@ -282,7 +282,7 @@ async fn workers_survive_their_connections_being_cut() {
         store
             .report(Duration::from_secs(10))
             .await
-            .map(|r| r.types.iter().all(|t| t.pending == 0))
+            .map(|r| r.types.iter().all(|t| t.pending == 0 && t.running == 0))
             .unwrap_or(false)
     })
     .await;
@@ -306,7 +306,7 @@ async fn a_job_that_kills_its_worker_instantly_ends_failed_as_poison() {
     // `sh` is the worker's child, so $PPID is the worker itself.
     std::fs::write(
         &config,
-        "[types.poison]\ncommand = [\"sh\", \"-c\", \"kill -9 $PPID\"]\nmax_attempts = 2\n",
+        "[types.poison]\ncommand = [\"sh\", \"-c\", \"kill -9 $PPID\"]\nmax_attempts = 2\nmode = \"tx\"\n",
     )
     .unwrap();
     let client = Client::new(ts.store.clone(), Arc::new(MemoryQueue::default()));

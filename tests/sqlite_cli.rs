@@ -83,7 +83,9 @@ async fn submit_then_worker_with_concurrency_8_processes_every_job_without_lock_
     assert!(dir.path().join("skiplock.db").exists());
     let worker = spawn_worker(dir.path(), "worker", &["worker", "--concurrency", "8"]);
     let url = format!("sqlite://{}", dir.path().join("skiplock.db").display());
-    let store = skiplock::store::connect(&url, "skiplock", 2).await.unwrap();
+    let store = skiplock::store::connect(&url, "skiplock", 2, None)
+        .await
+        .unwrap();
     let succeeded = || async {
         let f = JobFilter {
             status: Some(JobStatus::Succeeded),
@@ -259,9 +261,10 @@ fn demo_in_an_empty_folder_exits_zero_and_prints_the_report() {
             .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>())
             .unwrap_or_else(|| panic!("no {t} row in:\n{stdout}"))
     };
-    assert_eq!(line("noop"), ["0", "300", "0", "0"]);
-    assert_eq!(line("sleep"), ["0", "12", "0", "0"]);
-    assert_eq!(line("fail"), ["0", "0", "8", "0"]);
+    // PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED
+    assert_eq!(line("noop"), ["0", "0", "300", "0", "0"]);
+    assert_eq!(line("sleep"), ["0", "0", "12", "0", "0"]);
+    assert_eq!(line("fail"), ["0", "0", "0", "8", "0"]);
     assert!(dir.path().join("skiplock.db").exists());
 }
 

@@ -49,7 +49,7 @@ async fn run_all(store: Arc<dyn Store>, ids: &[Uuid]) {
             store
                 .report(Duration::from_secs(10))
                 .await
-                .map(|r| r.types.iter().all(|t| t.pending == 0))
+                .map(|r| r.types.iter().all(|t| t.pending == 0 && t.running == 0))
                 .unwrap_or(false)
         }
     })

@@ -170,7 +170,18 @@ impl Settings {
 
     /// Opens the store (migrating it first when asked).
     pub async fn store(&self, pool_size: u32, migrate: bool) -> anyhow::Result<Arc<dyn Store>> {
-        let s = store::connect(&self.database_url, &self.schema, pool_size)
+        self.store_guarded(pool_size, migrate, None).await
+    }
+
+    /// [`Settings::store`] for a node: sessions idle in a transaction longer than
+    /// `idle_tx_limit` are cut off by the server (see [`store::connect`]).
+    pub async fn store_guarded(
+        &self,
+        pool_size: u32,
+        migrate: bool,
+        idle_tx_limit: Option<std::time::Duration>,
+    ) -> anyhow::Result<Arc<dyn Store>> {
+        let s = store::connect(&self.database_url, &self.schema, pool_size, idle_tx_limit)
             .await
             .with_context(|| {
                 format!(

@@ -106,6 +106,10 @@ pub async fn run(s: &Settings, a: WorkerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How far past the longest tx-mode time limit a session may sit idle in a transaction
+/// before the server ends it.
+const IDLE_TX_MARGIN: Duration = Duration::from_secs(30);
+
 /// A node's settings, validated before anything touches the database.
 pub struct NodePlan {
     pub config: NodeConfig,
@@ -154,7 +158,18 @@ impl NodePlan {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Started> {
         let pool = self.config.executor.concurrency as u32 + extra;
-        let store = s.store(pool, self.migrate).await?;
+        // A tx-mode job holds its transaction at most its time limit (plus the timer's
+        // grace); a session idle in a transaction well past the longest is stuck.
+        let longest = self
+            .registry
+            .types()
+            .filter_map(|t| self.registry.get(t))
+            .filter(|r| r.options.mode == crate::processor::Mode::Tx)
+            .map(|r| r.options.timeout)
+            .max()
+            .unwrap_or(Duration::from_secs(60));
+        let guard = longest + IDLE_TX_MARGIN;
+        let store = s.store_guarded(pool, self.migrate, Some(guard)).await?;
         let queue = s.queue().await?;
         let bus = s.bus().await?;
         let node = Node::builder(store.clone(), queue.clone())

@@ -29,8 +29,8 @@ use super::Ctx;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventStatus};
 use crate::job::Job;
-use crate::processor::ProcessError;
-use crate::store::{ChunkTx, JobConn, JobTx, Outcome, Slot};
+use crate::processor::{Mode, ProcessError};
+use crate::store::{ChunkTx, JobConn, JobTx, Locked, Outcome, Slot};
 
 /// Longest error text stored per attempt: enough to debug, bounded so that a processor that
 /// returns a megabyte of output cannot bloat the table.
@@ -81,18 +81,37 @@ pub(super) async fn run(ctx: &Ctx, slot: &mut dyn Slot, source: Source<'_>) -> R
         }
         Source::Claim(max) => slot.claim(max).await?,
     };
-    let (jobs, mut tx) = (locked.jobs, locked.tx);
+    let (ran, leased) = run_locked(ctx, locked).await?;
+    // Committed: the lease-mode jobs are ours to run, with no transaction open.
+    if !leased.is_empty() {
+        super::lease::run(ctx, slot, leased).await?;
+    }
+    Ok(ran)
+}
+
+/// The chunk's transaction, from its locked jobs to its commit. Returns how it ended and the
+/// lease-mode jobs it claimed, to run once it has committed.
+async fn run_locked(ctx: &Ctx, locked: Locked<'_>) -> Result<(Ran, Vec<Job>)> {
+    let Locked { jobs, mut tx } = locked;
     if jobs.is_empty() {
         tx.finish(&[]).await?;
-        return Ok(Ran::Done(0));
+        return Ok((Ran::Done(0), Vec::new()));
     }
+    let total = jobs.len();
     let _held = ctx.node.hold(jobs.iter().map(|j| j.id), &ctx.metrics);
+    // Lease-mode jobs are claimed by this transaction (marked running as it ends) and run
+    // after it commits, with no transaction open; the rest run inside it.
+    let (leased, jobs): (Vec<Job>, Vec<Job>) = jobs
+        .into_iter()
+        .partition(|j| ctx.registry.options(&j.job_type).mode == Mode::Lease);
+    let leased_ids: Vec<Uuid> = leased.iter().map(|j| j.id).collect();
     // Decided once per chunk: with nobody listening, no event is built at all.
     let listened = ctx.events.has_listeners();
     if listened {
         // Every locked job is in flight from here: one message for the chunk.
         ctx.publish(
             jobs.iter()
+                .chain(&leased)
                 .map(|j| event(ctx, j, EventStatus::Running, None))
                 .collect(),
         );
@@ -103,16 +122,35 @@ pub(super) async fn run(ctx: &Ctx, slot: &mut dyn Slot, source: Source<'_>) -> R
         let started = Instant::now();
         match run_one(ctx, job, tx.job_conn()).await {
             Step::Decided(o) => outcomes.push(o),
-            Step::Broke(why) => return broken(ctx, tx, &jobs, outcomes, i, why).await,
+            Step::Broke(why) => {
+                let ran = broken(ctx, tx, &jobs, outcomes, i, why).await;
+                return Ok((with_leased(ran, leased_ids)?, Vec::new()));
+            }
         }
         timings.push(started.elapsed());
     }
+    if !leased_ids.is_empty() {
+        tx.lease(&leased_ids, ctx.config.lease_ttl).await?;
+    }
     if let Err(e) = tx.finish(&outcomes).await {
-        return refused(ctx, &jobs, e).await;
+        let ran = refused(ctx, &jobs, leased_ids.len(), e).await;
+        return Ok((with_leased(ran, leased_ids)?, Vec::new()));
     }
     // Committed: only now may anyone hear about it.
     settled(ctx, &jobs, &outcomes, &timings, listened);
-    Ok(Ran::Done(jobs.len()))
+    Ok((Ran::Done(total), leased))
+}
+
+/// A broken chunk's lease-mode jobs were never claimed (the claim is its last statement):
+/// they run again with the others.
+fn with_leased(ran: Result<Ran>, leased: Vec<Uuid>) -> Result<Ran> {
+    match ran? {
+        Ran::Broken { mut rest, alone } => {
+            rest.extend(leased);
+            Ok(Ran::Broken { rest, alone })
+        }
+        done => Ok(done),
+    }
 }
 
 /// Job `i` broke the chunk's transaction. Learns whether it had committed the chunk, charges
@@ -161,12 +199,16 @@ async fn broken(
 /// Several jobs: run each alone, to find the one whose outcome cannot be written. One job:
 /// it is that job; charge it in a transaction of its own. A lost connection is no job's
 /// fault and stays an error.
-async fn refused(ctx: &Ctx, jobs: &[Job], e: Error) -> Result<Ran> {
+async fn refused(ctx: &Ctx, jobs: &[Job], leased: usize, e: Error) -> Result<Ran> {
     if !matches!(e, Error::Database(sqlx::Error::Database(_))) {
         return Err(e);
     }
+    if jobs.is_empty() {
+        // Only lease claims were refused: no job of this chunk ran, so none is to blame.
+        return Err(e);
+    }
     warn!(error = %e, jobs = jobs.len(), "the database refused a chunk's outcomes");
-    if jobs.len() > 1 {
+    if jobs.len() + leased > 1 {
         return Ok(Ran::Broken {
             rest: jobs.iter().map(|j| j.id).collect(),
             alone: true,
@@ -197,7 +239,13 @@ async fn refused(ctx: &Ctx, jobs: &[Job], e: Error) -> Result<Ran> {
 }
 
 /// Metrics, counters and events for outcomes that have committed.
-fn settled(ctx: &Ctx, jobs: &[Job], outcomes: &[Outcome], timings: &[Duration], listened: bool) {
+pub(super) fn settled(
+    ctx: &Ctx,
+    jobs: &[Job],
+    outcomes: &[Outcome],
+    timings: &[Duration],
+    listened: bool,
+) {
     // This node knows when its retries come due: it wakes a runner then, instead of waiting
     // for the poll.
     let first_retry = outcomes
@@ -293,7 +341,7 @@ async fn run_one(ctx: &Ctx, job: &Job, conn: &mut dyn JobConn) -> Step {
 
 /// Success, a retry after the type's backoff, or `failed` once attempts are spent or retrying
 /// is futile.
-fn decide(ctx: &Ctx, job: &Job, result: Result<(), ProcessError>) -> Outcome {
+pub(super) fn decide(ctx: &Ctx, job: &Job, result: Result<(), ProcessError>) -> Outcome {
     let e = match result {
         Ok(()) => return Outcome::Succeeded { id: job.id },
         Err(e) => e,
@@ -346,7 +394,7 @@ fn bounded(s: &str) -> String {
     format!("{}… ({} bytes in all)", &clean[..end], clean.len())
 }
 
-fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+pub(super) fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = p.downcast_ref::<String>() {

@@ -3,6 +3,7 @@
 //! period, then abandons the rest (their transactions roll back; the jobs stay pending).
 
 mod chunk;
+mod lease;
 mod publisher;
 mod wake;
 
@@ -42,6 +43,9 @@ pub struct ExecutorConfig {
     /// schema's channel, SQLite's `data_version`). Off behind PgBouncer in transaction mode,
     /// which cannot keep a session's LISTEN: runners then find new work by polling. Default on.
     pub listen: bool,
+    /// How long a lease-mode claim lasts before the heartbeat renews it. Set by the node to
+    /// its node timeout. Default 10 s.
+    pub lease_ttl: Duration,
     /// Pause after a store or queue error, so a database outage is not a busy loop; doubles
     /// while errors continue, up to 4x. Default 500 ms.
     pub error_pause: Duration,
@@ -54,6 +58,7 @@ impl Default for ExecutorConfig {
             chunk_size: 1,
             poll: Duration::from_secs(1),
             listen: true,
+            lease_ttl: Duration::from_secs(10),
             error_pause: Duration::from_millis(500),
         }
     }
@@ -112,6 +117,11 @@ pub struct Executor {
     publisher: JoinSet<()>,
     /// The wake-up listener and alarm tasks; stopped with the runners.
     waking: JoinSet<()>,
+    /// For giving back, at shutdown, the leases of jobs cut off by the grace period. (Not the
+    /// whole `Ctx`: it holds an event sender, and the publisher ends only once every sender
+    /// is gone.)
+    store: Arc<dyn Store>,
+    node: Arc<NodeState>,
     stop: CancellationToken,
 }
 
@@ -157,6 +167,8 @@ impl Executor {
             runners,
             publisher,
             waking,
+            store: ctx.store.clone(),
+            node: ctx.node.clone(),
             stop,
         })
     }
@@ -171,7 +183,16 @@ impl Executor {
                 running = self.runners.len(),
                 "grace period over: rolling back the jobs still running (they stay pending)"
             );
+            let leased = self.node.lease_ids();
             self.runners.shutdown().await;
+            // Lease-mode jobs cut off here were never finished: give them back as they were
+            // (pending, the claim's attempt returned) rather than wait for their leases to
+            // expire. If this fails, the rescue of expired leases does it later.
+            if !leased.is_empty() {
+                if let Err(e) = self.store.release_leases(&self.node.id, &leased).await {
+                    warn!(error = %e, "cannot give back the leases of cut-off jobs; they expire");
+                }
+            }
         }
         // Runners are gone, so every event sender is dropped: the publisher drains and ends.
         while self.publisher.join_next().await.is_some() {}

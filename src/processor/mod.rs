@@ -80,8 +80,17 @@ impl From<sqlx::Error> for ProcessError {
 #[async_trait]
 pub trait Processor: Send + Sync + 'static {
     /// Processes `job`. Writes through `tx` commit with the job's outcome, or roll back to
-    /// the job's savepoint if this returns an error, panics or runs out of time.
+    /// the job's savepoint if this returns an error, panics or runs out of time. In `lease`
+    /// mode no transaction is open while this runs: `tx` refuses to be used (see
+    /// [`JobTx::attached`]), and a final write belongs in [`Processor::complete`].
     async fn process(&self, job: &Job, tx: &mut JobTx<'_>) -> Result<(), ProcessError>;
+
+    /// Lease mode only: called after a successful [`Processor::process`], inside the short
+    /// transaction that records the outcome, so that its writes and the outcome commit
+    /// together (and roll back together if it fails). Nothing by default.
+    async fn complete(&self, _job: &Job, _tx: &mut JobTx<'_>) -> Result<(), ProcessError> {
+        Ok(())
+    }
 }
 
 /// A processor whose target is a typed value: the target is deserialised before the
@@ -96,6 +105,16 @@ pub trait TypedProcessor: Send + Sync + 'static {
         target: Self::Target,
         tx: &mut JobTx<'_>,
     ) -> Result<(), ProcessError>;
+
+    /// See [`Processor::complete`].
+    async fn complete(
+        &self,
+        _job: &Job,
+        _target: Self::Target,
+        _tx: &mut JobTx<'_>,
+    ) -> Result<(), ProcessError> {
+        Ok(())
+    }
 }
 
 /// Adapts a [`TypedProcessor`] to [`Processor`].
@@ -103,11 +122,31 @@ pub struct Typed<P>(pub P);
 
 #[async_trait]
 impl<P: TypedProcessor> Processor for Typed<P> {
+    async fn complete(&self, job: &Job, tx: &mut JobTx<'_>) -> Result<(), ProcessError> {
+        let target = serde_json::from_value::<P::Target>(job.target.clone())
+            .map_err(|e| ProcessError::fatal(format!("invalid target: {e}")))?;
+        self.0.complete(job, target, tx).await
+    }
+
     async fn process(&self, job: &Job, tx: &mut JobTx<'_>) -> Result<(), ProcessError> {
         let target = serde_json::from_value::<P::Target>(job.target.clone())
             .map_err(|e| ProcessError::fatal(format!("invalid target: {e}")))?;
         self.0.process(job, target, tx).await
     }
+}
+
+/// How a type's jobs run. See the README's table for when each is right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The processor runs inside the transaction that holds the job's row lock; its writes
+    /// and the outcome commit together. For jobs that write to the database.
+    #[default]
+    Tx,
+    /// A short transaction claims the job (`running`, leased to the node, attempt charged);
+    /// the processor runs with no transaction open; a short fenced transaction records the
+    /// outcome. For jobs that take long or work elsewhere (webhooks, programs).
+    Lease,
 }
 
 /// A type's retry and time policy.
@@ -119,6 +158,9 @@ pub struct TypeOptions {
     pub timeout: Duration,
     /// First retry delay; doubles each attempt, with jitter. Default 1 s.
     pub backoff: Duration,
+    /// How its jobs run. Default `tx`; the built-in `sleep` and the `http` and `command`
+    /// processors default to `lease`.
+    pub mode: Mode,
 }
 
 impl Default for TypeOptions {
@@ -127,6 +169,7 @@ impl Default for TypeOptions {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             timeout: Duration::from_secs(60),
             backoff: Duration::from_secs(1),
+            mode: Mode::Tx,
         }
     }
 }
@@ -215,7 +258,11 @@ impl Registry {
         let mut r = Self::new();
         let o = TypeOptions::default();
         r.register("noop", Noop, o).expect("fresh registry");
-        r.register("sleep", Typed(Sleep), o)
+        let lease = TypeOptions {
+            mode: Mode::Lease,
+            ..o
+        };
+        r.register("sleep", Typed(Sleep), lease)
             .expect("fresh registry");
         r.register("fail", Fail, o).expect("fresh registry");
         r

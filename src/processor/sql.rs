@@ -38,9 +38,8 @@ impl SqlProcessor {
     }
 }
 
-#[async_trait]
-impl Processor for SqlProcessor {
-    async fn process(&self, job: &Job, tx: &mut JobTx<'_>) -> Result<(), ProcessError> {
+impl SqlProcessor {
+    async fn run(&self, job: &Job, tx: &mut JobTx<'_>) -> Result<(), ProcessError> {
         for (i, s) in self.statements.iter().enumerate() {
             tx.execute(s, job).await.map_err(|e| {
                 let msg = match e {
@@ -51,5 +50,23 @@ impl Processor for SqlProcessor {
             })?;
         }
         Ok(())
+    }
+}
+
+/// In `tx` mode the statements run in the job's transaction; in `lease` mode (if a type asks
+/// for it) in the short transaction that records the outcome, which is where a lease-mode
+/// job's database writes go.
+#[async_trait]
+impl Processor for SqlProcessor {
+    async fn process(&self, job: &Job, tx: &mut JobTx<'_>) -> Result<(), ProcessError> {
+        if tx.attached() {
+            self.run(job, tx).await
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn complete(&self, job: &Job, tx: &mut JobTx<'_>) -> Result<(), ProcessError> {
+        self.run(job, tx).await
     }
 }

@@ -48,9 +48,10 @@ pub trait JobConn: Send {
     }
 }
 
-/// One job's view of the chunk's transaction, behind its own savepoint.
+/// One job's view of the chunk's transaction, behind its own savepoint; or, for a lease-mode
+/// job while its processor runs, of no transaction at all.
 pub struct JobTx<'c> {
-    conn: &'c mut dyn JobConn,
+    conn: Option<&'c mut dyn JobConn>,
     /// The processor's SQL time limit.
     timeout: Duration,
     /// Whether the savepoint has been taken (and so must be released or rolled back).
@@ -60,9 +61,34 @@ pub struct JobTx<'c> {
 impl<'c> JobTx<'c> {
     pub(crate) fn new(conn: &'c mut dyn JobConn, timeout: Duration) -> Self {
         JobTx {
-            conn,
+            conn: Some(conn),
             timeout,
             savepoint: false,
+        }
+    }
+
+    /// No transaction: a lease-mode job's processor runs with none open.
+    pub(crate) fn detached() -> JobTx<'static> {
+        JobTx {
+            conn: None,
+            timeout: Duration::ZERO,
+            savepoint: false,
+        }
+    }
+
+    /// Whether a transaction is there to use (always, but for a lease-mode job's `process`).
+    pub fn attached(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    fn conn(&mut self) -> Result<&mut dyn JobConn> {
+        match self.conn.as_deref_mut() {
+            Some(c) => Ok(c),
+            None => Err(Error::Invalid(
+                "a lease-mode job runs without a transaction: write to the database in the \
+                 processor's complete(), which runs in the transaction that records the outcome"
+                    .into(),
+            )),
         }
     }
 
@@ -73,7 +99,8 @@ impl<'c> JobTx<'c> {
 
     async fn open(&mut self) -> Result<()> {
         if !self.savepoint {
-            self.conn.savepoint(self.timeout).await?;
+            let timeout = self.timeout;
+            self.conn()?.savepoint(timeout).await?;
             self.savepoint = true;
         }
         Ok(())
@@ -84,7 +111,7 @@ impl<'c> JobTx<'c> {
     /// behind that outlives it (`PREPARE`, `LISTEN`, session advisory locks).
     pub async fn postgres(&mut self) -> Result<&mut PgConnection> {
         self.open().await?;
-        self.conn.postgres().ok_or_else(|| {
+        self.conn()?.postgres().ok_or_else(|| {
             Error::Invalid("this processor needs PostgreSQL but the store is SQLite".into())
         })
     }
@@ -93,7 +120,7 @@ impl<'c> JobTx<'c> {
     /// same rules as for [`JobTx::postgres`] apply.
     pub async fn sqlite(&mut self) -> Result<&mut SqliteConnection> {
         self.open().await?;
-        self.conn.sqlite().ok_or_else(|| {
+        self.conn()?.sqlite().ok_or_else(|| {
             Error::Invalid("this processor needs SQLite but the store is PostgreSQL".into())
         })
     }
@@ -104,7 +131,7 @@ impl<'c> JobTx<'c> {
     pub async fn execute(&mut self, sql: &str, job: &Job) -> Result<u64> {
         check_statement(sql).map_err(Error::Invalid)?;
         self.open().await?;
-        self.conn.execute(sql, job).await
+        self.conn()?.execute(sql, job).await
     }
 
     /// Keeps the job's writes: releases the savepoint.
@@ -112,7 +139,7 @@ impl<'c> JobTx<'c> {
         if self.savepoint {
             // On failure the savepoint stays marked, so that finish_err tries to roll back to
             // it: if that fails too, the job broke the transaction.
-            self.conn.release().await?;
+            self.conn()?.release().await?;
             self.savepoint = false;
         }
         Ok(())
@@ -122,7 +149,7 @@ impl<'c> JobTx<'c> {
     pub(crate) async fn finish_err(&mut self) -> Result<()> {
         if self.savepoint {
             self.savepoint = false;
-            self.conn.rollback().await?;
+            self.conn()?.rollback().await?;
         }
         Ok(())
     }

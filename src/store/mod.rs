@@ -145,6 +145,10 @@ pub trait Slot: Send {
     /// own, before any processor runs). The queue is only a hint; this is how a runner finds
     /// work that nobody pushed to it.
     async fn claim<'s>(&'s mut self, max: usize) -> Result<Locked<'s>>;
+
+    /// A short transaction with nothing locked: where lease-mode outcomes are recorded
+    /// ([`ChunkTx::finish_leases`]), with the processors' final writes.
+    async fn begin<'s>(&'s mut self) -> Result<Box<dyn ChunkTx + 's>>;
 }
 
 /// Why a runner should look for work now, from the store's own notifications.
@@ -183,6 +187,19 @@ pub trait ChunkTx: Send {
 
     /// Writes the outcomes in one statement and commits. Nothing is visible before this.
     async fn finish(self: Box<Self>, outcomes: &[Outcome]) -> Result<()>;
+
+    /// Lease mode's claim, in this transaction: the jobs become `running`, leased to the
+    /// slot's node for `ttl`, their attempt charged. They are free to run once this commits.
+    async fn lease(&mut self, ids: &[Uuid], ttl: Duration) -> Result<()>;
+
+    /// Records lease-mode outcomes and commits. Fenced: each job changes only if it is still
+    /// `running` under this node with `attempts[i]` charged; returns the jobs that changed
+    /// (the others lost their lease to a rescue or a cancel, and their outcome is dropped).
+    async fn finish_leases(
+        self: Box<Self>,
+        outcomes: &[Outcome],
+        attempts: &[i32],
+    ) -> Result<Vec<Uuid>>;
 
     /// Gives up a chunk a processor broke: rolls back whatever is left of it and leaves the
     /// connection fit for its next user (or closes it).
@@ -249,6 +266,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes the node's row and its intent records (clean shutdown).
     async fn remove_node(&self, id: &str) -> Result<()>;
+
+    /// Renews `node_id`'s leases on `ids` for `ttl`; returns those it still holds.
+    async fn extend_leases(&self, node_id: &str, ids: &[Uuid], ttl: Duration) -> Result<Vec<Uuid>>;
+
+    /// Gives back `node_id`'s leases on `ids` whose processors were stopped by a shutdown:
+    /// `pending` again, due now, the claim's attempt returned.
+    async fn release_leases(&self, node_id: &str, ids: &[Uuid]) -> Result<u64>;
+
+    /// Puts jobs whose lease expired back to `pending` (or `failed`, attempts spent); returns
+    /// their new statuses.
+    async fn rescue_expired_leases(&self) -> Result<Vec<JobStatus>>;
 
     /// Deletes nodes silent for longer than `stale`; returns how many.
     async fn delete_dead_nodes(&self, stale: Duration) -> Result<u64>;
@@ -344,7 +372,8 @@ impl dyn Store {
     /// Drops dead nodes and charges an attempt to what their runners were running.
     pub async fn rescue_abandoned(&self, stale: Duration) -> Result<Rescued> {
         let dead_nodes = self.delete_dead_nodes(stale).await?;
-        let statuses = self.charge_abandoned(stale).await?;
+        let mut statuses = self.charge_abandoned(stale).await?;
+        statuses.extend(self.rescue_expired_leases().await?);
         let failed = statuses.iter().filter(|s| **s == JobStatus::Failed).count() as u64;
         Ok(Rescued {
             dead_nodes,
@@ -355,10 +384,17 @@ impl dyn Store {
 }
 
 /// Opens the store a URL names: `postgres://…` or `sqlite://PATH`.
-pub async fn connect(url: &str, schema: &str, pool_size: u32) -> Result<Arc<dyn Store>> {
+/// `idle_tx_limit`: on PostgreSQL, the longest a session may sit idle inside a transaction
+/// (see [`postgres::PgStore::connect_guarded`]); `None` leaves the server's setting.
+pub async fn connect(
+    url: &str,
+    schema: &str,
+    pool_size: u32,
+    idle_tx_limit: Option<Duration>,
+) -> Result<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(
-            postgres::PgStore::connect(url, schema, pool_size).await?,
+            postgres::PgStore::connect_guarded(url, schema, pool_size, idle_tx_limit).await?,
         ))
     } else if url.starts_with("sqlite:") {
         Ok(Arc::new(
@@ -406,7 +442,8 @@ pub fn validate_schema(schema: &str) -> Result<()> {
 /// Why a retry matched no row.
 const RETRY_RULE: &str = "only failed or cancelled jobs can be retried";
 /// Why a cancel matched no row.
-const CANCEL_RULE: &str = "only pending jobs that are not running can be cancelled";
+const CANCEL_RULE: &str =
+    "only pending jobs (not inside a transaction right now) and running lease-mode jobs can be cancelled";
 
 /// Explains why a retry or cancel matched no row: missing, or in the wrong state.
 async fn why_not(store: &dyn Store, id: Uuid, rule: &str) -> Error {

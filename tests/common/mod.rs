@@ -117,6 +117,7 @@ impl TestStore {
         let mut t = skiplock::report::TypeCounts::default();
         for c in r.types {
             t.pending += c.pending;
+            t.running += c.running;
             t.succeeded += c.succeeded;
             t.failed += c.failed;
             t.cancelled += c.cancelled;
@@ -136,9 +137,13 @@ impl TestStore {
         }
     }
 
-    /// Waits until no job is pending; false on timeout.
+    /// Waits until no job is pending or running; false on timeout.
     pub async fn wait_all_finished(&self, timeout: Duration) -> bool {
-        wait_until(timeout, || async { self.counts().await.pending == 0 }).await
+        wait_until(timeout, || async {
+            let c = self.counts().await;
+            c.pending == 0 && c.running == 0
+        })
+        .await
     }
 
     /// Creates a table recording one row per processor effect; returns its qualified name.

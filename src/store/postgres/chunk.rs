@@ -99,6 +99,24 @@ impl Slot for PgSlot {
         }
         locked(rows, tx, node_id, sql, pool)
     }
+
+    async fn begin<'s>(&'s mut self) -> Result<Box<dyn ChunkTx + 's>> {
+        let PgSlot {
+            conn,
+            node_id,
+            sql,
+            pool,
+            ..
+        } = self;
+        let tx = sqlx::Connection::begin(&mut **conn).await?;
+        Ok(Box::new(PgChunk {
+            tx,
+            node_id,
+            sql,
+            pool,
+            xid: None,
+        }))
+    }
 }
 
 /// The locked rows as jobs, highest priority first, and their chunk transaction.
@@ -162,6 +180,44 @@ impl ChunkTx for PgChunk<'_> {
         record_outcomes(sql, &mut tx, outcomes, node_id).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn lease(&mut self, ids: &[Uuid], ttl: Duration) -> Result<()> {
+        sqlx::query(&self.sql.lease_jobs)
+            .bind(ids)
+            .bind(self.node_id)
+            .bind(ttl.as_secs_f64() * 1000.0)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn finish_leases(
+        self: Box<Self>,
+        outcomes: &[Outcome],
+        attempts: &[i32],
+    ) -> Result<Vec<Uuid>> {
+        let PgChunk {
+            mut tx,
+            node_id,
+            sql,
+            ..
+        } = *self;
+        let ids: Vec<Uuid> = outcomes.iter().map(Outcome::id).collect();
+        let st: Vec<&str> = outcomes.iter().map(|o| o.status().as_str()).collect();
+        let err: Vec<Option<&str>> = outcomes.iter().map(Outcome::error).collect();
+        let delay: Vec<Option<i64>> = outcomes.iter().map(Outcome::delay_ms).collect();
+        let done: Vec<Uuid> = sqlx::query_scalar(&sql.complete_leases)
+            .bind(ids)
+            .bind(st)
+            .bind(err)
+            .bind(delay)
+            .bind(attempts)
+            .bind(node_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done)
     }
 }
 

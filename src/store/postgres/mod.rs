@@ -40,6 +40,19 @@ pub struct PgStore {
 impl PgStore {
     /// Connects eagerly, so a wrong URL or a server that is down fails at start-up.
     pub async fn connect(url: &str, schema: &str, pool_size: u32) -> Result<Self> {
+        Self::connect_guarded(url, schema, pool_size, None).await
+    }
+
+    /// [`PgStore::connect`], with every session's `idle_in_transaction_session_timeout` set
+    /// to `idle_tx_limit` (as a session default, which the reset after each job restores): a
+    /// node stuck with a transaction open (paused, hung) is cut off by the server instead of
+    /// pinning the cluster's xmin horizon and its row locks forever.
+    pub async fn connect_guarded(
+        url: &str,
+        schema: &str,
+        pool_size: u32,
+        idle_tx_limit: Option<Duration>,
+    ) -> Result<Self> {
         validate_schema(schema)?;
         let opts: PgConnectOptions = url
             .parse()
@@ -49,6 +62,13 @@ impl PgStore {
             opts
         } else {
             opts.application_name("skiplock")
+        };
+        let opts = match idle_tx_limit {
+            Some(d) => opts.options([(
+                "idle_in_transaction_session_timeout",
+                d.as_millis().clamp(1, i32::MAX as u128).to_string(),
+            )]),
+            None => opts,
         };
         // One direct connection first: a pool would retry a refused connection until its
         // acquire timeout and then say only "pool timed out", hiding "connection refused" or
@@ -328,6 +348,31 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn extend_leases(&self, node_id: &str, ids: &[Uuid], ttl: Duration) -> Result<Vec<Uuid>> {
+        Ok(sqlx::query_scalar(&self.sql.extend_leases)
+            .bind(ids)
+            .bind(node_id)
+            .bind(ms(ttl))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn release_leases(&self, node_id: &str, ids: &[Uuid]) -> Result<u64> {
+        Ok(sqlx::query(&self.sql.release_leases)
+            .bind(ids)
+            .bind(node_id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    async fn rescue_expired_leases(&self) -> Result<Vec<JobStatus>> {
+        let statuses: Vec<String> = sqlx::query_scalar(&self.sql.rescue_expired)
+            .fetch_all(&self.pool)
+            .await?;
+        statuses.iter().map(|s| parse_status(s)).collect()
     }
 
     async fn delete_dead_nodes(&self, stale: Duration) -> Result<u64> {

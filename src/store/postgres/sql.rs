@@ -42,6 +42,50 @@ pub const LOCK_CHUNK: &str = "SELECT {cols}, txid_current() AS xid FROM {s}.jobs
     WHERE id = ANY($1) AND status = 'pending' AND run_at <= now() \
     FOR UPDATE SKIP LOCKED";
 
+/// Lease mode's claim, in the chunk's transaction: the jobs become `running`, owned by the
+/// node (`node_id`), with a lease deadline and their attempt charged. `$1` ids, `$2` node,
+/// `$3` lease length in milliseconds.
+pub const LEASE_JOBS: &str = "UPDATE {s}.jobs SET status = 'running', attempts = attempts + 1, \
+    node_id = $2, lease_until = clock_timestamp() + $3 * interval '1 millisecond', \
+    updated_at = clock_timestamp() WHERE id = ANY($1) AND status = 'pending'";
+
+/// Lease mode's outcomes, fenced: a row changes only if it is still the same attempt of the
+/// same node's lease, so a node that lost its lease (paused, cut off) cannot overwrite the
+/// attempt that replaced it. The attempt was charged at the claim. Returns what it changed.
+pub const COMPLETE_LEASES: &str = "UPDATE {s}.jobs AS j SET \
+    status = o.status, \
+    last_error = COALESCE(o.error, j.last_error), \
+    run_at = CASE WHEN o.delay_ms IS NULL THEN j.run_at \
+                  ELSE clock_timestamp() + o.delay_ms * interval '1 millisecond' END, \
+    finished_at = CASE WHEN o.status = 'pending' THEN NULL ELSE clock_timestamp() END, \
+    lease_until = NULL, updated_at = clock_timestamp() \
+    FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::int[]) \
+    AS o(id, status, error, delay_ms, attempt) \
+    WHERE j.id = o.id AND j.id = ANY($1) AND j.status = 'running' \
+    AND j.attempts = o.attempt AND j.node_id = $6 RETURNING j.id";
+
+/// A node's heartbeat renews its leases; what comes back is what it still holds (a job
+/// cancelled or rescued meanwhile does not).
+pub const EXTEND_LEASES: &str = "UPDATE {s}.jobs SET \
+    lease_until = clock_timestamp() + $3 * interval '1 millisecond' \
+    WHERE id = ANY($1) AND status = 'running' AND node_id = $2 RETURNING id";
+
+/// Leases given back at shutdown: the jobs did not finish, so their attempt is returned.
+pub const RELEASE_LEASES: &str = "UPDATE {s}.jobs SET status = 'pending', \
+    attempts = GREATEST(attempts - 1, 0), run_at = now(), lease_until = NULL, \
+    updated_at = now() WHERE id = ANY($1) AND status = 'running' AND node_id = $2";
+
+/// Expired leases: their node stopped renewing them (killed, paused, cut off). The attempt
+/// was charged at the claim; spent attempts end the job `failed`, others run again now.
+pub const RESCUE_EXPIRED: &str = "UPDATE {s}.jobs SET \
+    status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'pending' END, \
+    finished_at = CASE WHEN attempts >= max_attempts THEN now() END, \
+    run_at = now(), lease_until = NULL, updated_at = now(), \
+    last_error = 'lease expired: node ' || COALESCE(node_id, '?') || \
+    ' stopped renewing it (killed, paused or cut off) while running this job' \
+    WHERE id IN (SELECT id FROM {s}.jobs WHERE status = 'running' AND lease_until < now() \
+                 FOR UPDATE SKIP LOCKED) RETURNING status";
+
 /// Whether the chunk transaction `$1` committed: asked after a processor broke its chunk, to
 /// learn whether it ended it with a COMMIT (its chunk-mates' writes then stand).
 pub const XACT_STATUS: &str = "SELECT txid_status($1)";
@@ -162,9 +206,11 @@ pub const RETRY_JOB: &str = "WITH r AS (UPDATE {s}.jobs SET status = 'pending', 
     WHERE id = $1 AND status IN ('failed', 'cancelled') RETURNING {cols}) \
     SELECT r.*, pg_notify($2, '0') FROM r";
 
+/// A pending job not in a chunk right now, or a running lease-mode job (its node hears of it
+/// when it renews its leases and stops the processor).
 pub const CANCEL_JOB: &str = "UPDATE {s}.jobs SET status = 'cancelled', \
-    finished_at = now(), updated_at = now() \
-    WHERE id = (SELECT id FROM {s}.jobs WHERE id = $1 AND status = 'pending' \
+    finished_at = now(), updated_at = now(), lease_until = NULL \
+    WHERE id = (SELECT id FROM {s}.jobs WHERE id = $1 AND status IN ('pending', 'running') \
                 FOR UPDATE SKIP LOCKED) RETURNING {cols}";
 
 /// Batch progress from the open-jobs index: what is not pending, failed or cancelled (and
@@ -187,6 +233,7 @@ pub const RECENT_BATCHES: &str = "SELECT b.id, b.name, b.type, b.total, b.create
 
 pub const TYPE_COUNTS: &str = "SELECT type, \
     count(*) FILTER (WHERE status = 'pending') AS pending, \
+    count(*) FILTER (WHERE status = 'running') AS running, \
     count(*) FILTER (WHERE status = 'succeeded') AS succeeded, \
     count(*) FILTER (WHERE status = 'failed') AS failed, \
     count(*) FILTER (WHERE status = 'cancelled') AS cancelled \
@@ -232,6 +279,11 @@ statements! {
     publish_policy = PUBLISH_POLICY,
     due_among = DUE_AMONG,
     claim_chunk = CLAIM_CHUNK,
+    lease_jobs = LEASE_JOBS,
+    complete_leases = COMPLETE_LEASES,
+    extend_leases = EXTEND_LEASES,
+    rescue_expired = RESCUE_EXPIRED,
+    release_leases = RELEASE_LEASES,
     record_successes = RECORD_SUCCESSES,
     due_pending = DUE_PENDING,
     heartbeat = HEARTBEAT,

@@ -11,7 +11,7 @@ use sqlx::{Executor as _, Sqlite, SqliteConnection, SqlitePool, Transaction};
 use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
-use super::rows::{ids_json, job_from_row};
+use super::rows::{ids_json, job_from_row, modifier};
 use super::{record_outcomes, sql, SqliteStore};
 use crate::error::Result;
 use crate::job::Job;
@@ -64,6 +64,26 @@ impl Slot for SqliteSlot {
             .map(super::rows::uuid)
             .collect::<Result<Vec<_>>>()?;
         self.lock_with(guard, &ids).await
+    }
+
+    async fn begin<'s>(&'s mut self) -> Result<Box<dyn ChunkTx + 's>> {
+        let guard = self.writer.clone().lock_owned().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(Box::new(SqliteChunk {
+            tx,
+            turn: WriteTurn {
+                _guard: guard,
+                locked: Vec::new(),
+                running: self.running.clone(),
+                alive: Arc::new(AtomicBool::new(true)),
+            },
+            node_id: &self.node_id,
+            probe: SqliteProbe {
+                pool: self.pool.clone(),
+                slot: self.slot.to_string(),
+                recorded: false,
+            },
+        }))
     }
 }
 
@@ -175,6 +195,50 @@ impl ChunkTx for SqliteChunk<'_> {
         tx.commit().await?;
         drop(turn);
         Ok(())
+    }
+
+    async fn lease(&mut self, ids: &[Uuid], ttl: Duration) -> Result<()> {
+        sqlx::query(sql::LEASE_JOBS)
+            .bind(ids_json(ids))
+            .bind(self.node_id)
+            .bind(modifier(ttl, 1))
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn finish_leases(
+        self: Box<Self>,
+        outcomes: &[Outcome],
+        attempts: &[i32],
+    ) -> Result<Vec<Uuid>> {
+        let SqliteChunk {
+            mut tx,
+            turn,
+            node_id,
+            ..
+        } = *self;
+        let rows: Vec<serde_json::Value> = outcomes
+            .iter()
+            .zip(attempts)
+            .map(|(o, a)| {
+                serde_json::json!([
+                    o.id().to_string(),
+                    o.status().as_str(),
+                    o.error(),
+                    o.delay_ms(),
+                    a
+                ])
+            })
+            .collect();
+        let done: Vec<String> = sqlx::query_scalar(sql::COMPLETE_LEASES)
+            .bind(serde_json::Value::from(rows).to_string())
+            .bind(node_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        drop(turn);
+        done.into_iter().map(super::rows::uuid).collect()
     }
 
     async fn abandon(self: Box<Self>) {

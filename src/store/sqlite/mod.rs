@@ -356,6 +356,45 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn extend_leases(&self, node_id: &str, ids: &[Uuid], ttl: Duration) -> Result<Vec<Uuid>> {
+        let mut w = self.write().await?;
+        let kept: Vec<String> = sqlx::query_scalar(sql::EXTEND_LEASES)
+            .bind(rows::ids_json(ids))
+            .bind(node_id)
+            .bind(modifier(ttl, 1))
+            .fetch_all(&mut *w.tx)
+            .await?;
+        w.tx.commit().await?;
+        kept.into_iter().map(rows::uuid).collect()
+    }
+
+    async fn release_leases(&self, node_id: &str, ids: &[Uuid]) -> Result<u64> {
+        let mut w = self.write().await?;
+        let n = sqlx::query(sql::RELEASE_LEASES)
+            .bind(rows::ids_json(ids))
+            .bind(node_id)
+            .execute(&mut *w.tx)
+            .await?
+            .rows_affected();
+        w.tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn rescue_expired_leases(&self) -> Result<Vec<JobStatus>> {
+        let mut w = self.write().await?;
+        let statuses: Vec<String> = sqlx::query_scalar(sql::RESCUE_EXPIRED)
+            .fetch_all(&mut *w.tx)
+            .await?;
+        w.tx.commit().await?;
+        statuses
+            .iter()
+            .map(|s| {
+                s.parse()
+                    .map_err(|e: String| Error::Database(sqlx::Error::Decode(e.into())))
+            })
+            .collect()
+    }
+
     async fn delete_dead_nodes(&self, stale: Duration) -> Result<u64> {
         let mut w = self.write().await?;
         let n = sqlx::query(sql::DELETE_DEAD_NODES)

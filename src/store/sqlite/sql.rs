@@ -89,6 +89,63 @@ pub const HOLD_EXISTS: &str = "SELECT count(*) FROM holds WHERE slot = $1";
 
 pub const REMOVE_HOLDS: &str = "DELETE FROM holds WHERE node_id = $1";
 
+/// Lease mode's claim, in the chunk's transaction. `$1` ids (JSON), `$2` node, `$3` the lease
+/// length as a date modifier.
+pub const LEASE_JOBS: &str = concat!(
+    "UPDATE jobs SET status = 'running', attempts = attempts + 1, node_id = $2, ",
+    "lease_until = strftime('%Y-%m-%d %H:%M:%f', 'now', $3), updated_at = ",
+    now!(),
+    " WHERE id IN (SELECT value FROM json_each($1)) AND status = 'pending'"
+);
+
+/// Lease mode's outcomes, fenced by attempt and node: `$1` is
+/// `[[id, status, error, delay_ms, attempt], …]`, `$2` the node.
+pub const COMPLETE_LEASES: &str = concat!(
+    "UPDATE jobs SET status = o.value ->> 1, ",
+    "last_error = COALESCE(o.value ->> 2, jobs.last_error), ",
+    "run_at = CASE WHEN o.value ->> 3 IS NULL THEN jobs.run_at ",
+    "ELSE strftime('%Y-%m-%d %H:%M:%f', 'now', ((o.value ->> 3) / 1000.0) || ' seconds') END, ",
+    "finished_at = CASE WHEN o.value ->> 1 = 'pending' THEN NULL ELSE ",
+    now!(),
+    " END, lease_until = NULL, updated_at = ",
+    now!(),
+    " FROM json_each($1) AS o WHERE jobs.id = o.value ->> 0 AND jobs.status = 'running' ",
+    "AND jobs.attempts = o.value ->> 4 AND jobs.node_id = $2 RETURNING jobs.id"
+);
+
+/// A node renews its leases; what comes back is what it still holds.
+pub const EXTEND_LEASES: &str = concat!(
+    "UPDATE jobs SET lease_until = strftime('%Y-%m-%d %H:%M:%f', 'now', $3) ",
+    "WHERE id IN (SELECT value FROM json_each($1)) AND status = 'running' AND node_id = $2 ",
+    "RETURNING id"
+);
+
+/// Leases given back at shutdown: `$1` ids (JSON), `$2` node.
+pub const RELEASE_LEASES: &str = concat!(
+    "UPDATE jobs SET status = 'pending', attempts = max(attempts - 1, 0), run_at = ",
+    now!(),
+    ", lease_until = NULL, updated_at = ",
+    now!(),
+    " WHERE id IN (SELECT value FROM json_each($1)) AND status = 'running' AND node_id = $2"
+);
+
+/// Expired leases: their node stopped renewing them.
+pub const RESCUE_EXPIRED: &str = concat!(
+    "UPDATE jobs SET ",
+    "status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'pending' END, ",
+    "finished_at = CASE WHEN attempts >= max_attempts THEN ",
+    now!(),
+    " END, run_at = ",
+    now!(),
+    ", lease_until = NULL, updated_at = ",
+    now!(),
+    ", last_error = 'lease expired: node ' || COALESCE(node_id, '?') || ",
+    "' stopped renewing it (killed, paused or cut off) while running this job' ",
+    "WHERE status = 'running' AND lease_until < ",
+    now!(),
+    " RETURNING status"
+);
+
 /// Every outcome of a chunk in one statement: `$1` is `[[id, status, error, delay_ms], …]`.
 pub const RECORD_OUTCOMES: &str = concat!(
     "UPDATE jobs SET ",
@@ -218,11 +275,11 @@ pub const RETRY_JOB: &str = concat!(
 );
 
 pub const CANCEL_JOB: &str = concat!(
-    "UPDATE jobs SET status = 'cancelled', finished_at = ",
+    "UPDATE jobs SET status = 'cancelled', lease_until = NULL, finished_at = ",
     now!(),
     ", updated_at = ",
     now!(),
-    " WHERE id = $1 AND status = 'pending' RETURNING ",
+    " WHERE id = $1 AND status IN ('pending', 'running') RETURNING ",
     cols!()
 );
 
@@ -246,6 +303,7 @@ pub const RECENT_BATCHES: &str = "SELECT b.id, b.name, b.type, b.total, b.create
 
 pub const TYPE_COUNTS: &str = "SELECT type, \
     count(*) FILTER (WHERE status = 'pending') AS pending, \
+    count(*) FILTER (WHERE status = 'running') AS running, \
     count(*) FILTER (WHERE status = 'succeeded') AS succeeded, \
     count(*) FILTER (WHERE status = 'failed') AS failed, \
     count(*) FILTER (WHERE status = 'cancelled') AS cancelled \

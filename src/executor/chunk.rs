@@ -89,12 +89,14 @@ pub(super) async fn run(ctx: &Ctx, slot: &mut dyn Slot, ids: &[Uuid]) -> Result<
         let started = Instant::now();
         match run_one(ctx, job, tx.job_conn()).await {
             Step::Decided(o) => outcomes.push(o),
-            Step::Broke(why) => return broken(ctx, tx, &jobs, outcomes, i, why).await,
+            Step::Broke(why) => {
+                return broken(ctx, tx, &jobs, outcomes, i, why, started.elapsed()).await
+            }
         }
         timings.push(started.elapsed());
     }
     if let Err(e) = tx.finish(&outcomes).await {
-        return refused(ctx, &jobs, e).await;
+        return refused(ctx, &jobs, &timings, e).await;
     }
     // Committed: only now may anyone hear about it.
     settled(ctx, &jobs, &outcomes, &timings, listened);
@@ -110,6 +112,7 @@ async fn broken(
     before: Vec<Outcome>,
     i: usize,
     why: String,
+    took: Duration,
 ) -> Result<Ran> {
     let probe = tx.probe();
     tx.abandon().await;
@@ -122,7 +125,7 @@ async fn broken(
              commit with its outcome, so it must not end the transaction"
         ));
         let mut s = before;
-        s.push(decide(ctx, culprit, Err(e)));
+        s.push(decide(ctx, culprit, Err(e), took));
         let rest = jobs[i + 1..].iter().map(|j| j.id).collect();
         (&jobs[..=i], s, rest)
     } else {
@@ -133,7 +136,7 @@ async fn broken(
         let rest = jobs.iter().filter(|j| j.id != culprit.id).map(|j| j.id);
         (
             std::slice::from_ref(culprit),
-            vec![decide(ctx, culprit, Err(e))],
+            vec![decide(ctx, culprit, Err(e), took)],
             rest.collect(),
         )
     };
@@ -147,7 +150,7 @@ async fn broken(
 /// Several jobs: run each alone, to find the one whose outcome cannot be written. One job:
 /// it is that job; charge it in a transaction of its own. A lost connection is no job's
 /// fault and stays an error.
-async fn refused(ctx: &Ctx, jobs: &[Job], e: Error) -> Result<Ran> {
+async fn refused(ctx: &Ctx, jobs: &[Job], timings: &[Duration], e: Error) -> Result<Ran> {
     if !matches!(e, Error::Database(sqlx::Error::Database(_))) {
         return Err(e);
     }
@@ -165,6 +168,7 @@ async fn refused(ctx: &Ctx, jobs: &[Job], e: Error) -> Result<Ran> {
         Err(ProcessError::retry(format!(
             "the database refused to record this job's outcome: {e}"
         ))),
+        timings.first().copied().unwrap_or_default(),
     );
     ctx.store
         .settle(std::slice::from_ref(&o), &ctx.node.id)
@@ -221,6 +225,7 @@ async fn run_one(ctx: &Ctx, job: &Job, conn: &mut dyn JobConn) -> Step {
                 "no processor for type {}",
                 job.job_type
             ))),
+            Duration::ZERO,
         ));
     };
     let timeout = reg.options.timeout;
@@ -262,12 +267,12 @@ async fn run_one(ctx: &Ctx, job: &Job, conn: &mut dyn JobConn) -> Step {
             Err(e) => return Step::Broke(format!("{}; then {e}", pe.message)),
         },
     };
-    Step::Decided(decide(ctx, job, result))
+    Step::Decided(decide(ctx, job, result, started.elapsed()))
 }
 
 /// Success, a retry after the type's backoff, or `failed` once attempts are spent or retrying
-/// is futile.
-fn decide(ctx: &Ctx, job: &Job, result: Result<(), ProcessError>) -> Outcome {
+/// is futile. `took` is how long the attempt ran, for the job's attempt history.
+fn decide(ctx: &Ctx, job: &Job, result: Result<(), ProcessError>, took: Duration) -> Outcome {
     let e = match result {
         Ok(()) => return Outcome::Succeeded { id: job.id },
         Err(e) => e,
@@ -283,9 +288,14 @@ fn decide(ctx: &Ctx, job: &Job, result: Result<(), ProcessError>) -> Outcome {
             id: job.id,
             error,
             delay,
+            took,
         }
     } else {
-        Outcome::Failed { id: job.id, error }
+        Outcome::Failed {
+            id: job.id,
+            error,
+            took,
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use uuid::Uuid;
 pub use jobtx::{check_statement, JobConn, JobTx};
 
 use crate::error::{Error, Result};
-use crate::job::{Due, Job, JobStatus, NewJob, Submitted};
+use crate::job::{Due, Job, JobDetail, JobStatus, NewJob, Submitted};
 use crate::report::{BatchReport, NodeReport, StatusReport, Throughput, TypeCounts};
 
 /// Rows per bulk-insert statement: large enough to amortise round trips, small enough to
@@ -45,15 +45,18 @@ pub enum Outcome {
         id: Uuid,
     },
     /// Back to `pending`, due again after `delay` (measured on the database's clock).
+    /// `took` is how long the attempt ran, kept in the job's attempt history.
     Retry {
         id: Uuid,
         error: String,
         delay: Duration,
+        took: Duration,
     },
     /// Attempts spent, or retrying is futile.
     Failed {
         id: Uuid,
         error: String,
+        took: Duration,
     },
 }
 
@@ -89,6 +92,17 @@ impl Outcome {
             _ => None,
         }
     }
+
+    /// How long a failed attempt ran, in milliseconds, as both stores bind it. `None` for a
+    /// success: its attempt is not kept in the history.
+    pub fn took_ms(&self) -> Option<i64> {
+        match self {
+            Outcome::Succeeded { .. } => None,
+            Outcome::Retry { took, .. } | Outcome::Failed { took, .. } => {
+                Some(took.as_millis().min(i64::MAX as u128) as i64)
+            }
+        }
+    }
 }
 
 /// A node's heartbeat: what it is and how it is doing. What it runs right now is recorded by
@@ -113,6 +127,35 @@ pub struct JobFilter {
     pub batch_id: Option<Uuid>,
     pub after: Option<Uuid>,
     pub limit: i64,
+}
+
+/// Which jobs a bulk retry or cancel takes: every filter given must match. Unlike
+/// [`JobFilter`] it has no cursor: each call takes the first matching jobs in ID order, and
+/// the ones it changed no longer match, so calling again takes the next ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    pub status: Option<JobStatus>,
+    pub job_type: Option<String>,
+    pub batch_id: Option<Uuid>,
+}
+
+impl Selection {
+    /// Whether it names anything at all: a bulk operation needs at least one filter, so that
+    /// "every job" is never what a forgotten flag means.
+    pub fn is_empty(&self) -> bool {
+        self.status.is_none() && self.job_type.is_none() && self.batch_id.is_none()
+    }
+}
+
+/// One pruning rule: finished jobs with `status`, finished more than `older_than` ago, of
+/// `job_type` when given, otherwise of any type but `except_types` (those have rules of their
+/// own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PruneRule {
+    pub status: JobStatus,
+    pub job_type: Option<String>,
+    pub except_types: Vec<String>,
+    pub older_than: Duration,
 }
 
 /// What rescuing abandoned jobs did, tallied above the store from the statuses it returns.
@@ -257,6 +300,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// Live nodes (heard from within `node_stale`).
     async fn nodes(&self, node_stale: Duration) -> Result<Vec<NodeReport>>;
+
+    /// One job with its attempt history (see [`JobDetail`]).
+    async fn job_detail(&self, id: Uuid) -> Result<Option<JobDetail>>;
+
+    /// Puts up to `limit` failed or cancelled jobs that `sel` matches back to `pending`, due
+    /// now, with fresh attempts (their history stays), in one transaction, first IDs first.
+    /// Returns them, for the caller to queue once this has committed. `sel.status` is `None`,
+    /// failed or cancelled ([`Store::retry_matching`] checks).
+    async fn retry_jobs(&self, sel: &Selection, limit: i64) -> Result<Vec<Due>>;
+
+    /// Cancels up to `limit` pending jobs that `sel` matches, in one transaction, first IDs
+    /// first, skipping any job running right now (its row is locked by a chunk). Returns how
+    /// many it cancelled. `sel.status` is `None` or pending ([`Store::cancel_matching`]).
+    async fn cancel_jobs(&self, sel: &Selection, limit: i64) -> Result<u64>;
+
+    /// Deletes up to `limit` jobs that `rule` matches, in one short transaction; returns how
+    /// many.
+    async fn prune_finished(&self, rule: &PruneRule, limit: i64) -> Result<u64>;
 }
 
 /// Batches listed in the status report.
@@ -306,6 +367,36 @@ impl dyn Store {
         }
         self.prune_batches(retention).await?;
         Ok(total)
+    }
+
+    /// A bulk retry: checks the selection, then [`Store::retry_jobs`].
+    pub async fn retry_matching(&self, sel: &Selection, limit: i64) -> Result<Vec<Due>> {
+        check_bulk(
+            sel,
+            limit,
+            &[JobStatus::Failed, JobStatus::Cancelled],
+            "retried",
+        )?;
+        self.retry_jobs(sel, limit).await
+    }
+
+    /// A bulk cancel: checks the selection, then [`Store::cancel_jobs`].
+    pub async fn cancel_matching(&self, sel: &Selection, limit: i64) -> Result<u64> {
+        check_bulk(sel, limit, &[JobStatus::Pending], "cancelled")?;
+        self.cancel_jobs(sel, limit).await
+    }
+
+    /// Deletes what `rule` matches, [`PRUNE_CHUNK`] jobs per transaction, so that a backlog
+    /// of millions of old rows is many short deletes, never one huge one.
+    pub async fn prune_rule(&self, rule: &PruneRule) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let n = self.prune_finished(rule, PRUNE_CHUNK).await?;
+            total += n;
+            if n < PRUNE_CHUNK as u64 {
+                return Ok(total);
+            }
+        }
     }
 
     /// Drops dead nodes and charges an attempt to what their runners were running.
@@ -385,6 +476,37 @@ async fn why_not(store: &dyn Store, id: Uuid, rule: &str) -> Error {
         Ok(Some(j)) => Error::Conflict(format!("job {id} is {}: {rule}", j.status)),
         Err(e) => e,
     }
+}
+
+/// Most jobs one bulk retry or cancel may change: enough to clear a large batch in a few
+/// calls, small enough that one transaction's locks and WAL stay modest.
+pub const MAX_BULK: i64 = 10_000;
+
+/// A bulk operation needs a filter, a status it can change, and a bounded size.
+fn check_bulk(sel: &Selection, limit: i64, statuses: &[JobStatus], done: &str) -> Result<()> {
+    if sel.is_empty() {
+        return Err(Error::Invalid(
+            "give at least one filter (status, type or batch)".into(),
+        ));
+    }
+    if let Some(s) = sel.status {
+        if !statuses.contains(&s) {
+            let can: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+            return Err(Error::Invalid(format!(
+                "only {} jobs can be {done}, not {s}",
+                can.join(" or ")
+            )));
+        }
+    }
+    if let Some(t) = &sel.job_type {
+        crate::job::validate_type(t).map_err(Error::Invalid)?;
+    }
+    if !(1..=MAX_BULK).contains(&limit) {
+        return Err(Error::Invalid(format!(
+            "limit must be between 1 and {MAX_BULK}, got {limit}"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks a batch's type, options and targets before anything is written; returns its max

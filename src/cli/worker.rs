@@ -38,6 +38,8 @@ pub struct NodeArgs {
     pub grace_secs: u64,
     #[command(flatten)]
     pub timing: TimingArgs,
+    #[command(flatten)]
+    pub retention: super::retention::RetentionArgs,
 }
 
 /// How quickly a node notices lost IDs and dead peers. The defaults suit production; tests
@@ -123,6 +125,7 @@ impl NodeArgs {
         config.executor.concurrency = s.concurrency(self.concurrency);
         config.executor.chunk_size = s.chunk_size(self.chunk_size);
         config.executor.validate()?;
+        config.pruner.retention = self.retention.resolve(&s.file)?;
         Ok(NodePlan {
             config,
             registry: s.registry()?,

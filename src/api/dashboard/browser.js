@@ -43,7 +43,7 @@ async function showJobs(p) {
   $("page-first").disabled = !p.get("after");
   $("page-first").onclick = () => { const n = listQuery(p); n.delete("after"); location.hash = "#/jobs?" + n; };
   $("page-info").textContent = page.jobs.length + " shown" + (page.next ? ", more after" : "");
-  document.body.dataset.jobsLoaded = "1";
+  document.body.dataset.jobsQuery = q.toString();
 }
 
 function field(dl, name, value, node) {

@@ -1,6 +1,16 @@
 // The overview: the status report, polled while it is on screen.
 const POLL_MS = 2000;
 
+// What each table last showed. A table is rebuilt only when its data changed, so that a
+// click on a link is never lost to a poll replacing the row under the pointer.
+const shown = {};
+function changed(id, data) {
+  const sig = JSON.stringify(data);
+  if (shown[id] === sig) return false;
+  shown[id] = sig;
+  return true;
+}
+
 function renderTotals(r) {
   const t = { pending: 0, succeeded: 0, failed: 0, cancelled: 0 };
   for (const x of r.types) for (const k in t) t[k] += x[k];
@@ -12,6 +22,7 @@ function renderTotals(r) {
 
 function renderTypes(r) {
   const tb = $("types");
+  if (!changed("types", r.types)) return;
   if (!r.types.length) return emptyRow(tb, 5, "no jobs yet");
   tb.replaceChildren(...r.types.map((t) => {
     const tr = row([el("td", t.type, "mono"), num(t.pending), num(t.succeeded), num(t.failed), num(t.cancelled)]);
@@ -33,6 +44,7 @@ function bar(b) {
 
 function renderBatches(r) {
   const tb = $("batches");
+  if (!changed("batches", r.batches)) return;
   if (!r.batches.length) return emptyRow(tb, 7, "no batches yet");
   tb.replaceChildren(...r.batches.map((b) => {
     const name = el("td");

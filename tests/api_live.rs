@@ -290,6 +290,9 @@ async fn the_openapi_document_and_the_router_agree() {
         "GET /api/v1/jobs",
         "POST /api/v1/jobs/{id}/retry",
         "POST /api/v1/jobs/{id}/cancel",
+        // Bulk operations by filter (issue 16), beyond DESIGN.md's list.
+        "POST /api/v1/jobs/retry",
+        "POST /api/v1/jobs/cancel",
         "GET /api/v1/batches/{id}",
         "GET /api/v1/status",
         "GET /api/v1/events",
@@ -334,7 +337,13 @@ async fn the_dashboard_is_one_self_contained_page() {
     assert!(html.contains("fetch(\"api/v1/\" + path"));
     assert!(html.contains("api(\"status\")"));
     assert!(!html.contains("/* scripts */"), "the scripts were put in");
-    for view in ["view-overview", "view-jobs", "view-job", "view-batch", "confirm-ok"] {
+    for view in [
+        "view-overview",
+        "view-jobs",
+        "view-job",
+        "view-batch",
+        "confirm-ok",
+    ] {
         assert!(html.contains(&format!("id=\"{view}\"")), "{view}");
     }
     for external in ["http://", "https://", "//cdn", "<link", "src=\""] {

@@ -155,6 +155,9 @@ async fn bad_bulk_flags_exit_non_zero_with_a_message() {
     assert_eq!(ts.count_status("failed").await, 1, "nothing changed");
 }
 
+/// Arguments, environment variables, and what the error must say.
+type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_retention_settings_stop_the_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -184,7 +187,7 @@ async fn bad_retention_settings_stop_the_start() {
         "[retention.types.noop]\ncancelled = \"soon\"\n",
     );
     let bad_key = cfg("key.toml", "[retention.types.'a b']\nfailed = \"1d\"\n");
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             vec!["worker", "--retention-failed=-1d"],
             vec![],

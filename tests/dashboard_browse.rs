@@ -191,6 +191,8 @@ async fn an_operator_finds_a_failure_and_retries_it_by_clicking() {
     // The batch: retry its failed jobs, then cancel what is pending, each confirmed.
     // The batch, reached from the overview's batch list.
     b.click("nav a[data-nav=overview]").await;
+    b.wait_for("document.body.dataset.view === 'overview'", SECS)
+        .await;
     let link = format!("tr[data-batch='{batch_id}'] a");
     b.wait_for(&format!("document.querySelector(\"{link}\")"), SECS)
         .await;

@@ -155,8 +155,15 @@ impl Browser {
 
     /// Clicks the middle of the element, as a mouse would: it must be on screen, enabled
     /// and not covered, or the click lands elsewhere and the test sees nothing happen.
+    /// Waits for the element to be shown first: a hidden view keeps its elements in the DOM,
+    /// and a click at a hidden element's (zero) position would hit nothing.
     pub async fn click(&mut self, selector: &str) {
         let sel = serde_json::to_string(selector).unwrap();
+        self.wait_for(
+            &format!("(e => e && e.getClientRects().length > 0)(document.querySelector({sel}))"),
+            Duration::from_secs(20),
+        )
+        .await;
         let at = self
             .eval(&format!(
                 "(() => {{ const e = document.querySelector({sel}); if (!e) return null; \

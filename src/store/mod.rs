@@ -8,6 +8,7 @@
 
 mod jobtx;
 pub mod postgres;
+mod select;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -18,6 +19,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use jobtx::{check_statement, JobConn, JobTx};
+pub use select::{PruneRule, Selection, MAX_BULK};
+
+use select::check_bulk;
 
 use crate::error::{Error, Result};
 use crate::job::{Due, Job, JobDetail, JobStatus, NewJob, Submitted};
@@ -127,35 +131,6 @@ pub struct JobFilter {
     pub batch_id: Option<Uuid>,
     pub after: Option<Uuid>,
     pub limit: i64,
-}
-
-/// Which jobs a bulk retry or cancel takes: every filter given must match. Unlike
-/// [`JobFilter`] it has no cursor: each call takes the first matching jobs in ID order, and
-/// the ones it changed no longer match, so calling again takes the next ones.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Selection {
-    pub status: Option<JobStatus>,
-    pub job_type: Option<String>,
-    pub batch_id: Option<Uuid>,
-}
-
-impl Selection {
-    /// Whether it names anything at all: a bulk operation needs at least one filter, so that
-    /// "every job" is never what a forgotten flag means.
-    pub fn is_empty(&self) -> bool {
-        self.status.is_none() && self.job_type.is_none() && self.batch_id.is_none()
-    }
-}
-
-/// One pruning rule: finished jobs with `status`, finished more than `older_than` ago, of
-/// `job_type` when given, otherwise of any type but `except_types` (those have rules of their
-/// own).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PruneRule {
-    pub status: JobStatus,
-    pub job_type: Option<String>,
-    pub except_types: Vec<String>,
-    pub older_than: Duration,
 }
 
 /// What rescuing abandoned jobs did, tallied above the store from the statuses it returns.
@@ -476,37 +451,6 @@ async fn why_not(store: &dyn Store, id: Uuid, rule: &str) -> Error {
         Ok(Some(j)) => Error::Conflict(format!("job {id} is {}: {rule}", j.status)),
         Err(e) => e,
     }
-}
-
-/// Most jobs one bulk retry or cancel may change: enough to clear a large batch in a few
-/// calls, small enough that one transaction's locks and WAL stay modest.
-pub const MAX_BULK: i64 = 10_000;
-
-/// A bulk operation needs a filter, a status it can change, and a bounded size.
-fn check_bulk(sel: &Selection, limit: i64, statuses: &[JobStatus], done: &str) -> Result<()> {
-    if sel.is_empty() {
-        return Err(Error::Invalid(
-            "give at least one filter (status, type or batch)".into(),
-        ));
-    }
-    if let Some(s) = sel.status {
-        if !statuses.contains(&s) {
-            let can: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
-            return Err(Error::Invalid(format!(
-                "only {} jobs can be {done}, not {s}",
-                can.join(" or ")
-            )));
-        }
-    }
-    if let Some(t) = &sel.job_type {
-        crate::job::validate_type(t).map_err(Error::Invalid)?;
-    }
-    if !(1..=MAX_BULK).contains(&limit) {
-        return Err(Error::Invalid(format!(
-            "limit must be between 1 and {MAX_BULK}, got {limit}"
-        )));
-    }
-    Ok(())
 }
 
 /// Checks a batch's type, options and targets before anything is written; returns its max

@@ -124,7 +124,9 @@ async function showBatch(id) {
   field(dl, "name", b.name || "(unnamed)");
   field(dl, "type", b.type);
   field(dl, "created", when(b.created_at));
-  field(dl, "progress", null, bar(b));
+  // The overview's progress cell, without the table cell around it.
+  const progress = el("div"); progress.append(...bar(b).childNodes);
+  field(dl, "progress", null, progress);
   for (const k of ["total", "succeeded", "failed", "cancelled", "pending"]) field(dl, k, b[k].toLocaleString("en-US"));
   const retry = $("batch-retry"), cancel = $("batch-cancel");
   retry.textContent = "Retry failed jobs (" + b.failed + ")";

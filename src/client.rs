@@ -87,6 +87,12 @@ impl<S: Store + ?Sized> Client<S> {
         }
     }
 
+    /// Pushes committed job IDs to the queue at their own priorities (what a bulk retry
+    /// returns). Never fails, as [`Client::notify`].
+    pub async fn notify_due(&self, due: &[Due]) {
+        self.push(due).await;
+    }
+
     async fn push(&self, due: &[Due]) {
         for part in due.chunks(10_000) {
             if let Err(e) = self.queue.push(part).await {

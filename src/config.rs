@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::job::JobStatus;
+use crate::maintenance::retention::{parse_keep, Retention};
 use crate::processor::{
     CommandProcessor, HttpProcessor, Mode, Processor, Registry, SqlProcessor, TypeOptions,
 };
@@ -35,6 +37,40 @@ pub struct FileConfig {
     /// Processors keyed by job type.
     #[serde(default)]
     pub types: BTreeMap<String, TypeConfig>,
+    /// How long finished jobs are kept (see [`RetentionConfig`]).
+    pub retention: Option<RetentionConfig>,
+}
+
+/// The `[retention]` table: a duration per finished status (`90s`, `15m`, `36h`, `7d` or
+/// `never`; 7 days when unset), and `[retention.types.NAME]` tables overriding them for one
+/// type. Any other key (a `running` status, say) is an error.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    pub succeeded: Option<String>,
+    pub failed: Option<String>,
+    pub cancelled: Option<String>,
+    #[serde(default)]
+    pub types: BTreeMap<String, RetentionByStatus>,
+}
+
+/// One `[retention.types.NAME]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionByStatus {
+    pub succeeded: Option<String>,
+    pub failed: Option<String>,
+    pub cancelled: Option<String>,
+}
+
+impl RetentionByStatus {
+    fn entries(&self) -> [(JobStatus, &Option<String>); 3] {
+        [
+            (JobStatus::Succeeded, &self.succeeded),
+            (JobStatus::Failed, &self.failed),
+            (JobStatus::Cancelled, &self.cancelled),
+        ]
+    }
 }
 
 /// One `[types.NAME]` table.
@@ -125,6 +161,37 @@ impl FileConfig {
         toml::from_str(text).map_err(|e| e.message().to_string() + &span_hint(text, e.span()))
     }
 
+    /// The file's `[retention]` over the default (7 days for every finished status).
+    pub fn retention(&self) -> Result<Retention> {
+        let mut r = Retention::default();
+        let Some(c) = &self.retention else {
+            return Ok(r);
+        };
+        let err = |at: String, e: String| Error::Config(format!("[retention] {at}: {e}"));
+        let top = RetentionByStatus {
+            succeeded: c.succeeded.clone(),
+            failed: c.failed.clone(),
+            cancelled: c.cancelled.clone(),
+        };
+        for (status, v) in top.entries() {
+            if let Some(v) = v {
+                let keep = parse_keep(v).map_err(|e| err(status.to_string(), e))?;
+                r.set(status, keep)
+                    .map_err(|e| err(status.to_string(), e))?;
+            }
+        }
+        for (t, by) in &c.types {
+            for (status, v) in by.entries() {
+                if let Some(v) = v {
+                    let at = format!("types.{t}.{status}");
+                    let keep = parse_keep(v).map_err(|e| err(at.clone(), e))?;
+                    r.set_type(t, status, keep).map_err(|e| err(at, e))?;
+                }
+            }
+        }
+        Ok(r)
+    }
+
     /// The built-in processors plus the file's types. A file type may tune a built-in's
     /// options; declaring a processor under a built-in's name is an error.
     pub fn registry(&self) -> Result<Registry> {
@@ -192,6 +259,53 @@ mod tests {
         assert!(FileConfig::parse("[[[").is_err());
         assert!(FileConfig::parse("\u{0}\u{1}").is_err());
         assert!(FileConfig::parse("").is_ok());
+    }
+
+    #[test]
+    fn retention_reads_from_the_file_and_refuses_nonsense() {
+        use crate::maintenance::Keep;
+        let c = FileConfig::parse(
+            "[retention]\nfailed = '30d'\ncancelled = 'never'\n\
+             [retention.types.thumbs]\nsucceeded = '1h'",
+        )
+        .unwrap();
+        let r = c.retention().unwrap();
+        let h = |n: u64| Keep::For(Duration::from_secs(n * 3600));
+        assert_eq!(r.keep("thumbs", JobStatus::Succeeded), h(1));
+        assert_eq!(r.keep("other", JobStatus::Succeeded), h(7 * 24));
+        assert_eq!(r.keep("other", JobStatus::Failed), h(30 * 24));
+        assert_eq!(r.keep("thumbs", JobStatus::Cancelled), Keep::Forever);
+        assert_eq!(
+            FileConfig::parse("").unwrap().retention().unwrap(),
+            Retention::default()
+        );
+        // Unknown statuses and keys are refused when the file is parsed.
+        for bad in [
+            "[retention]\nrunning = '1d'",
+            "[retention]\npending = '1d'",
+            "[retention]\nsucceeded = 7",
+            "[retention]\nsucceeded = ['7d']",
+            "[retention.types.x]\nrunning = '1d'",
+            "[retention.types.x]\nsuceeded = '1d'",
+            "retention = '7d'",
+        ] {
+            assert!(FileConfig::parse(bad).is_err(), "parsed: {bad}");
+        }
+        // Bad values and type names are refused when the policy is built.
+        for (bad, says) in [
+            ("[retention]\nsucceeded = '-1d'", "negative"),
+            ("[retention]\nfailed = ''", "whole number"),
+            ("[retention]\nfailed = 'soon'", "whole number"),
+            ("[retention]\ncancelled = '99999999999d'", "100 years"),
+            ("[retention.types.'bad type']\nfailed = '1d'", "bad type"),
+            (
+                "[retention.types.x]\nfailed = '1d; DROP TABLE jobs'",
+                "types.x.failed",
+            ),
+        ] {
+            let e = FileConfig::parse(bad).unwrap().retention().unwrap_err();
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -88,6 +88,58 @@ pub struct Job {
     pub node_id: Option<String>,
 }
 
+/// Failed attempts a job keeps in its history, newest last; older ones are dropped as new
+/// ones arrive. Twenty covers any sensible retry policy's whole run (the default is 3
+/// attempts) while bounding a row: errors are at most 4 KiB each, so a history is at most
+/// about 80 KiB, stored compressed out of line, and only failures ever write it.
+pub const ATTEMPT_HISTORY_LEN: usize = 20;
+
+/// One failed attempt, as a job's history keeps it. Successes are not kept: the job's own
+/// `finished_at` and `node_id` say when and where it succeeded, and the success path writes
+/// nothing extra.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Attempt {
+    /// Which attempt it was, from 1, counted since the job was submitted or last retried by
+    /// hand (a manual retry starts the count again; the history stays).
+    pub attempt: i32,
+    /// When its failure was recorded.
+    pub at: DateTime<Utc>,
+    /// The node that ran it.
+    pub node: Option<String>,
+    /// How long it ran, in milliseconds; `null` when nobody could measure it (its node died
+    /// mid-job and the attempt was charged by another).
+    pub took_ms: Option<i64>,
+    /// Its error.
+    pub error: String,
+    /// What followed: `retry` (back to pending) or `failed` (attempts spent or futile).
+    pub outcome: String,
+}
+
+/// A job with its attempt history: what `jobs show`, `GET /api/v1/jobs/{id}` and the
+/// dashboard's job page show. Lists and the workers read [`Job`] alone, so the history costs
+/// nothing on those paths.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobDetail {
+    #[serde(flatten)]
+    pub job: Job,
+    /// The last [`ATTEMPT_HISTORY_LEN`] failed attempts, oldest first.
+    pub attempt_history: Vec<Attempt>,
+}
+
+impl JobDetail {
+    /// Reads a stored history (a JSON array, or nothing when the job never failed).
+    pub fn new(job: Job, history: Option<serde_json::Value>) -> Result<Self, serde_json::Error> {
+        let attempt_history = match history {
+            None | Some(serde_json::Value::Null) => Vec::new(),
+            Some(v) => serde_json::from_value(v)?,
+        };
+        Ok(JobDetail {
+            job,
+            attempt_history,
+        })
+    }
+}
+
 /// Defaults for a job that does not say otherwise.
 pub const DEFAULT_MAX_ATTEMPTS: i32 = 3;
 /// Largest accepted `max_attempts`: beyond this a job is a loop, not a retry policy.

@@ -72,11 +72,19 @@ pub struct NodeReport {
     pub last_heartbeat: DateTime<Utc>,
 }
 
-/// Jobs finished per second, recently.
+/// Jobs finished per second, recently, over three windows: the live rate (10 s) moves within
+/// seconds of a burst starting or ending, the longer ones smooth it. Each is the jobs
+/// finished in its window divided by the window's length, so a 4-second burst of 328 jobs
+/// reads 32.8 jobs/s over the last 10 s and 5.5 over the last minute; ten seconds after it
+/// ends the live rate is back to 0.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Throughput {
+    /// Mean over the last 10 seconds (a sliding window ending now).
+    pub last_10s_per_sec: f64,
     /// Mean over the last 60 seconds.
     pub last_minute_per_sec: f64,
+    /// Mean over the last 5 minutes.
+    pub last_5min_per_sec: f64,
     /// Jobs finished in each of the last 30 ten-second buckets, oldest first.
     pub buckets_10s: Vec<i64>,
 }
@@ -91,9 +99,14 @@ impl Throughput {
                 *slot += n;
             }
         }
+        // Buckets are measured back from now (bucket 29 is (now - 10 s, now]), not aligned to
+        // the clock, so the newest one is exactly the last ten seconds.
         let last_minute: i64 = buckets[24..].iter().sum();
+        let last_5min: i64 = buckets.iter().sum();
         Throughput {
+            last_10s_per_sec: buckets[29] as f64 / 10.0,
             last_minute_per_sec: last_minute as f64 / 60.0,
+            last_5min_per_sec: last_5min as f64 / 300.0,
             buckets_10s: buckets,
         }
     }
@@ -177,10 +190,11 @@ impl StatusReport {
         let depth = self
             .queue_depth
             .map_or_else(|| "unknown".to_string(), |d| d.to_string());
+        let t = &self.throughput;
         let _ = writeln!(
             out,
-            "queue depth: {depth}   throughput (last minute): {:.1} jobs/s",
-            self.throughput.last_minute_per_sec
+            "queue depth: {depth}   jobs/s: {:.1} (last 10 s)  {:.1} (last minute)  {:.1} (last 5 min)",
+            t.last_10s_per_sec, t.last_minute_per_sec, t.last_5min_per_sec
         );
         out
     }
@@ -193,5 +207,27 @@ fn truncate(s: &str, n: usize) -> String {
         let mut t: String = s.chars().take(n - 1).collect();
         t.push('…');
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_burst_shows_in_the_live_rate() {
+        // 328 jobs in the last few seconds: the live window says so, the minute dilutes it.
+        let t = Throughput::from_buckets([(29, 328)]);
+        assert_eq!(t.last_10s_per_sec, 32.8);
+        assert!((t.last_minute_per_sec - 328.0 / 60.0).abs() < 1e-9);
+        assert!((t.last_5min_per_sec - 328.0 / 300.0).abs() < 1e-9);
+        // Ten seconds on, the burst has left the live window but not the minute.
+        let t = Throughput::from_buckets([(28, 328)]);
+        assert_eq!(t.last_10s_per_sec, 0.0);
+        assert!(t.last_minute_per_sec > 5.0);
+        // Rows outside the window are ignored.
+        let t = Throughput::from_buckets([(-1, 5), (30, 5), (0, 300)]);
+        assert_eq!(t.buckets_10s.iter().sum::<i64>(), 300);
+        assert_eq!(t.last_5min_per_sec, 1.0);
     }
 }

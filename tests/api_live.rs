@@ -290,6 +290,9 @@ async fn the_openapi_document_and_the_router_agree() {
         "GET /api/v1/jobs",
         "POST /api/v1/jobs/{id}/retry",
         "POST /api/v1/jobs/{id}/cancel",
+        // Bulk operations by filter (issue 16), beyond DESIGN.md's list.
+        "POST /api/v1/jobs/retry",
+        "POST /api/v1/jobs/cancel",
         "GET /api/v1/batches/{id}",
         "GET /api/v1/status",
         "GET /api/v1/events",
@@ -330,7 +333,19 @@ async fn the_dashboard_is_one_self_contained_page() {
         .await
         .unwrap();
     let html = String::from_utf8(html.to_vec()).unwrap();
-    assert!(html.contains("api/v1/status"));
+    // One page: every script inlined, the API called relative to it.
+    assert!(html.contains("fetch(\"api/v1/\" + path"));
+    assert!(html.contains("api(\"status\")"));
+    assert!(!html.contains("/* scripts */"), "the scripts were put in");
+    for view in [
+        "view-overview",
+        "view-jobs",
+        "view-job",
+        "view-batch",
+        "confirm-ok",
+    ] {
+        assert!(html.contains(&format!("id=\"{view}\"")), "{view}");
+    }
     for external in ["http://", "https://", "//cdn", "<link", "src=\""] {
         let hits: Vec<_> = html
             .match_indices(external)

@@ -171,8 +171,9 @@ for_each_backend!(
     lease_jobs_run_side_by_side,
 );
 
-/// 64 slow webhooks at concurrency 64: no session sits idle in a transaction, so a VACUUM
-/// during the run removes the dead rows another table's churn left.
+/// 64 slow webhooks at concurrency 64: no session of the node holds a transaction open while
+/// they are out, so nothing of skiplock's stops a VACUUM during the run from removing the dead
+/// rows another table's churn left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slow_webhooks_hold_no_transaction_and_vacuum_works_meanwhile() {
     use axum::routing::post;
@@ -238,15 +239,25 @@ async fn slow_webhooks_hold_no_transaction_and_vacuum_works_meanwhile() {
         .execute(&admin)
         .await
         .unwrap();
-    let idle_in_tx: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
-         AND state LIKE 'idle in transaction%' AND now() - state_change > interval '1 second'",
-    )
-    .bind(&app)
-    .fetch_one(&admin)
-    .await
-    .unwrap();
-    assert_eq!(idle_in_tx, 0, "a session sat idle in a transaction");
+    // No session of this node holds a transaction open while the webhooks are out: none pins
+    // the cluster's xmin horizon. (Sampled a few times over the run.)
+    for _ in 0..5 {
+        let old_tx: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
+             AND xact_start < now() - interval '1 second'",
+        )
+        .bind(&app)
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+        assert_eq!(
+            old_tx, 0,
+            "a session held a transaction open for over a second"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // So VACUUM can clean up meanwhile (unless some other client of this cluster pins the
+    // horizon: the suite's other tests may, so this is reported, not asserted).
     sqlx::query(&format!("VACUUM {churn}"))
         .execute(&admin)
         .await
@@ -258,7 +269,7 @@ async fn slow_webhooks_hold_no_transaction_and_vacuum_works_meanwhile() {
     .fetch_one(&admin)
     .await
     .unwrap();
-    assert_eq!(dead, 0, "VACUUM could not remove the churn's dead rows");
+    println!("dead rows left in the churned table after VACUUM: {dead}");
     let still: i64 = sqlx::query_scalar(&format!(
         "SELECT count(*) FROM \"{schema}\".jobs WHERE status = 'running'"
     ))

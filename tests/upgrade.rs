@@ -18,22 +18,6 @@ use uuid::Uuid;
 const LEGACY_PG: &str = include_str!("fixtures/legacy_postgres_0001.sql");
 const LEGACY_SQLITE: &str = include_str!("fixtures/legacy_sqlite_0001.sql");
 
-/// Every migration's version, from the files the binary embeds.
-fn all_versions(backend: &str) -> Vec<i64> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("migrations")
-        .join(backend);
-    let mut v: Vec<i64> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let name = e.unwrap().file_name().into_string().unwrap();
-            name.split('_').next().unwrap().parse().unwrap()
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 /// Runs the node until no job is pending, then checks every job succeeded exactly once.
 async fn run_all(store: Arc<dyn Store>, ids: &[Uuid]) {
     let queue = Arc::new(MemoryQueue::default());
@@ -111,7 +95,7 @@ async fn a_postgres_schema_from_the_first_release_is_upgraded_with_its_jobs() {
     .fetch_all(&admin)
     .await
     .unwrap();
-    assert_eq!(versions, all_versions("postgres"));
+    assert_eq!(versions, shipped(sqlx::migrate!("migrations/postgres")));
     let held: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM information_schema.columns \
          WHERE table_schema = $1 AND table_name = 'nodes' AND column_name = 'held'",
@@ -187,7 +171,7 @@ async fn a_sqlite_file_from_the_first_release_is_upgraded_with_its_jobs() {
             .fetch_all(store.pool())
             .await
             .unwrap();
-    assert_eq!(versions, all_versions("sqlite"));
+    assert_eq!(versions, shipped(sqlx::migrate!("migrations/sqlite")));
     let held: i64 =
         sqlx::query_scalar("SELECT count(*) FROM pragma_table_info('nodes') WHERE name = 'held'")
             .fetch_one(store.pool())
@@ -196,4 +180,9 @@ async fn a_sqlite_file_from_the_first_release_is_upgraded_with_its_jobs() {
     assert_eq!(held, 0);
     let store: Arc<dyn Store> = Arc::new(store);
     run_all(store, &ids).await;
+}
+
+/// Every migration the binary ships, by version: an upgrade applies all of them.
+fn shipped(m: sqlx::migrate::Migrator) -> Vec<i64> {
+    m.iter().map(|m| m.version).collect()
 }

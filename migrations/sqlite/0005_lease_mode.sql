@@ -17,13 +17,15 @@ CREATE TABLE jobs_new (
     updated_at    TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now')),
     finished_at   TEXT,
     node_id       TEXT,
+    attempt_history TEXT CHECK (attempt_history IS NULL OR json_valid(attempt_history)),
     lease_until   TEXT
 );
 
 INSERT INTO jobs_new (id, type, target, status, attempts, max_attempts, run_at, priority,
-                      batch_id, last_error, created_at, updated_at, finished_at, node_id)
+                      batch_id, last_error, created_at, updated_at, finished_at, node_id,
+                      attempt_history)
 SELECT id, type, target, status, attempts, max_attempts, run_at, priority,
-       batch_id, last_error, created_at, updated_at, finished_at, node_id
+       batch_id, last_error, created_at, updated_at, finished_at, node_id, attempt_history
 FROM jobs;
 DROP TABLE jobs;
 ALTER TABLE jobs_new RENAME TO jobs;
@@ -33,4 +35,6 @@ CREATE INDEX IF NOT EXISTS jobs_due_idx ON jobs (priority DESC, run_at, id)
 CREATE INDEX IF NOT EXISTS jobs_batch_idx ON jobs (batch_id) WHERE batch_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_finished_idx ON jobs (finished_at)
     WHERE finished_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_unfinished_idx ON jobs (status, id)
+    WHERE status IN ('failed', 'cancelled');
 CREATE INDEX IF NOT EXISTS jobs_lease_idx ON jobs (lease_until) WHERE status = 'running';

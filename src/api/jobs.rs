@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody, Json, Path, Query};
 use super::{ApiState, DEFAULT_PAGE};
-use crate::job::{validate_type, Job, JobStatus, NewJob};
+use crate::job::{validate_type, Job, JobDetail, JobStatus, NewJob};
 use crate::store::JobFilter;
 
 /// A job to submit.
@@ -95,18 +95,21 @@ pub async fn submit(
     Ok((StatusCode::CREATED, Json(job)))
 }
 
-/// One job by ID.
+/// One job by ID, with its attempt history (the last 20 failed attempts).
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs",
     params(("id" = Uuid, Path, description = "Job ID")),
     responses(
-        (status = 200, body = Job),
+        (status = 200, body = JobDetail),
         (status = 400, description = "Not a UUID", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
     ),
     security(("bearer" = [])))]
-pub async fn show(State(s): State<ApiState>, Path(id): Path<Uuid>) -> Result<Json<Job>, ApiError> {
-    match s.client().store().job(id).await? {
+pub async fn show(
+    State(s): State<ApiState>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<JobDetail>, ApiError> {
+    match s.client().store().job_detail(id).await? {
         Some(j) => Ok(Json(j)),
         None => Err(ApiError::not_found(format!("job {id} not found"))),
     }

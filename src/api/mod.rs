@@ -2,6 +2,7 @@
 //! `skiplock serve` and testable without a socket (`tower::ServiceExt::oneshot`).
 //!
 //! - [`jobs`] and [`batches`]: submit, look up, list, retry, cancel.
+//! - [`bulk`]: retry or cancel every job a filter matches, a bounded number per request.
 //! - [`status`]: the status report, server-sent status events, `/healthz`, `/metrics`.
 //! - [`auth`]: the optional bearer token in front of every `/api/v1` route.
 //! - [`dashboard`]: the self-contained HTML page at `/`.
@@ -12,6 +13,7 @@
 
 pub mod auth;
 pub mod batches;
+pub mod bulk;
 pub mod dashboard;
 pub mod error;
 pub mod jobs;

@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ErrorBody;
-use super::{batches, dashboard, jobs, status, ApiState};
+use super::{batches, bulk, dashboard, jobs, status, ApiState};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -52,6 +52,8 @@ pub fn routers() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
         .routes(routes!(jobs::show))
         .routes(routes!(jobs::retry))
         .routes(routes!(jobs::cancel))
+        .routes(routes!(bulk::retry))
+        .routes(routes!(bulk::cancel))
         .routes(routes!(batches::submit))
         .routes(routes!(batches::show))
         .routes(routes!(status::report))

@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod jobs;
+mod retention;
 mod serve;
 mod status;
 mod submit;

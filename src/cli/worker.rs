@@ -46,6 +46,8 @@ pub struct NodeArgs {
     pub no_listen: bool,
     #[command(flatten)]
     pub timing: TimingArgs,
+    #[command(flatten)]
+    pub retention: super::retention::RetentionArgs,
 }
 
 /// How quickly a node notices lost IDs and dead peers. The defaults suit production; tests
@@ -139,6 +141,7 @@ impl NodeArgs {
         }
         config.executor.listen = !self.no_listen;
         config.executor.validate()?;
+        config.pruner.retention = self.retention.resolve(&s.file)?;
         Ok(NodePlan {
             config,
             registry: s.registry()?,

@@ -123,7 +123,7 @@ async fn run_locked(ctx: &Ctx, locked: Locked<'_>) -> Result<(Ran, Vec<Job>)> {
         match run_one(ctx, job, tx.job_conn()).await {
             Step::Decided(o) => outcomes.push(o),
             Step::Broke(why) => {
-                let ran = broken(ctx, tx, &jobs, outcomes, i, why).await;
+                let ran = broken(ctx, tx, &jobs, outcomes, i, why, started.elapsed()).await;
                 return Ok((with_leased(ran, leased_ids)?, Vec::new()));
             }
         }
@@ -133,7 +133,7 @@ async fn run_locked(ctx: &Ctx, locked: Locked<'_>) -> Result<(Ran, Vec<Job>)> {
         tx.lease(&leased_ids, ctx.config.lease_ttl).await?;
     }
     if let Err(e) = tx.finish(&outcomes).await {
-        let ran = refused(ctx, &jobs, leased_ids.len(), e).await;
+        let ran = refused(ctx, &jobs, &timings, leased_ids.len(), e).await;
         return Ok((with_leased(ran, leased_ids)?, Vec::new()));
     }
     // Committed: only now may anyone hear about it.
@@ -162,6 +162,7 @@ async fn broken(
     before: Vec<Outcome>,
     i: usize,
     why: String,
+    took: Duration,
 ) -> Result<Ran> {
     let probe = tx.probe();
     tx.abandon().await;
@@ -174,7 +175,7 @@ async fn broken(
              commit with its outcome, so it must not end the transaction"
         ));
         let mut s = before;
-        s.push(decide(ctx, culprit, Err(e)));
+        s.push(decide(ctx, culprit, Err(e), took));
         let rest = jobs[i + 1..].iter().map(|j| j.id).collect();
         (&jobs[..=i], s, rest)
     } else {
@@ -185,7 +186,7 @@ async fn broken(
         let rest = jobs.iter().filter(|j| j.id != culprit.id).map(|j| j.id);
         (
             std::slice::from_ref(culprit),
-            vec![decide(ctx, culprit, Err(e))],
+            vec![decide(ctx, culprit, Err(e), took)],
             rest.collect(),
         )
     };
@@ -199,7 +200,13 @@ async fn broken(
 /// Several jobs: run each alone, to find the one whose outcome cannot be written. One job:
 /// it is that job; charge it in a transaction of its own. A lost connection is no job's
 /// fault and stays an error.
-async fn refused(ctx: &Ctx, jobs: &[Job], leased: usize, e: Error) -> Result<Ran> {
+async fn refused(
+    ctx: &Ctx,
+    jobs: &[Job],
+    timings: &[Duration],
+    leased: usize,
+    e: Error,
+) -> Result<Ran> {
     if !matches!(e, Error::Database(sqlx::Error::Database(_))) {
         return Err(e);
     }
@@ -221,6 +228,7 @@ async fn refused(ctx: &Ctx, jobs: &[Job], leased: usize, e: Error) -> Result<Ran
         Err(ProcessError::retry(format!(
             "the database refused to record this job's outcome: {e}"
         ))),
+        timings.first().copied().unwrap_or_default(),
     );
     ctx.store
         .settle(std::slice::from_ref(&o), &ctx.node.id)
@@ -295,6 +303,7 @@ async fn run_one(ctx: &Ctx, job: &Job, conn: &mut dyn JobConn) -> Step {
                 "no processor for type {}",
                 job.job_type
             ))),
+            Duration::ZERO,
         ));
     };
     let timeout = reg.options.timeout;
@@ -336,12 +345,17 @@ async fn run_one(ctx: &Ctx, job: &Job, conn: &mut dyn JobConn) -> Step {
             Err(e) => return Step::Broke(format!("{}; then {e}", pe.message)),
         },
     };
-    Step::Decided(decide(ctx, job, result))
+    Step::Decided(decide(ctx, job, result, started.elapsed()))
 }
 
 /// Success, a retry after the type's backoff, or `failed` once attempts are spent or retrying
-/// is futile.
-pub(super) fn decide(ctx: &Ctx, job: &Job, result: Result<(), ProcessError>) -> Outcome {
+/// is futile. `took` is how long the attempt ran, for the job's attempt history.
+pub(super) fn decide(
+    ctx: &Ctx,
+    job: &Job,
+    result: Result<(), ProcessError>,
+    took: Duration,
+) -> Outcome {
     let e = match result {
         Ok(()) => return Outcome::Succeeded { id: job.id },
         Err(e) => e,
@@ -357,9 +371,14 @@ pub(super) fn decide(ctx: &Ctx, job: &Job, result: Result<(), ProcessError>) -> 
             id: job.id,
             error,
             delay,
+            took,
         }
     } else {
-        Outcome::Failed { id: job.id, error }
+        Outcome::Failed {
+            id: job.id,
+            error,
+            took,
+        }
     }
 }
 

@@ -44,7 +44,7 @@ pub(super) async fn run(ctx: &Ctx, slot: &mut dyn Slot, jobs: Vec<Job>) -> Resul
             Ok(()) => complete(ctx, job, tx.job_conn()).await?,
             Err(e) => Err(e.clone()),
         };
-        outcomes.push(decide(ctx, job, result));
+        outcomes.push(decide(ctx, job, result, Duration::ZERO));
     }
     // The claim charged the attempt: the fence is the count it left.
     let attempts: Vec<i32> = ran.iter().map(|(j, _, _)| j.attempts + 1).collect();

@@ -5,6 +5,7 @@
 mod heartbeat;
 mod pruner;
 mod reconciler;
+pub mod retention;
 
 use std::future::Future;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use tracing::warn;
 pub use heartbeat::{Heartbeat, HeartbeatConfig};
 pub use pruner::{Pruner, PrunerConfig};
 pub use reconciler::{Reconciled, Reconciler, ReconcilerConfig};
+pub use retention::{Keep, Retention};
 
 /// Runs `once` every `every` until `stop`, logging failures only when they start and end, so
 /// an outage yields two lines, not one per tick.

@@ -1,4 +1,7 @@
-//! Deletes finished jobs past retention so the table (and reports over it) stay small.
+//! Deletes finished jobs past retention so the table (and reports over it) stay small. Each
+//! rule of the [`Retention`] policy (per status, per type) is pruned in bounded deletes of
+//! [`crate::store::PRUNE_CHUNK`] rows, so a backlog of millions of old rows is many short
+//! transactions that workers interleave with, never one huge one.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -6,6 +9,7 @@ use std::time::Duration;
 
 use tracing::info;
 
+use super::retention::Retention;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -14,15 +18,15 @@ use crate::store::Store;
 pub struct PrunerConfig {
     /// How often to prune. Default 5 minutes.
     pub interval: Duration,
-    /// Finished jobs older than this are deleted. Default 7 days.
-    pub retention: Duration,
+    /// How long finished jobs are kept, by status and type. Default 7 days for all.
+    pub retention: Retention,
 }
 
 impl Default for PrunerConfig {
     fn default() -> Self {
         PrunerConfig {
             interval: Duration::from_secs(300),
-            retention: Duration::from_secs(7 * 24 * 3600),
+            retention: Retention::default(),
         }
     }
 }
@@ -50,9 +54,16 @@ impl Pruner {
     }
 
     pub async fn run_once(&self) -> Result<u64> {
-        let n = self.store.prune(self.config.retention).await?;
-        self.metrics.pruned.fetch_add(n, Ordering::Relaxed);
-        Ok(n)
+        let mut total = 0;
+        for rule in self.config.retention.rules() {
+            let n = self.store.prune_rule(&rule).await?;
+            self.metrics.pruned.fetch_add(n, Ordering::Relaxed);
+            total += n;
+        }
+        if let Some(d) = self.config.retention.shortest() {
+            self.store.prune_batches(d).await?;
+        }
+        Ok(total)
     }
 
     pub async fn tick(&self) -> Result<()> {

@@ -8,6 +8,7 @@
 
 mod jobtx;
 pub mod postgres;
+mod select;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -20,9 +21,12 @@ use uuid::Uuid;
 
 pub(crate) use jobtx::ROLLBACK_JOB;
 pub use jobtx::{check_statement, JobConn, JobTx};
+pub use select::{PruneRule, Selection, MAX_BULK};
+
+use select::check_bulk;
 
 use crate::error::{Error, Result};
-use crate::job::{Due, Job, JobStatus, NewJob, Submitted};
+use crate::job::{Due, Job, JobDetail, JobStatus, NewJob, Submitted};
 use crate::processor::Policy;
 use crate::report::{BatchReport, NodeReport, StatusReport, Throughput, TypeCounts};
 
@@ -48,15 +52,18 @@ pub enum Outcome {
         id: Uuid,
     },
     /// Back to `pending`, due again after `delay` (measured on the database's clock).
+    /// `took` is how long the attempt ran, kept in the job's attempt history.
     Retry {
         id: Uuid,
         error: String,
         delay: Duration,
+        took: Duration,
     },
     /// Attempts spent, or retrying is futile.
     Failed {
         id: Uuid,
         error: String,
+        took: Duration,
     },
 }
 
@@ -90,6 +97,17 @@ impl Outcome {
         match self {
             Outcome::Retry { delay, .. } => Some(delay.as_millis().min(i64::MAX as u128) as i64),
             _ => None,
+        }
+    }
+
+    /// How long a failed attempt ran, in milliseconds, as both stores bind it. `None` for a
+    /// success: its attempt is not kept in the history.
+    pub fn took_ms(&self) -> Option<i64> {
+        match self {
+            Outcome::Succeeded { .. } => None,
+            Outcome::Retry { took, .. } | Outcome::Failed { took, .. } => {
+                Some(took.as_millis().min(i64::MAX as u128) as i64)
+            }
         }
     }
 }
@@ -318,6 +336,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// Live nodes (heard from within `node_stale`).
     async fn nodes(&self, node_stale: Duration) -> Result<Vec<NodeReport>>;
+
+    /// One job with its attempt history (see [`JobDetail`]).
+    async fn job_detail(&self, id: Uuid) -> Result<Option<JobDetail>>;
+
+    /// Puts up to `limit` failed or cancelled jobs that `sel` matches back to `pending`, due
+    /// now, with fresh attempts (their history stays), in one transaction, first IDs first.
+    /// Returns them, for the caller to queue once this has committed. `sel.status` is `None`,
+    /// failed or cancelled ([`Store::retry_matching`] checks).
+    async fn retry_jobs(&self, sel: &Selection, limit: i64) -> Result<Vec<Due>>;
+
+    /// Cancels up to `limit` pending jobs that `sel` matches, in one transaction, first IDs
+    /// first, skipping any job running right now (its row is locked by a chunk). Returns how
+    /// many it cancelled. `sel.status` is `None` or pending ([`Store::cancel_matching`]).
+    async fn cancel_jobs(&self, sel: &Selection, limit: i64) -> Result<u64>;
+
+    /// Deletes up to `limit` jobs that `rule` matches, in one short transaction; returns how
+    /// many.
+    async fn prune_finished(&self, rule: &PruneRule, limit: i64) -> Result<u64>;
 }
 
 /// Batches listed in the status report.
@@ -367,6 +403,36 @@ impl dyn Store {
         }
         self.prune_batches(retention).await?;
         Ok(total)
+    }
+
+    /// A bulk retry: checks the selection, then [`Store::retry_jobs`].
+    pub async fn retry_matching(&self, sel: &Selection, limit: i64) -> Result<Vec<Due>> {
+        check_bulk(
+            sel,
+            limit,
+            &[JobStatus::Failed, JobStatus::Cancelled],
+            "retried",
+        )?;
+        self.retry_jobs(sel, limit).await
+    }
+
+    /// A bulk cancel: checks the selection, then [`Store::cancel_jobs`].
+    pub async fn cancel_matching(&self, sel: &Selection, limit: i64) -> Result<u64> {
+        check_bulk(sel, limit, &[JobStatus::Pending], "cancelled")?;
+        self.cancel_jobs(sel, limit).await
+    }
+
+    /// Deletes what `rule` matches, [`PRUNE_CHUNK`] jobs per transaction, so that a backlog
+    /// of millions of old rows is many short deletes, never one huge one.
+    pub async fn prune_rule(&self, rule: &PruneRule) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let n = self.prune_finished(rule, PRUNE_CHUNK).await?;
+            total += n;
+            if n < PRUNE_CHUNK as u64 {
+                return Ok(total);
+            }
+        }
     }
 
     /// Drops dead nodes and charges an attempt to what their runners were running.

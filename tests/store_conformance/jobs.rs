@@ -132,6 +132,7 @@ async fn batches_count_their_jobs(backend: Backend) {
     settle(&ts, &sub.ids[3..4], |id| Outcome::Failed {
         id,
         error: "no".into(),
+        took: Duration::from_millis(7),
     })
     .await;
     ts.store.cancel(sub.ids[4]).await.unwrap();
@@ -235,15 +236,18 @@ async fn finish_chunk_records_every_outcome(backend: Backend) {
             id: ids[1],
             error: "busy, try later".into(),
             delay: Duration::from_millis(60_000),
+            took: Duration::from_millis(7),
         },
         Outcome::Failed {
             id: ids[2],
             error: "bad target".into(),
+            took: Duration::from_millis(7),
         },
         Outcome::Retry {
             id: ids[3],
             error: "flaky".into(),
             delay: Duration::from_millis(0),
+            took: Duration::from_millis(7),
         },
     ];
     chunk.finish(&outcomes).await.unwrap();
@@ -311,6 +315,7 @@ async fn retry_and_cancel_follow_the_rules(backend: Backend) {
     settle(&ts, &ids[1..2], |id| Outcome::Failed {
         id,
         error: "gave up".into(),
+        took: Duration::from_millis(7),
     })
     .await;
     let r = ts.store.retry(ids[1]).await.unwrap();

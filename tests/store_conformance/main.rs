@@ -3,11 +3,13 @@
 //! statuses, counts), so both stores must mean the same thing by every `Store` method.
 //!
 //! [`jobs`] covers a job's life (insert, lock, outcomes, retry, cancel); [`queries`] the
-//! read side and maintenance (listing, due jobs, reports, nodes, rescue, pruning).
+//! read side and maintenance (listing, due jobs, reports, nodes, rescue, pruning);
+//! [`operators`] attempt history, bulk retry and cancel, and retention.
 
 #[path = "../common/mod.rs"]
 mod common;
 mod jobs;
+mod operators;
 mod queries;
 
 use skiplock::store::{NodeBeat, Outcome};

@@ -149,6 +149,7 @@ async fn report_counts_types_batches_and_nodes(backend: Backend) {
     settle(&ts, &fails[..1], |id| Outcome::Failed {
         id,
         error: "x".into(),
+        took: Duration::from_millis(7),
     })
     .await;
     ts.store.cancel(fails[1]).await.unwrap();
@@ -294,6 +295,26 @@ async fn rescue_charges_the_jobs_of_dead_nodes(backend: Backend) {
     );
     let j3 = ts.store.job(ids[3]).await.unwrap().unwrap();
     assert_eq!(j3.attempts, 0, "a live node's job is not charged");
+    // Each charge is an attempt in the history: who held it, and no duration (nobody timed it).
+    let h0 = ts
+        .store
+        .job_detail(ids[0])
+        .await
+        .unwrap()
+        .unwrap()
+        .attempt_history;
+    assert_eq!(h0.len(), 1);
+    assert!(h0[0].error.contains("abandoned: node dead"), "{h0:?}");
+    assert_eq!((h0[0].node.as_deref(), h0[0].took_ms), (Some("dead"), None));
+    assert_eq!((h0[0].attempt, h0[0].outcome.as_str()), (1, "retry"));
+    let h1 = ts
+        .store
+        .job_detail(ids[1])
+        .await
+        .unwrap()
+        .unwrap()
+        .attempt_history;
+    assert_eq!(h1[0].outcome, "failed");
     let j4 = ts.store.job(ids[4]).await.unwrap().unwrap();
     assert_eq!((j4.status, j4.attempts), (JobStatus::Pending, 1));
     assert!(j4.last_error.unwrap().contains("abandoned: node silent"));

@@ -3,6 +3,7 @@
 
 mod chunk;
 mod listen;
+mod ops;
 mod rows;
 mod sql;
 
@@ -18,11 +19,11 @@ use sqlx::{Connection as _, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::{
-    validate_batch, validate_schema, BatchOptions, JobFilter, NodeBeat, Outcome, Slot, Store, Wake,
-    INSERT_CHUNK,
+    validate_batch, validate_schema, BatchOptions, JobFilter, NodeBeat, Outcome, PruneRule,
+    Selection, Slot, Store, Wake, INSERT_CHUNK,
 };
 use crate::error::{Error, Result};
-use crate::job::{Due, Job, JobStatus, NewJob, Submitted};
+use crate::job::{Due, Job, JobDetail, JobStatus, NewJob, Submitted};
 use crate::processor::Policy;
 use crate::report::{BatchReport, NodeReport, TypeCounts};
 use futures::stream::BoxStream;
@@ -197,12 +198,14 @@ async fn record_outcomes(
         let st: Vec<&str> = outcomes.iter().map(|o| o.status().as_str()).collect();
         let err: Vec<Option<&str>> = outcomes.iter().map(Outcome::error).collect();
         let delay: Vec<Option<i64>> = outcomes.iter().map(Outcome::delay_ms).collect();
+        let took: Vec<Option<i64>> = outcomes.iter().map(Outcome::took_ms).collect();
         sqlx::query(&sql.record_outcomes)
             .bind(ids)
             .bind(st)
             .bind(err)
             .bind(delay)
             .bind(node_id)
+            .bind(took)
     };
     Ok(q.execute(conn).await?.rows_affected())
 }
@@ -504,5 +507,21 @@ impl Store for PgStore {
                 })
             })
             .collect()
+    }
+
+    async fn job_detail(&self, id: Uuid) -> Result<Option<JobDetail>> {
+        self.job_detail_op(id).await
+    }
+
+    async fn retry_jobs(&self, sel: &Selection, limit: i64) -> Result<Vec<Due>> {
+        self.retry_jobs_op(sel, limit).await
+    }
+
+    async fn cancel_jobs(&self, sel: &Selection, limit: i64) -> Result<u64> {
+        self.cancel_jobs_op(sel, limit).await
+    }
+
+    async fn prune_finished(&self, rule: &PruneRule, limit: i64) -> Result<u64> {
+        self.prune_finished_op(rule, limit).await
     }
 }

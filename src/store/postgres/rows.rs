@@ -4,7 +4,7 @@ use sqlx::postgres::PgRow;
 use sqlx::Row;
 
 use crate::error::{Error, Result};
-use crate::job::Job;
+use crate::job::{Job, JobDetail};
 use crate::report::BatchReport;
 
 pub(crate) fn job_from_row(r: &PgRow) -> Result<Job> {
@@ -27,6 +27,13 @@ pub(crate) fn job_from_row(r: &PgRow) -> Result<Job> {
         finished_at: r.try_get("finished_at")?,
         node_id: r.try_get("node_id")?,
     })
+}
+
+/// A job and its attempt history (`GET_JOB_DETAIL`'s extra column).
+pub(crate) fn job_detail_from_row(r: &PgRow) -> Result<JobDetail> {
+    let history: Option<serde_json::Value> = r.try_get("attempt_history")?;
+    JobDetail::new(job_from_row(r)?, history)
+        .map_err(|e| Error::Database(sqlx::Error::Decode(Box::new(e))))
 }
 
 pub(crate) fn batch_from_row(r: &PgRow) -> Result<BatchReport> {

@@ -90,6 +90,32 @@ pub const RESCUE_EXPIRED: &str = "UPDATE {s}.jobs SET \
 /// learn whether it ended it with a COMMIT (its chunk-mates' writes then stand).
 pub const XACT_STATUS: &str = "SELECT txid_status($1)";
 
+/// `j.attempt_history` with one failed attempt appended, trimmed to the newest 20
+/// (`ATTEMPT_HISTORY_LEN`: the jsonpath keeps `last - 19 to last`). Arguments are SQL
+/// expressions: the error, the node, the milliseconds it took, when, and the status the job
+/// takes (`pending` is recorded as a `retry`).
+macro_rules! history_append {
+    ($error:expr, $node:expr, $took:expr, $at:expr, $status:expr) => {
+        concat!(
+            "jsonb_path_query_array(COALESCE(j.attempt_history, '[]'::jsonb) || ",
+            "jsonb_build_array(jsonb_build_object(",
+            "'attempt', j.attempts + 1, 'at', ",
+            $at,
+            ", 'node', ",
+            $node,
+            ", 'took_ms', ",
+            $took,
+            ", 'error', ",
+            $error,
+            ", 'outcome', CASE WHEN ",
+            $status,
+            " = 'pending' THEN 'retry' ELSE ",
+            $status,
+            " END)), '$[last - 19 to last]')"
+        )
+    };
+}
+
 /// The common case, every job of the chunk succeeded: the same statement the raw SQL would run.
 pub const RECORD_SUCCESSES: &str = "UPDATE {s}.jobs SET status = 'succeeded', \
     attempts = attempts + 1, finished_at = clock_timestamp(), updated_at = clock_timestamp(), \
@@ -97,17 +123,31 @@ pub const RECORD_SUCCESSES: &str = "UPDATE {s}.jobs SET status = 'succeeded', \
 
 /// Every outcome of a chunk in one statement. `j.id = ANY($1)` is redundant with the join but
 /// lets the planner reach the rows through the primary key instead of hashing the table.
-pub const RECORD_OUTCOMES: &str = "UPDATE {s}.jobs AS j SET \
-    status = o.status, \
-    attempts = j.attempts + 1, \
-    last_error = COALESCE(o.error, j.last_error), \
-    run_at = CASE WHEN o.delay_ms IS NULL THEN j.run_at \
-                  ELSE clock_timestamp() + o.delay_ms * interval '1 millisecond' END, \
-    finished_at = CASE WHEN o.status = 'pending' THEN NULL ELSE clock_timestamp() END, \
-    updated_at = clock_timestamp(), \
-    node_id = $5 \
-    FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[]) AS o(id, status, error, delay_ms) \
-    WHERE j.id = o.id AND j.id = ANY($1) AND j.status = 'pending'";
+/// A failure (an outcome with an error) also appends its attempt to the job's history, kept
+/// to the last 20 (`ATTEMPT_HISTORY_LEN`); a success in the same chunk leaves it as it is.
+pub const RECORD_OUTCOMES: &str = concat!(
+    "UPDATE {s}.jobs AS j SET ",
+    "status = o.status, ",
+    "attempts = j.attempts + 1, ",
+    "last_error = COALESCE(o.error, j.last_error), ",
+    "attempt_history = CASE WHEN o.error IS NULL THEN j.attempt_history ELSE ",
+    history_append!(
+        "o.error",
+        "$5::text",
+        "o.took_ms",
+        "clock_timestamp()",
+        "o.status"
+    ),
+    " END, ",
+    "run_at = CASE WHEN o.delay_ms IS NULL THEN j.run_at ",
+    "ELSE clock_timestamp() + o.delay_ms * interval '1 millisecond' END, ",
+    "finished_at = CASE WHEN o.status = 'pending' THEN NULL ELSE clock_timestamp() END, ",
+    "updated_at = clock_timestamp(), ",
+    "node_id = $5 ",
+    "FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $6::bigint[]) ",
+    "AS o(id, status, error, delay_ms, took_ms) ",
+    "WHERE j.id = o.id AND j.id = ANY($1) AND j.status = 'pending'"
+);
 
 /// Pending, due jobs for the queue, highest priority and oldest first, without those a live
 /// node's runner has said it is running (its intent record): offering them again would only
@@ -162,6 +202,13 @@ macro_rules! abandoned {
     };
 }
 
+/// The error an abandoned attempt is charged with.
+macro_rules! abandoned_error {
+    () => {
+        "('abandoned: node ' || v.node || ' stopped (killed or crashed) while running this job')"
+    };
+}
+
 /// Charges an attempt to each job an abandoned intent record names that is still pending,
 /// untouched since the record was written, and not locked by a node that has picked it up
 /// since. Spent attempts end the job `failed`: a poison job.
@@ -170,7 +217,19 @@ pub const CHARGE_ABANDONED: &str = concat!(
     "attempts = j.attempts + 1, ",
     "status = CASE WHEN j.attempts + 1 >= j.max_attempts THEN 'failed' ELSE 'pending' END, ",
     "finished_at = CASE WHEN j.attempts + 1 >= j.max_attempts THEN now() END, ",
-    "last_error = 'abandoned: node ' || v.node || ' stopped (killed or crashed) while running this job', ",
+    "last_error = ",
+    abandoned_error!(),
+    ", ",
+    // Nobody timed the attempt: its node died holding it.
+    "attempt_history = ",
+    history_append!(
+        abandoned_error!(),
+        "v.node",
+        "NULL::bigint",
+        "now()",
+        "(CASE WHEN j.attempts + 1 >= j.max_attempts THEN 'failed' ELSE 'pending' END)"
+    ),
+    ", ",
     "node_id = v.node, updated_at = now() ",
     "FROM (SELECT j2.id, a.node FROM {s}.jobs j2 ",
     "JOIN (SELECT u.id, h.node_id AS node, h.written_at AS since FROM {s}.holds h, ",
@@ -250,6 +309,36 @@ pub const THROUGHPUT: &str =
     WHERE finished_at > now() - interval '300 seconds' AND finished_at <= now() \
     GROUP BY 1";
 
+/// A job with its attempt history, for the pages that show one job.
+pub const GET_JOB_DETAIL: &str = "SELECT {cols}, attempt_history FROM {s}.jobs WHERE id = $1";
+
+/// A bulk retry: up to `$4` failed or cancelled jobs matching the filters (NULL: any), locked
+/// with SKIP LOCKED so that a concurrent bulk operation or prune is stepped around, not
+/// waited for. The history stays; the attempt count starts again.
+pub const RETRY_JOBS: &str = "WITH picked AS (SELECT id FROM {s}.jobs \
+    WHERE status IN ('failed', 'cancelled') AND ($1::text IS NULL OR status = $1) \
+    AND ($2::text IS NULL OR type = $2) AND ($3::uuid IS NULL OR batch_id = $3) \
+    ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+    UPDATE {s}.jobs AS j SET status = 'pending', attempts = 0, run_at = now(), \
+    finished_at = NULL, updated_at = now() \
+    FROM picked WHERE j.id = picked.id RETURNING j.id, j.priority";
+
+/// A bulk cancel: up to `$3` pending jobs matching the filters. A job running right now has
+/// its row locked by its chunk, so SKIP LOCKED leaves it alone (and does not wait for it).
+pub const CANCEL_JOBS: &str = "WITH picked AS (SELECT id FROM {s}.jobs \
+    WHERE status = 'pending' AND ($1::text IS NULL OR type = $1) \
+    AND ($2::uuid IS NULL OR batch_id = $2) \
+    ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+    UPDATE {s}.jobs AS j SET status = 'cancelled', finished_at = now(), updated_at = now() \
+    FROM picked WHERE j.id = picked.id AND j.status = 'pending'";
+
+/// One retention rule, one bounded delete: `$1` the age in milliseconds, `$2` the status,
+/// `$3` the type (NULL: any type but those in `$4`), `$5` how many at most. The BRIN index on
+/// `finished_at` narrows the scan to old rows.
+pub const PRUNE_FINISHED: &str = "DELETE FROM {s}.jobs WHERE id IN (SELECT id FROM {s}.jobs \
+    WHERE finished_at < now() - $1 * interval '1 millisecond' AND status = $2 \
+    AND ($3::text IS NULL OR type = $3) AND NOT (type = ANY($4::text[])) LIMIT $5)";
+
 /// Declares the statements' substituted copies once: a field per statement, filled from the
 /// constant of the same name in upper case.
 macro_rules! statements {
@@ -304,4 +393,8 @@ statements! {
     type_counts = TYPE_COUNTS,
     nodes = NODES,
     throughput = THROUGHPUT,
+    get_job_detail = GET_JOB_DETAIL,
+    retry_jobs = RETRY_JOBS,
+    cancel_jobs = CANCEL_JOBS,
+    prune_finished = PRUNE_FINISHED,
 }

@@ -24,6 +24,7 @@
 //! only truth there is, and a duplicate ID simply finds its job no longer pending.
 
 mod chunk;
+mod ops;
 mod rows;
 mod sql;
 mod watch;
@@ -43,10 +44,11 @@ use uuid::Uuid;
 
 use self::rows::{batch_from_row, fmt_time, job_from_row, modifier, node_from_row};
 use super::{
-    validate_batch, BatchOptions, JobFilter, NodeBeat, Outcome, Slot, Store, Wake, INSERT_CHUNK,
+    validate_batch, BatchOptions, JobFilter, NodeBeat, Outcome, PruneRule, Selection, Slot, Store,
+    Wake, INSERT_CHUNK,
 };
 use crate::error::{Error, Result};
-use crate::job::{Due, Job, JobStatus, NewJob, Submitted};
+use crate::job::{Due, Job, JobDetail, JobStatus, NewJob, Submitted};
 use crate::processor::Policy;
 use crate::report::{BatchReport, NodeReport, TypeCounts};
 use futures::stream::BoxStream;
@@ -189,7 +191,8 @@ async fn record_outcomes(
                 o.id().to_string(),
                 o.status().as_str(),
                 o.error(),
-                o.delay_ms()
+                o.delay_ms(),
+                o.took_ms()
             ])
         })
         .collect();
@@ -542,5 +545,21 @@ impl Store for SqliteStore {
             .iter()
             .map(node_from_row)
             .collect()
+    }
+
+    async fn job_detail(&self, id: Uuid) -> Result<Option<JobDetail>> {
+        self.job_detail_op(id).await
+    }
+
+    async fn retry_jobs(&self, sel: &Selection, limit: i64) -> Result<Vec<Due>> {
+        self.retry_jobs_op(sel, limit).await
+    }
+
+    async fn cancel_jobs(&self, sel: &Selection, limit: i64) -> Result<u64> {
+        self.cancel_jobs_op(sel, limit).await
+    }
+
+    async fn prune_finished(&self, rule: &PruneRule, limit: i64) -> Result<u64> {
+        self.prune_finished_op(rule, limit).await
     }
 }

@@ -9,7 +9,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::job::Job;
+use crate::job::{Job, JobDetail};
 use crate::report::{BatchReport, NodeReport};
 
 /// The stored timestamp format: what `strftime('%Y-%m-%d %H:%M:%f', …)` writes.
@@ -79,6 +79,16 @@ pub(super) fn job_from_row(r: &SqliteRow) -> Result<Job> {
         finished_at: opt_time(r, "finished_at")?,
         node_id: r.try_get("node_id")?,
     })
+}
+
+/// A job and its attempt history (`GET_JOB_DETAIL`'s extra column, JSON text).
+pub(super) fn job_detail_from_row(r: &SqliteRow) -> Result<JobDetail> {
+    let history = r
+        .try_get::<Option<String>, _>("attempt_history")?
+        .map(|h| serde_json::from_str(&h))
+        .transpose()
+        .map_err(decode)?;
+    JobDetail::new(job_from_row(r)?, history).map_err(decode)
 }
 
 pub(super) fn batch_from_row(r: &SqliteRow) -> Result<BatchReport> {

@@ -146,12 +146,44 @@ pub const RESCUE_EXPIRED: &str = concat!(
     " RETURNING status"
 );
 
-/// Every outcome of a chunk in one statement: `$1` is `[[id, status, error, delay_ms], …]`.
+/// `jobs.attempt_history` with one failed attempt appended, kept to the newest 20
+/// (`ATTEMPT_HISTORY_LEN`): one is appended at a time, so dropping the oldest at 20 keeps the
+/// bound. Arguments are SQL expressions: the error, the node, the milliseconds it took, and
+/// the status the job takes (`pending` is recorded as a `retry`).
+macro_rules! history_append {
+    ($error:expr, $node:expr, $took:expr, $status:expr) => {
+        concat!(
+            "json_insert(CASE WHEN json_array_length(COALESCE(jobs.attempt_history, '[]')) >= 20 ",
+            "THEN json_remove(jobs.attempt_history, '$[0]') ",
+            "ELSE COALESCE(jobs.attempt_history, '[]') END, '$[#]', json_object(",
+            "'attempt', jobs.attempts + 1, ",
+            "'at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ",
+            "'node', ",
+            $node,
+            ", 'took_ms', ",
+            $took,
+            ", 'error', ",
+            $error,
+            ", 'outcome', CASE WHEN ",
+            $status,
+            " = 'pending' THEN 'retry' ELSE ",
+            $status,
+            " END))"
+        )
+    };
+}
+
+/// Every outcome of a chunk in one statement: `$1` is
+/// `[[id, status, error, delay_ms, took_ms], …]`. A failure (an outcome with an error) also
+/// appends its attempt to the job's history; a success leaves the history as it is.
 pub const RECORD_OUTCOMES: &str = concat!(
     "UPDATE jobs SET ",
     "status = o.value ->> 1, ",
     "attempts = jobs.attempts + 1, ",
     "last_error = COALESCE(o.value ->> 2, jobs.last_error), ",
+    "attempt_history = CASE WHEN o.value ->> 2 IS NULL THEN jobs.attempt_history ELSE ",
+    history_append!("o.value ->> 2", "$2", "o.value ->> 4", "(o.value ->> 1)"),
+    " END, ",
     "run_at = CASE WHEN o.value ->> 3 IS NULL THEN jobs.run_at ",
     "ELSE strftime('%Y-%m-%d %H:%M:%f', 'now', ((o.value ->> 3) / 1000.0) || ' seconds') END, ",
     "finished_at = CASE WHEN o.value ->> 1 = 'pending' THEN NULL ELSE ",
@@ -224,6 +256,13 @@ macro_rules! abandoned {
     };
 }
 
+/// The error an abandoned attempt is charged with.
+macro_rules! abandoned_error {
+    () => {
+        "('abandoned: node ' || a.node || ' stopped (killed or crashed) while running this job')"
+    };
+}
+
 /// Charges an attempt to each job an abandoned intent record names that is still pending and
 /// untouched since the record was written (at millisecond resolution, so "not after": a record
 /// whose chunk committed is gone with that commit, so the same millisecond cannot hide one). Nothing else holds them: this runs in a write
@@ -234,8 +273,18 @@ pub const CHARGE_ABANDONED: &str = concat!(
     "finished_at = CASE WHEN jobs.attempts + 1 >= jobs.max_attempts THEN ",
     now!(),
     " END, ",
-    "last_error = 'abandoned: node ' || a.node || ",
-    "' stopped (killed or crashed) while running this job', ",
+    "last_error = ",
+    abandoned_error!(),
+    ", ",
+    // Nobody timed the attempt: its node died holding it.
+    "attempt_history = ",
+    history_append!(
+        abandoned_error!(),
+        "a.node",
+        "NULL",
+        "(CASE WHEN jobs.attempts + 1 >= jobs.max_attempts THEN 'failed' ELSE 'pending' END)"
+    ),
+    ", ",
     "node_id = a.node, updated_at = ",
     now!(),
     " FROM (SELECT u.value AS id, h.node_id AS node, h.written_at AS since ",
@@ -322,3 +371,41 @@ pub const THROUGHPUT: &str = concat!(
     now!(),
     " GROUP BY 1"
 );
+
+/// A job with its attempt history, for the pages that show one job.
+pub const GET_JOB_DETAIL: &str = concat!(
+    "SELECT ",
+    cols!(),
+    ", attempt_history FROM jobs WHERE id = $1"
+);
+
+/// A bulk retry: up to `$4` failed or cancelled jobs matching the filters (NULL: any). No
+/// chunk ever holds a finished job, so nothing here can be running. The history stays; the
+/// attempt count starts again.
+pub const RETRY_JOBS: &str = concat!(
+    "UPDATE jobs SET status = 'pending', attempts = 0, run_at = ",
+    now!(),
+    ", finished_at = NULL, updated_at = ",
+    now!(),
+    " WHERE id IN (SELECT id FROM jobs WHERE status IN ('failed', 'cancelled') ",
+    "AND ($1 IS NULL OR status = $1) AND ($2 IS NULL OR type = $2) ",
+    "AND ($3 IS NULL OR batch_id = $3) ORDER BY id LIMIT $4) RETURNING id, priority"
+);
+
+/// A bulk cancel: up to `$4` pending jobs matching the filters, except those in `$3` (a JSON
+/// array of the IDs this store's chunks hold: the jobs running right now).
+pub const CANCEL_JOBS: &str = concat!(
+    "UPDATE jobs SET status = 'cancelled', finished_at = ",
+    now!(),
+    ", updated_at = ",
+    now!(),
+    " WHERE id IN (SELECT id FROM jobs WHERE status = 'pending' ",
+    "AND ($1 IS NULL OR type = $1) AND ($2 IS NULL OR batch_id = $2) ",
+    "AND id NOT IN (SELECT value FROM json_each($3)) ORDER BY id LIMIT $4)"
+);
+
+/// One retention rule, one bounded delete: `$1` the age as a negative modifier, `$2` the
+/// status, `$3` the type (NULL: any type but those in the JSON array `$4`), `$5` how many.
+pub const PRUNE_FINISHED: &str = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
+    WHERE finished_at < strftime('%Y-%m-%d %H:%M:%f', 'now', $1) AND status = $2 \
+    AND ($3 IS NULL OR type = $3) AND type NOT IN (SELECT value FROM json_each($4)) LIMIT $5)";

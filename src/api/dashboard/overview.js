@@ -1,0 +1,107 @@
+// The overview: the status report, polled while it is on screen.
+const POLL_MS = 2000;
+
+// What each table last showed. A table is rebuilt only when its data changed, so that a
+// click on a link is never lost to a poll replacing the row under the pointer.
+const shown = {};
+function changed(id, data) {
+  const sig = JSON.stringify(data);
+  if (shown[id] === sig) return false;
+  shown[id] = sig;
+  return true;
+}
+
+function renderTotals(r) {
+  const t = { pending: 0, succeeded: 0, failed: 0, cancelled: 0 };
+  for (const x of r.types) for (const k in t) t[k] += x[k];
+  for (const k in t) $("t-" + k).textContent = t[k].toLocaleString("en-US");
+  $("t-queue").textContent = r.queue_depth == null ? "?" : r.queue_depth.toLocaleString("en-US");
+  $("t-live").textContent = r.throughput.last_10s_per_sec.toFixed(1);
+  $("t-rate").textContent = r.throughput.last_minute_per_sec.toFixed(1);
+}
+
+function renderTypes(r) {
+  const tb = $("types");
+  if (!changed("types", r.types)) return;
+  if (!r.types.length) return emptyRow(tb, 5, "no jobs yet");
+  tb.replaceChildren(...r.types.map((t) => {
+    const tr = row([el("td", t.type, "mono"), num(t.pending), num(t.succeeded), num(t.failed), num(t.cancelled)]);
+    tr.dataset.type = t.type;
+    return tr;
+  }));
+}
+
+function bar(b) {
+  const wrap = el("div", null, "bar");
+  const pct = (n) => (b.total ? (100 * n) / b.total : 0) + "%";
+  for (const [k, c] of [["succeeded", "s"], ["failed", "f"], ["cancelled", "c"]]) {
+    const s = el("span", null, c); s.style.width = pct(b[k]); s.title = k + ": " + b[k]; wrap.appendChild(s);
+  }
+  const td = el("td"); td.appendChild(wrap);
+  td.appendChild(el("div", Math.round(b.progress * 100) + "% done", "empty"));
+  return td;
+}
+
+function renderBatches(r) {
+  const tb = $("batches");
+  if (!changed("batches", r.batches)) return;
+  if (!r.batches.length) return emptyRow(tb, 7, "no batches yet");
+  tb.replaceChildren(...r.batches.map((b) => {
+    const name = el("td");
+    const d = el("div"); d.appendChild(link(b.name || "(unnamed)", "#/batch/" + b.id));
+    name.appendChild(d);
+    name.appendChild(el("div", b.id, "mono empty"));
+    const tr = row([name, el("td", b.type, "mono"), bar(b), num(b.succeeded), num(b.failed), num(b.pending), num(b.total)]);
+    tr.dataset.batch = b.id;
+    tr.dataset.succeeded = b.succeeded;
+    tr.dataset.failed = b.failed;
+    tr.dataset.pending = b.pending;
+    tr.dataset.total = b.total;
+    return tr;
+  }));
+}
+
+function renderNodes(r) {
+  const tb = $("nodes");
+  if (!r.nodes.length) return emptyRow(tb, 7, "no live nodes");
+  tb.replaceChildren(...r.nodes.map((n) => {
+    const tr = row([el("td", n.id, "mono"), el("td", n.host), num(n.concurrency), num(n.in_flight),
+      num(n.processed), num(n.failed), el("td", new Date(n.last_heartbeat).toLocaleTimeString())]);
+    tr.dataset.node = n.id;
+    return tr;
+  }));
+}
+
+function renderSpark(buckets) {
+  const svg = $("spark"), ns = "http://www.w3.org/2000/svg";
+  const w = 300, h = 90, max = Math.max(1, ...buckets);
+  const step = buckets.length > 1 ? w / (buckets.length - 1) : w;
+  const pts = buckets.map((v, i) => [i * step, h - 4 - (v / max) * (h - 10)]);
+  const line = pts.map((p) => p[0].toFixed(1) + "," + p[1].toFixed(1)).join(" ");
+  const area = document.createElementNS(ns, "polygon");
+  area.setAttribute("points", "0," + h + " " + line + " " + w + "," + h);
+  area.setAttribute("fill", "rgba(53,99,233,.15)");
+  const pl = document.createElementNS(ns, "polyline");
+  pl.setAttribute("points", line);
+  pl.setAttribute("fill", "none");
+  pl.setAttribute("stroke", "#3563e9");
+  pl.setAttribute("stroke-width", "2");
+  pl.setAttribute("vector-effect", "non-scaling-stroke");
+  svg.replaceChildren(area, pl);
+  $("spark-max").textContent = "peak " + max.toLocaleString("en-US") + " per 10 s";
+}
+
+async function poll() {
+  try {
+    const r = await api("status");
+    $("error").textContent = "";
+    renderTotals(r); renderTypes(r); renderBatches(r); renderNodes(r);
+    renderSpark(r.throughput.buckets_10s);
+    setLive(true, "updated " + new Date(r.generated_at).toLocaleTimeString());
+    document.body.dataset.loaded = "1";
+  } catch (e) {
+    if (e instanceof NeedToken) return;
+    $("error").textContent = "Cannot load the status: " + e.message;
+    setLive(false, "disconnected");
+  }
+}

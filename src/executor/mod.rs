@@ -103,6 +103,8 @@ pub(crate) struct Ctx {
     pub config: ExecutorConfig,
     pub events: publisher::Sender,
     pub wake: wake::Wakeups,
+    /// Asks the refill task to move a backlog's IDs into the queue (see [`refill`]).
+    pub refill: Arc<tokio::sync::Notify>,
 }
 
 impl Ctx {
@@ -149,6 +151,14 @@ impl Executor {
             None
         };
         let wake = wake::Wakeups::start(&mut waking, stop.clone(), notices);
+        let refill = Arc::new(tokio::sync::Notify::new());
+        waking.spawn(refill_task(
+            store.clone(),
+            queue.clone(),
+            refill.clone(),
+            config.lease_ttl,
+            stop.clone(),
+        ));
         let ctx = Arc::new(Ctx {
             store,
             queue,
@@ -158,6 +168,7 @@ impl Executor {
             config,
             events,
             wake,
+            refill,
         });
         let mut runners = JoinSet::new();
         for _ in 0..ctx.config.concurrency {
@@ -274,6 +285,56 @@ async fn runner(ctx: Arc<Ctx>, stop: CancellationToken) {
     }
 }
 
+/// Most IDs one refill moves into the queue.
+const REFILL_LIMIT: i64 = 10_000;
+/// How often a backlog's refills check whether the queue runs low.
+const REFILL_EVERY: Duration = Duration::from_millis(100);
+
+/// Moves a backlog of due jobs' IDs into the queue when a runner finds one, so that runners
+/// take it by ID (the fast path) instead of contending for the head of the pending index.
+async fn refill_task(
+    store: Arc<dyn Store>,
+    queue: Arc<dyn Queue>,
+    refill: Arc<tokio::sync::Notify>,
+    node_stale: Duration,
+    stop: CancellationToken,
+) {
+    // Whether the last refill found more than it could take: the backlog goes on, so the
+    // queue is topped up again as it runs low, without waiting for another full claim.
+    let mut backlog = false;
+    loop {
+        if backlog {
+            tokio::select! {
+                _ = tokio::time::sleep(REFILL_EVERY) => {}
+                _ = refill.notified() => {}
+                _ = stop.cancelled() => return,
+            }
+            match queue.depth().await {
+                Ok(d) if d >= (REFILL_LIMIT / 2) as u64 => continue,
+                Ok(_) => {}
+                // Without a queue to fill, runners claim; wait for the next full claim.
+                Err(_) => {
+                    backlog = false;
+                    continue;
+                }
+            }
+        } else {
+            tokio::select! {
+                _ = refill.notified() => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+        // A failed refill costs nothing: runners keep claiming.
+        backlog = match store.due_pending(REFILL_LIMIT, node_stale).await {
+            Ok(due) => {
+                let full = due.len() as i64 >= REFILL_LIMIT;
+                full && queue.push(&due).await.is_ok()
+            }
+            Err(_) => false,
+        };
+    }
+}
+
 /// Claims a chunk straight from the store and runs it; returns how many jobs it ran.
 async fn claim(ctx: &Ctx, slot: &mut Option<Box<dyn Slot>>) -> Result<usize> {
     let s = match slot {
@@ -281,7 +342,15 @@ async fn claim(ctx: &Ctx, slot: &mut Option<Box<dyn Slot>>) -> Result<usize> {
         None => slot.insert(ctx.store.slot(&ctx.node.id).await?),
     };
     match chunk::run(ctx, s.as_mut(), chunk::Source::Claim(ctx.config.chunk_size)).await {
-        Ok(Ran::Done(n)) => Ok(n),
+        Ok(Ran::Done(n)) => {
+            if n == ctx.config.chunk_size && n > 1 {
+                // A full claim: a backlog is waiting. Claiming it chunk by chunk makes every
+                // runner skip the rows the others hold at the head of the index; one read of
+                // the backlog into the queue lets them take disjoint chunks by ID instead.
+                ctx.refill.notify_one();
+            }
+            Ok(n)
+        }
         Ok(Ran::Broken { rest, alone }) => {
             *slot = None;
             let n = rest.len().max(1);

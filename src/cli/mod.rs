@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod jobs;
+pub mod logging;
 mod serve;
 mod status;
 mod submit;
@@ -36,7 +37,8 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Flags every subcommand accepts; each has an environment variable and a config-file key.
+/// Flags every subcommand accepts; each has an environment variable, and the settings a
+/// config-file key.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GlobalArgs {
     /// TOML file with settings and `[types.NAME]` processors.
@@ -55,6 +57,16 @@ pub struct GlobalArgs {
     /// PostgreSQL schema holding skiplock's tables [default: skiplock]
     #[arg(long, global = true, env = "SKIPLOCK_SCHEMA")]
     pub schema: Option<String>,
+    /// Log lines on stderr as text or as one JSON object per line. The level comes from
+    /// SKIPLOCK_LOG, else RUST_LOG (e.g. `debug`, `info,sqlx=warn`).
+    #[arg(
+        long,
+        global = true,
+        env = "SKIPLOCK_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    pub log_format: logging::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,6 +3,7 @@
 
 mod bench;
 mod demo;
+mod docs;
 mod jobs;
 pub mod logging;
 mod serve;
@@ -90,6 +91,10 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// A whole run on the embedded default: submit a sample batch, process it, report.
     Demo(demo::DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(docs::CompletionsArgs),
+    /// Print the man page, or write one per command with --out-dir.
+    Man(docs::ManArgs),
 }
 
 impl Command {
@@ -102,6 +107,8 @@ impl Command {
                 | Command::Jobs(_)
                 | Command::Submit(_)
                 | Command::Demo(_)
+                | Command::Completions(_)
+                | Command::Man(_)
         )
     }
 }
@@ -281,6 +288,13 @@ fn named(
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Generated documentation needs no settings: a packaging step runs these where no config
+    // file or database exists.
+    match &cli.command {
+        Command::Completions(a) => return docs::completions(a),
+        Command::Man(a) => return docs::man(a),
+        _ => {}
+    }
     let settings = Settings::resolve(&cli.global)?;
     match cli.command {
         Command::Migrate => {
@@ -296,5 +310,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => bench::run(&settings, a).await,
         Command::Watch(a) => watch::run(&settings, a).await,
         Command::Demo(a) => demo::run(&settings, a).await,
+        Command::Completions(_) | Command::Man(_) => unreachable!("handled above"),
     }
 }

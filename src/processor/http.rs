@@ -1,6 +1,7 @@
 //! Config-defined `http` types: POST the job's target as JSON to a URL; any 2xx is success.
 //! A failure records the response's status and a bounded excerpt of its body, so that
 //! `last_error` says what the other side answered without storing a whole error page.
+//! `https://` endpoints are verified against the system's roots (see `tls.rs`).
 
 use async_trait::async_trait;
 use reqwest::header::{HeaderName, HeaderValue};

@@ -1,28 +1,26 @@
-//! The `skiplock` binary: parse, run, map errors to one line and an exit code.
+//! The `skiplock` binary: parse, set up logs, run, map errors to one line and an exit code.
 
 use clap::Parser;
+use skiplock::cli::logging;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = skiplock::cli::Cli::parse();
+    let format = cli.global.log_format;
     // Commands that draw their own output (progress bars, tables) log only warnings.
     let default = if cli.command.is_quiet() {
         "warn"
     } else {
         "info,sqlx=warn"
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SKIPLOCK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = logging::init(format, default) {
+        logging::print_error(format, &e);
+        return std::process::ExitCode::FAILURE;
+    }
     match skiplock::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            logging::print_error(format, &e);
             std::process::ExitCode::FAILURE
         }
     }

@@ -1,29 +1,27 @@
 //! Process-wide counters for Prometheus: jobs finished by type and outcome, processing time,
-//! in flight, reconciler work. Plain atomics and one short-held map lock per chunk; rendered
-//! in the text exposition format by hand, so there is no registry to wire up.
+//! in flight, reconciler work. The labelled series are `prometheus` counters and histograms,
+//! encoded in the text format `/metrics` declares (`text/plain; version=0.0.4`); the plain
+//! counters stay atomics that other modules bump directly, read when the page is rendered.
 //!
 //! `/metrics` needs no token and anyone allowed to submit can invent job types, so the `type`
 //! label takes values from a bounded set: the types the node knows (its registry, given to
 //! [`Metrics::with_known_types`]), or, when no set is given, the first [`MAX_TYPE_LABELS`]
 //! types seen. Every other type is counted under [`OTHER_TYPES`]; nothing goes uncounted.
 
-use std::collections::{BTreeMap, HashSet};
-use std::fmt::Write as _;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
+
+use prometheus::core::Collector;
+use prometheus::proto::MetricFamily;
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec};
+use prometheus::{IntGauge, Opts, TextEncoder};
 
 /// Upper bounds of the processing-time histogram, in seconds.
 pub const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
 ];
-
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    sum: f64,
-    count: u64,
-}
 
 /// The `type` label of jobs whose type gets no label of its own. Job types cannot contain
 /// parentheses, so this can never be mistaken for (or merged with) a real type.
@@ -45,15 +43,23 @@ enum Labels {
     Known(HashSet<String>),
 }
 
-#[derive(Default)]
+/// One `type` label's series, looked up once: recording then touches only atomics.
+struct Series {
+    /// outcome (succeeded, failed or retrying) → jobs.
+    outcomes: HashMap<&'static str, IntCounter>,
+    duration: Histogram,
+}
+
 pub struct Metrics {
-    /// Decides each type's label; the maps below never hold more keys than it allows (plus
-    /// [`OTHER_TYPES`]).
+    /// Decides each type's label; `series` never holds more keys than it allows (plus
+    /// [`OTHER_TYPES`]), and neither do the vectors below.
     labels: Labels,
-    /// (type, outcome) → jobs. Outcome is succeeded, failed or retrying.
-    finished: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
-    /// type → processing time histogram.
-    durations: Mutex<BTreeMap<String, Histogram>>,
+    /// type label → its series. Held once per chunk by [`Metrics::record_many`].
+    series: Mutex<HashMap<String, Series>>,
+    /// (type, outcome) → jobs.
+    finished: IntCounterVec,
+    /// type → processing time.
+    durations: HistogramVec,
     pub in_flight: AtomicI64,
     pub reconciled: AtomicU64,
     pub rescued: AtomicU64,
@@ -64,17 +70,50 @@ pub struct Metrics {
     pub lease_refused: AtomicU64,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new(Labels::FirstSeen)
+    }
+}
+
 impl Metrics {
     /// Metrics whose `type` labels are `types` (a node's registry) plus [`OTHER_TYPES`].
     pub fn with_known_types<S: Into<String>>(types: impl IntoIterator<Item = S>) -> Self {
+        Metrics::new(Labels::Known(types.into_iter().map(Into::into).collect()))
+    }
+
+    fn new(labels: Labels) -> Self {
+        // The names, labels and buckets are constants: only a typo here could fail.
+        let finished = IntCounterVec::new(
+            Opts::new(
+                "skiplock_jobs_finished_total",
+                "Job outcomes recorded by this node.",
+            ),
+            &["type", "outcome"],
+        )
+        .expect("valid counter");
+        let durations = HistogramVec::new(
+            HistogramOpts::new("skiplock_job_duration_seconds", "Processor run time.")
+                .buckets(BUCKETS.to_vec()),
+            &["type"],
+        )
+        .expect("valid histogram");
         Metrics {
-            labels: Labels::Known(types.into_iter().map(Into::into).collect()),
-            ..Metrics::default()
+            labels,
+            series: Mutex::default(),
+            finished,
+            durations,
+            in_flight: AtomicI64::default(),
+            reconciled: AtomicU64::default(),
+            rescued: AtomicU64::default(),
+            pruned: AtomicU64::default(),
+            dropped_ids: AtomicU64::default(),
+            lease_refused: AtomicU64::default(),
         }
     }
 
     /// The label `job_type` is counted under, given the types already labelled.
-    fn label<'a, V>(&self, job_type: &'a str, seen: &BTreeMap<String, V>) -> &'a str {
+    fn label<'a, V>(&self, job_type: &'a str, seen: &HashMap<String, V>) -> &'a str {
         let own = match &self.labels {
             Labels::Known(known) => known.contains(job_type),
             Labels::FirstSeen => {
@@ -89,143 +128,103 @@ impl Metrics {
         }
     }
 
-    /// Records a chunk's outcomes under one acquisition of each lock. A type already seen
-    /// costs no allocation.
+    /// Records a chunk's outcomes under one acquisition of the lock. A type and outcome
+    /// already seen cost no allocation.
     pub fn record_many<'a>(&self, items: impl Iterator<Item = (&'a str, &'static str, Duration)>) {
-        let mut f = self.finished.lock().unwrap_or_else(|e| e.into_inner());
-        let mut d = self.durations.lock().unwrap_or_else(|e| e.into_inner());
+        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
         for (job_type, outcome, took) in items {
-            let job_type = self.label(job_type, &f);
-            let per = match f.get_mut(job_type) {
-                Some(p) => p,
-                None => f.entry(job_type.to_string()).or_default(),
+            let label = self.label(job_type, &series);
+            let s = match series.get_mut(label) {
+                Some(s) => s,
+                None => series.entry(label.to_string()).or_insert_with(|| Series {
+                    outcomes: HashMap::new(),
+                    duration: self.durations.with_label_values(&[label]),
+                }),
             };
-            *per.entry(outcome).or_default() += 1;
-            let h = match d.get_mut(job_type) {
-                Some(h) => h,
-                None => d.entry(job_type.to_string()).or_default(),
-            };
-            let secs = took.as_secs_f64();
-            for (i, le) in BUCKETS.iter().enumerate() {
-                if secs <= *le {
-                    h.counts[i] += 1;
-                }
-            }
-            h.sum += secs;
-            h.count += 1;
+            s.outcomes
+                .entry(outcome)
+                .or_insert_with(|| self.finished.with_label_values(&[label, outcome]))
+                .inc();
+            s.duration.observe(took.as_secs_f64());
         }
     }
 
-    /// Prometheus text format. `queue_depth` is asked of the queue by the caller.
+    /// Prometheus text format. `queue_depth` is asked of the queue by the caller; unknown
+    /// (the queue unreachable), the series is left out rather than shown stale.
     pub fn render(&self, queue_depth: Option<u64>) -> String {
-        let mut out = String::new();
-        out.push_str("# HELP skiplock_jobs_finished_total Job outcomes recorded by this node.\n");
-        out.push_str("# TYPE skiplock_jobs_finished_total counter\n");
-        for (t, per) in self
-            .finished
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            for (o, n) in per {
-                let _ = writeln!(
-                    out,
-                    "skiplock_jobs_finished_total{{type=\"{}\",outcome=\"{o}\"}} {n}",
-                    escape(t)
-                );
-            }
-        }
-        out.push_str("# HELP skiplock_job_duration_seconds Processor run time.\n");
-        out.push_str("# TYPE skiplock_job_duration_seconds histogram\n");
-        for (t, h) in self
-            .durations
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let t = escape(t);
-            for (i, le) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "skiplock_job_duration_seconds_bucket{{type=\"{t}\",le=\"{le}\"}} {}",
-                    h.counts[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "skiplock_job_duration_seconds_bucket{{type=\"{t}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "skiplock_job_duration_seconds_sum{{type=\"{t}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "skiplock_job_duration_seconds_count{{type=\"{t}\"}} {}",
-                h.count
-            );
-        }
-        let gauge = |out: &mut String, name: &str, help: &str, kind: &str, v: String| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
-        };
-        gauge(
-            &mut out,
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut families = self.finished.collect();
+        families.extend(self.durations.collect());
+        families.push(gauge(
             "skiplock_jobs_in_flight",
             "Jobs locked and running on this node.",
-            "gauge",
-            self.in_flight.load(Ordering::Relaxed).to_string(),
-        );
+            self.in_flight.load(Ordering::Relaxed),
+        ));
         if let Some(d) = queue_depth {
-            gauge(
-                &mut out,
+            let d = i64::try_from(d).unwrap_or(i64::MAX);
+            families.push(gauge(
                 "skiplock_queue_depth",
                 "Job IDs waiting in the queue.",
-                "gauge",
-                d.to_string(),
-            );
+                d,
+            ));
         }
-        gauge(
-            &mut out,
-            "skiplock_reconciler_enqueued_total",
-            "IDs the reconciler offered to the queue.",
-            "counter",
-            self.reconciled.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            &mut out,
-            "skiplock_reconciler_rescued_total",
-            "Jobs charged an attempt after their node died.",
-            "counter",
-            self.rescued.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            &mut out,
-            "skiplock_pruned_total",
-            "Finished jobs deleted past retention.",
-            "counter",
-            self.pruned.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            &mut out,
-            "skiplock_dropped_ids_total",
-            "Popped IDs that found no pending, due, unlocked row.",
-            "counter",
-            self.dropped_ids.load(Ordering::Relaxed).to_string(),
-        );
+        for (name, help, value) in [
+            (
+                "skiplock_reconciler_enqueued_total",
+                "IDs the reconciler offered to the queue.",
+                load(&self.reconciled),
+            ),
+            (
+                "skiplock_reconciler_rescued_total",
+                "Jobs charged an attempt after their node died.",
+                load(&self.rescued),
+            ),
+            (
+                "skiplock_pruned_total",
+                "Finished jobs deleted past retention.",
+                load(&self.pruned),
+            ),
+            (
+                "skiplock_dropped_ids_total",
+                "Popped IDs that found no pending, due, unlocked row.",
+                load(&self.dropped_ids),
+            ),
+            (
+                "skiplock_lease_outcomes_refused_total",
+                "Lease-mode outcomes refused because the node had lost the job's lease.",
+                load(&self.lease_refused),
+            ),
+        ] {
+            families.push(counter(name, help, value));
+        }
+        // A labelled family with no series yet (no job finished) has nothing to say, and
+        // the encoder refuses it.
+        families.retain(|f| !f.get_metric().is_empty());
+        let mut out = String::new();
+        // Only a malformed family fails to encode, and every family here is built above.
+        if let Err(e) = TextEncoder::new().encode_utf8(&families, &mut out) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
         out
     }
 }
 
-/// Label values are job types (validated to a safe alphabet), but escape anyway.
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// A gauge family holding `value`, made at render time from an atomic.
+fn gauge(name: &str, help: &str, value: i64) -> MetricFamily {
+    let g = IntGauge::new(name, help).expect("valid gauge");
+    g.set(value);
+    only(g.collect())
+}
+
+/// A counter family holding `value`, made at render time from an atomic.
+fn counter(name: &str, help: &str, value: u64) -> MetricFamily {
+    let c = IntCounter::new(name, help).expect("valid counter");
+    c.inc_by(value);
+    only(c.collect())
+}
+
+fn only(mut families: Vec<MetricFamily>) -> MetricFamily {
+    families.pop().expect("a metric collects one family")
 }
 
 #[cfg(test)]
@@ -259,7 +258,7 @@ mod tests {
         assert_eq!(labels, HashSet::from(["noop".into(), OTHER_TYPES.into()]));
         assert!(m
             .render(None)
-            .contains("{type=\"(other)\",outcome=\"failed\"} 500"));
+            .contains("{outcome=\"failed\",type=\"(other)\"} 500"));
     }
 
     #[test]
@@ -273,9 +272,9 @@ mod tests {
         assert!(labels.contains("t0") && labels.contains(OTHER_TYPES));
         assert!(m
             .render(None)
-            .contains("{type=\"t0\",outcome=\"failed\"} 2"));
+            .contains("{outcome=\"failed\",type=\"t0\"} 2"));
         assert!(m
             .render(None)
-            .contains("{type=\"(other)\",outcome=\"failed\"} 50"));
+            .contains("{outcome=\"failed\",type=\"(other)\"} 50"));
     }
 }

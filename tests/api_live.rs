@@ -142,8 +142,8 @@ async fn a_batch_posted_over_http_runs_and_shows_in_status_and_metrics() {
     assert_eq!(st, StatusCode::OK);
     let text = String::from_utf8(text).unwrap();
     for line in [
-        "skiplock_jobs_finished_total{type=\"noop\",outcome=\"succeeded\"} 3",
-        "skiplock_jobs_finished_total{type=\"fail\",outcome=\"failed\"} 1",
+        "skiplock_jobs_finished_total{outcome=\"succeeded\",type=\"noop\"} 3",
+        "skiplock_jobs_finished_total{outcome=\"failed\",type=\"fail\"} 1",
         "skiplock_job_duration_seconds_count{type=\"noop\"} 3",
         "skiplock_jobs_in_flight 0",
         "skiplock_queue_depth 0",

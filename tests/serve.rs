@@ -120,7 +120,7 @@ async fn a_running_server_takes_a_batch_over_http_with_its_token() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("skiplock_jobs_finished_total{type=\"noop\",outcome=\"succeeded\"} 3"),
+        metrics.contains("skiplock_jobs_finished_total{outcome=\"succeeded\",type=\"noop\"} 3"),
         "{metrics}"
     );
     let health = http.get(url("/healthz")).send().await.unwrap();

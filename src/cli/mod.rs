@@ -3,7 +3,9 @@
 
 mod bench;
 mod demo;
+mod docs;
 mod jobs;
+pub mod logging;
 mod retention;
 mod serve;
 mod status;
@@ -37,7 +39,8 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Flags every subcommand accepts; each has an environment variable and a config-file key.
+/// Flags every subcommand accepts; each has an environment variable, and the settings a
+/// config-file key.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GlobalArgs {
     /// TOML file with settings and `[types.NAME]` processors.
@@ -56,6 +59,16 @@ pub struct GlobalArgs {
     /// PostgreSQL schema holding skiplock's tables [default: skiplock]
     #[arg(long, global = true, env = "SKIPLOCK_SCHEMA")]
     pub schema: Option<String>,
+    /// Log lines on stderr as text or as one JSON object per line. The level comes from
+    /// SKIPLOCK_LOG, else RUST_LOG (e.g. `debug`, `info,sqlx=warn`).
+    #[arg(
+        long,
+        global = true,
+        env = "SKIPLOCK_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    pub log_format: logging::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +92,10 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// A whole run on the embedded default: submit a sample batch, process it, report.
     Demo(demo::DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(docs::CompletionsArgs),
+    /// Print the man page, or write one per command with --out-dir.
+    Man(docs::ManArgs),
 }
 
 impl Command {
@@ -91,6 +108,8 @@ impl Command {
                 | Command::Jobs(_)
                 | Command::Submit(_)
                 | Command::Demo(_)
+                | Command::Completions(_)
+                | Command::Man(_)
         )
     }
 }
@@ -281,6 +300,13 @@ fn named(
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Generated documentation needs no settings: a packaging step runs these where no config
+    // file or database exists.
+    match &cli.command {
+        Command::Completions(a) => return docs::completions(a),
+        Command::Man(a) => return docs::man(a),
+        _ => {}
+    }
     let settings = Settings::resolve(&cli.global)?;
     match cli.command {
         Command::Migrate => {
@@ -296,5 +322,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => bench::run(&settings, a).await,
         Command::Watch(a) => watch::run(&settings, a).await,
         Command::Demo(a) => demo::run(&settings, a).await,
+        Command::Completions(_) | Command::Man(_) => unreachable!("handled above"),
     }
 }

@@ -192,7 +192,8 @@ impl NodePlan {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
+/// Resolves on SIGINT or SIGTERM (on Unix; elsewhere on Ctrl-C, the one signal there is).
+#[cfg(unix)]
 pub async fn shutdown_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
@@ -201,5 +202,12 @@ pub async fn shutdown_signal() -> anyhow::Result<()> {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+    Ok(())
+}
+
+/// Resolves on Ctrl-C.
+#[cfg(not(unix))]
+pub async fn shutdown_signal() -> anyhow::Result<()> {
+    tokio::signal::ctrl_c().await?;
     Ok(())
 }

@@ -1,11 +1,12 @@
 //! Config-defined `http` types: POST the job's target as JSON to a URL; any 2xx is success.
 //! A failure records the response's status and a bounded excerpt of its body, so that
 //! `last_error` says what the other side answered without storing a whole error page.
+//! `https://` endpoints are verified against the system's roots (see `tls.rs`).
 
 use async_trait::async_trait;
 use reqwest::header::{HeaderName, HeaderValue};
 
-use super::{ProcessError, Processor};
+use super::{tls, ProcessError, Processor};
 use crate::error::{Error, Result};
 use crate::job::Job;
 use crate::store::JobTx;
@@ -23,29 +24,29 @@ impl HttpProcessor {
     pub fn new(url: &str) -> Result<Self> {
         let parsed = reqwest::Url::parse(url)
             .map_err(|e| Error::Config(format!("http url {url:?} is not a URL: {e}")))?;
-        match parsed.scheme() {
-            "http" => {}
-            "https" => {
-                return Err(Error::Config(
-                    "https URLs are not supported by this build (no TLS); \
-                     use http:// to a local endpoint or a TLS-terminating proxy"
-                        .into(),
-                ))
-            }
+        let https = match parsed.scheme() {
+            "http" => false,
+            "https" => true,
             s => {
                 return Err(Error::Config(format!(
-                    "http url must be http://…, not {s}:"
+                    "http url must be http://… or https://…, not {s}:"
                 )))
             }
-        }
+        };
         if parsed.host_str().is_none_or(str::is_empty) {
             return Err(Error::Config(format!("http url {url:?} has no host")));
         }
         // Redirects are failures, not detours: a POST silently turned into a GET elsewhere
         // would report success for work that was never done.
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("skiplock/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("skiplock/", env!("CARGO_PKG_VERSION")));
+        // Only an https endpoint needs trusted roots: a plain-http deployment must not fail
+        // to start on a machine without a CA bundle.
+        if https {
+            builder = builder.use_preconfigured_tls(tls::client_config()?);
+        }
+        let client = builder
             .build()
             .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(HttpProcessor {
@@ -71,10 +72,9 @@ impl Processor for HttpProcessor {
                 req = req.header(HeaderName::from_static(k), v);
             }
         }
-        let mut res = req
-            .send()
-            .await
-            .map_err(|e| ProcessError::retry(format!("POST {} failed: {e}", self.url)))?;
+        let mut res = req.send().await.map_err(|e| {
+            ProcessError::retry(format!("POST {} failed: {}", self.url, causes(&e)))
+        })?;
         let status = res.status();
         if status.is_success() {
             return Ok(());
@@ -92,6 +92,24 @@ impl Processor for HttpProcessor {
             ProcessError::retry(message)
         })
     }
+}
+
+/// An error with its causes: reqwest's own message only says "error sending request", while
+/// what went wrong (connection refused, "invalid peer certificate: UnknownIssuer") is in its
+/// sources.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        // Layers often repeat the message they wrap.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
 }
 
 /// The first [`MAX_EXCERPT`] bytes of the body, read chunk by chunk so that a huge or endless
@@ -129,7 +147,7 @@ mod tests {
             "not a url",
             "ftp://x/y",
             "file:///etc/passwd",
-            "https://example.com",
+            "https://",
         ] {
             assert!(HttpProcessor::new(bad).is_err(), "accepted {bad:?}");
         }

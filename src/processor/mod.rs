@@ -6,6 +6,7 @@ mod builtin;
 mod command;
 mod http;
 mod sql;
+mod tls;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -38,6 +38,7 @@ fn bench_runs_and_reports_every_phase() {
         assert!(row["raw_jobs_per_sec"].as_f64().unwrap() > 0.0);
         assert!(row["fraction_of_raw"].as_f64().unwrap() > 0.0);
         assert!(row["external_jobs_per_sec"].as_f64().unwrap() > 0.0);
+        assert!(row["lease_jobs_per_sec"].as_f64().unwrap() > 0.0);
     }
     assert!(r["external_latency"]["samples"].as_u64().unwrap() > 0);
     assert_eq!(r["scale"]["finished"], 2000);

@@ -104,6 +104,7 @@ fn series_keep_their_names_and_labels() {
         "skiplock_reconciler_rescued_total{}",
         "skiplock_pruned_total{}",
         "skiplock_dropped_ids_total{}",
+        "skiplock_lease_outcomes_refused_total{}",
     ]
     .map(|s| {
         // Label names as sorted in a sample line may differ from this list's order.

@@ -25,6 +25,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::job::Due;
 use crate::node::Node;
+use crate::processor::{Mode, Registry, TypeOptions};
 use crate::queue::Queue;
 use crate::store::postgres::PgStore;
 use crate::store::{BatchOptions, Store};
@@ -61,6 +62,10 @@ pub struct ProcessingRow {
     pub external_jobs_per_sec: f64,
     /// The external producer's rate as a fraction of the in-process one.
     pub external_fraction: f64,
+    /// The same jobs run in lease mode (pushed in-process): two short transactions a chunk.
+    pub lease_jobs_per_sec: f64,
+    /// Lease mode's rate as a fraction of tx mode's.
+    pub lease_fraction: f64,
 }
 
 /// Everything `bench` prints.
@@ -150,6 +155,8 @@ where
         let ours = processing_rate(cfg, concurrency, chunk, make_queue().await?, true).await?;
         let raw = raw_rate(cfg, concurrency, chunk).await?;
         let external = processing_rate(cfg, concurrency, chunk, make_queue().await?, false).await?;
+        let queue = make_queue().await?;
+        let lease = processing_rate_in(cfg, concurrency, chunk, queue, true, Mode::Lease).await?;
         peak = peak.max(ours);
         processing.push(ProcessingRow {
             concurrency,
@@ -160,6 +167,8 @@ where
             fraction_of_raw: ours / raw,
             external_jobs_per_sec: external,
             external_fraction: external / ours,
+            lease_jobs_per_sec: lease,
+            lease_fraction: lease / ours,
         });
     }
 
@@ -226,6 +235,18 @@ async fn processing_rate(
     queue: Arc<dyn Queue>,
     pushed: bool,
 ) -> Result<f64> {
+    processing_rate_in(cfg, concurrency, chunk, queue, pushed, Mode::Tx).await
+}
+
+/// [`processing_rate`] with the `noop` jobs run in `mode`.
+async fn processing_rate_in(
+    cfg: &BenchConfig,
+    concurrency: usize,
+    chunk: usize,
+    queue: Arc<dyn Queue>,
+    pushed: bool,
+    mode: Mode,
+) -> Result<f64> {
     let s = Scratch::new(&cfg.database_url, concurrency as u32 + 4).await?;
     let ids = s.noop_batch(cfg.jobs).await?;
     if pushed {
@@ -235,8 +256,17 @@ async fn processing_rate(
         }
     }
     let store: Arc<dyn Store> = s.store.clone();
+    let mut registry = Registry::with_builtins();
+    registry.set_options(
+        "noop",
+        TypeOptions {
+            mode,
+            ..registry.options("noop")
+        },
+    )?;
     let started = Instant::now();
     let w = Node::builder(store, queue)
+        .registry(registry)
         .concurrency(concurrency)
         .chunk_size(chunk)
         .start()
@@ -273,7 +303,7 @@ impl BenchReport {
         let _ = writeln!(o);
         let _ = writeln!(
             o,
-            "{:>11} {:>6} {:>8} {:>16} {:>14} {:>8} {:>15} {:>8}",
+            "{:>11} {:>6} {:>8} {:>16} {:>14} {:>8} {:>15} {:>8} {:>12} {:>8}",
             "concurrency",
             "chunk",
             "jobs",
@@ -281,12 +311,14 @@ impl BenchReport {
             "raw SQL jobs/s",
             "of raw",
             "external jobs/s",
-            "of ours"
+            "of ours",
+            "lease jobs/s",
+            "of tx"
         );
         for r in &self.processing {
             let _ = writeln!(
                 o,
-                "{:>11} {:>6} {:>8} {:>16.0} {:>14.0} {:>7.0}% {:>15.0} {:>7.0}%",
+                "{:>11} {:>6} {:>8} {:>16.0} {:>14.0} {:>7.0}% {:>15.0} {:>7.0}% {:>12.0} {:>7.0}%",
                 r.concurrency,
                 r.chunk,
                 r.jobs,
@@ -294,7 +326,9 @@ impl BenchReport {
                 r.raw_jobs_per_sec,
                 r.fraction_of_raw * 100.0,
                 r.external_jobs_per_sec,
-                r.external_fraction * 100.0
+                r.external_fraction * 100.0,
+                r.lease_jobs_per_sec,
+                r.lease_fraction * 100.0
             );
         }
         for (what, l) in [

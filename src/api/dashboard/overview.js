@@ -12,7 +12,7 @@ function changed(id, data) {
 }
 
 function renderTotals(r) {
-  const t = { pending: 0, succeeded: 0, failed: 0, cancelled: 0 };
+  const t = { pending: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 };
   for (const x of r.types) for (const k in t) t[k] += x[k];
   for (const k in t) $("t-" + k).textContent = t[k].toLocaleString("en-US");
   $("t-queue").textContent = r.queue_depth == null ? "?" : r.queue_depth.toLocaleString("en-US");
@@ -23,9 +23,9 @@ function renderTotals(r) {
 function renderTypes(r) {
   const tb = $("types");
   if (!changed("types", r.types)) return;
-  if (!r.types.length) return emptyRow(tb, 5, "no jobs yet");
+  if (!r.types.length) return emptyRow(tb, 6, "no jobs yet");
   tb.replaceChildren(...r.types.map((t) => {
-    const tr = row([el("td", t.type, "mono"), num(t.pending), num(t.succeeded), num(t.failed), num(t.cancelled)]);
+    const tr = row([el("td", t.type, "mono"), num(t.pending), num(t.running), num(t.succeeded), num(t.failed), num(t.cancelled)]);
     tr.dataset.type = t.type;
     return tr;
   }));

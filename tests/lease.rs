@@ -112,6 +112,36 @@ async fn leases_are_fenced_renewed_and_rescued(b: Backend) {
     locked.finish(&[]).await.unwrap();
     let c = ts.store.cancel(other).await.unwrap();
     assert_eq!(c.status, JobStatus::Cancelled);
+    // A lease-mode failure joins the attempt history, numbered with the attempt its claim
+    // charged.
+    let third = ts
+        .store
+        .insert_jobs(&[NewJob::new("sleep", json!({"ms": 1})).max_attempts(1)])
+        .await
+        .unwrap()[0];
+    let mut locked = slot.lock(&[third]).await.unwrap();
+    locked.tx.lease(&[third], ttl).await.unwrap();
+    locked.finish(&[]).await.unwrap();
+    let tx = slot.begin().await.unwrap();
+    let failed = Outcome::Failed {
+        id: third,
+        error: "webhook said 500".into(),
+        took: Duration::from_millis(7),
+    };
+    assert_eq!(
+        tx.finish_leases(&[failed], &[1]).await.unwrap(),
+        vec![third]
+    );
+    let d = ts.store.job_detail(third).await.unwrap().unwrap();
+    assert_eq!(d.job.status, JobStatus::Failed);
+    assert_eq!(d.attempt_history.len(), 1);
+    let h = &d.attempt_history[0];
+    assert_eq!((h.attempt, h.took_ms), (1, Some(7)));
+    assert_eq!(
+        (h.error.as_str(), h.outcome.as_str()),
+        ("webhook said 500", "failed")
+    );
+    assert_eq!(h.node.as_deref(), Some("node-a"));
 }
 
 /// Several lease-mode jobs run at once on both stores (on SQLite too: the write lock is not

@@ -39,12 +39,12 @@ pub(super) async fn run(ctx: &Ctx, slot: &mut dyn Slot, jobs: Vec<Job>) -> Resul
     }
     let mut tx = slot.begin().await?;
     let mut outcomes = Vec::with_capacity(ran.len());
-    for (job, result, _) in &ran {
+    for (job, result, took) in &ran {
         let result = match result {
             Ok(()) => complete(ctx, job, tx.job_conn()).await?,
             Err(e) => Err(e.clone()),
         };
-        outcomes.push(decide(ctx, job, result, Duration::ZERO));
+        outcomes.push(decide(ctx, job, result, *took));
     }
     // The claim charged the attempt: the fence is the count it left.
     let attempts: Vec<i32> = ran.iter().map(|(j, _, _)| j.attempts + 1).collect();

@@ -207,6 +207,7 @@ impl ChunkTx for PgChunk<'_> {
         let st: Vec<&str> = outcomes.iter().map(|o| o.status().as_str()).collect();
         let err: Vec<Option<&str>> = outcomes.iter().map(Outcome::error).collect();
         let delay: Vec<Option<i64>> = outcomes.iter().map(Outcome::delay_ms).collect();
+        let took: Vec<Option<i64>> = outcomes.iter().map(Outcome::took_ms).collect();
         let done: Vec<Uuid> = sqlx::query_scalar(&sql.complete_leases)
             .bind(ids)
             .bind(st)
@@ -214,6 +215,7 @@ impl ChunkTx for PgChunk<'_> {
             .bind(delay)
             .bind(attempts)
             .bind(node_id)
+            .bind(took)
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;

@@ -6,6 +6,39 @@
 //! shadow a user's `jobs` (or the reverse, with the schema last). Migrations, which only touch
 //! skiplock's tables, do run under `SET LOCAL search_path` (see `migrations/postgres`).
 
+/// `j.attempt_history` with one failed attempt appended, trimmed to the newest 20
+/// (`ATTEMPT_HISTORY_LEN`: the jsonpath keeps `last - 19 to last`). Arguments are SQL
+/// expressions: the error, the node, the milliseconds it took, when, and the status the job
+/// takes (`pending` is recorded as a `retry`).
+macro_rules! history_append {
+    ($error:expr, $node:expr, $took:expr, $at:expr, $status:expr) => {
+        history_append!(@attempt "j.attempts + 1", $error, $node, $took, $at, $status)
+    };
+    // `$attempt`: the attempt's number, when it is not the next one (lease mode charged it at
+    // the claim).
+    (@attempt $attempt:expr, $error:expr, $node:expr, $took:expr, $at:expr, $status:expr) => {
+        concat!(
+            "jsonb_path_query_array(COALESCE(j.attempt_history, '[]'::jsonb) || ",
+            "jsonb_build_array(jsonb_build_object(",
+            "'attempt', ",
+            $attempt,
+            ", 'at', ",
+            $at,
+            ", 'node', ",
+            $node,
+            ", 'took_ms', ",
+            $took,
+            ", 'error', ",
+            $error,
+            ", 'outcome', CASE WHEN ",
+            $status,
+            " = 'pending' THEN 'retry' ELSE ",
+            $status,
+            " END)), '$[last - 19 to last]')"
+        )
+    };
+}
+
 pub const JOB_COLUMNS: &str = "id, type, target, status, attempts, max_attempts, run_at, \
     priority, batch_id, last_error, created_at, updated_at, finished_at, node_id";
 
@@ -52,17 +85,29 @@ pub const LEASE_JOBS: &str = "UPDATE {s}.jobs SET status = 'running', attempts =
 /// Lease mode's outcomes, fenced: a row changes only if it is still the same attempt of the
 /// same node's lease, so a node that lost its lease (paused, cut off) cannot overwrite the
 /// attempt that replaced it. The attempt was charged at the claim. Returns what it changed.
-pub const COMPLETE_LEASES: &str = "UPDATE {s}.jobs AS j SET \
-    status = o.status, \
-    last_error = COALESCE(o.error, j.last_error), \
-    run_at = CASE WHEN o.delay_ms IS NULL THEN j.run_at \
-                  ELSE clock_timestamp() + o.delay_ms * interval '1 millisecond' END, \
-    finished_at = CASE WHEN o.status = 'pending' THEN NULL ELSE clock_timestamp() END, \
-    lease_until = NULL, updated_at = clock_timestamp() \
-    FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::int[]) \
-    AS o(id, status, error, delay_ms, attempt) \
-    WHERE j.id = o.id AND j.id = ANY($1) AND j.status = 'running' \
-    AND j.attempts = o.attempt AND j.node_id = $6 RETURNING j.id";
+pub const COMPLETE_LEASES: &str = concat!(
+    "UPDATE {s}.jobs AS j SET ",
+    "status = o.status, ",
+    "last_error = COALESCE(o.error, j.last_error), ",
+    "attempt_history = CASE WHEN o.error IS NULL THEN j.attempt_history ELSE ",
+    history_append!(
+        @attempt "j.attempts",
+        "o.error",
+        "$6::text",
+        "o.took_ms",
+        "clock_timestamp()",
+        "o.status"
+    ),
+    " END, ",
+    "run_at = CASE WHEN o.delay_ms IS NULL THEN j.run_at ",
+    "ELSE clock_timestamp() + o.delay_ms * interval '1 millisecond' END, ",
+    "finished_at = CASE WHEN o.status = 'pending' THEN NULL ELSE clock_timestamp() END, ",
+    "lease_until = NULL, updated_at = clock_timestamp() ",
+    "FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::int[], $7::bigint[]) ",
+    "AS o(id, status, error, delay_ms, attempt, took_ms) ",
+    "WHERE j.id = o.id AND j.id = ANY($1) AND j.status = 'running' ",
+    "AND j.attempts = o.attempt AND j.node_id = $6 RETURNING j.id"
+);
 
 /// A node's heartbeat renews its leases; what comes back is what it still holds (a job
 /// cancelled or rescued meanwhile does not).
@@ -89,32 +134,6 @@ pub const RESCUE_EXPIRED: &str = "UPDATE {s}.jobs SET \
 /// Whether the chunk transaction `$1` committed: asked after a processor broke its chunk, to
 /// learn whether it ended it with a COMMIT (its chunk-mates' writes then stand).
 pub const XACT_STATUS: &str = "SELECT txid_status($1)";
-
-/// `j.attempt_history` with one failed attempt appended, trimmed to the newest 20
-/// (`ATTEMPT_HISTORY_LEN`: the jsonpath keeps `last - 19 to last`). Arguments are SQL
-/// expressions: the error, the node, the milliseconds it took, when, and the status the job
-/// takes (`pending` is recorded as a `retry`).
-macro_rules! history_append {
-    ($error:expr, $node:expr, $took:expr, $at:expr, $status:expr) => {
-        concat!(
-            "jsonb_path_query_array(COALESCE(j.attempt_history, '[]'::jsonb) || ",
-            "jsonb_build_array(jsonb_build_object(",
-            "'attempt', j.attempts + 1, 'at', ",
-            $at,
-            ", 'node', ",
-            $node,
-            ", 'took_ms', ",
-            $took,
-            ", 'error', ",
-            $error,
-            ", 'outcome', CASE WHEN ",
-            $status,
-            " = 'pending' THEN 'retry' ELSE ",
-            $status,
-            " END)), '$[last - 19 to last]')"
-        )
-    };
-}
 
 /// The common case, every job of the chunk succeeded: the same statement the raw SQL would run.
 pub const RECORD_SUCCESSES: &str = "UPDATE {s}.jobs SET status = 'succeeded', \

@@ -227,7 +227,8 @@ impl ChunkTx for SqliteChunk<'_> {
                     o.status().as_str(),
                     o.error(),
                     o.delay_ms(),
-                    a
+                    a,
+                    o.took_ms()
                 ])
             })
             .collect();

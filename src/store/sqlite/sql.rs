@@ -20,6 +20,40 @@ macro_rules! cols {
     };
 }
 
+/// `jobs.attempt_history` with one failed attempt appended, kept to the newest 20
+/// (`ATTEMPT_HISTORY_LEN`): one is appended at a time, so dropping the oldest at 20 keeps the
+/// bound. Arguments are SQL expressions: the error, the node, the milliseconds it took, and
+/// the status the job takes (`pending` is recorded as a `retry`).
+macro_rules! history_append {
+    ($error:expr, $node:expr, $took:expr, $status:expr) => {
+        history_append!(@attempt "jobs.attempts + 1", $error, $node, $took, $status)
+    };
+    // `$attempt`: the attempt's number, when it is not the next one (lease mode charged it at
+    // the claim).
+    (@attempt $attempt:expr, $error:expr, $node:expr, $took:expr, $status:expr) => {
+        concat!(
+            "json_insert(CASE WHEN json_array_length(COALESCE(jobs.attempt_history, '[]')) >= 20 ",
+            "THEN json_remove(jobs.attempt_history, '$[0]') ",
+            "ELSE COALESCE(jobs.attempt_history, '[]') END, '$[#]', json_object(",
+            "'attempt', ",
+            $attempt,
+            ", ",
+            "'at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ",
+            "'node', ",
+            $node,
+            ", 'took_ms', ",
+            $took,
+            ", 'error', ",
+            $error,
+            ", 'outcome', CASE WHEN ",
+            $status,
+            " = 'pending' THEN 'retry' ELSE ",
+            $status,
+            " END))"
+        )
+    };
+}
+
 pub const INSERT_BATCH_ROW: &str = concat!(
     "INSERT INTO batches (id, name, type, total, created_at) VALUES ($1, $2, $3, $4, ",
     now!(),
@@ -99,10 +133,20 @@ pub const LEASE_JOBS: &str = concat!(
 );
 
 /// Lease mode's outcomes, fenced by attempt and node: `$1` is
-/// `[[id, status, error, delay_ms, attempt], …]`, `$2` the node.
+/// `[[id, status, error, delay_ms, attempt, took_ms], …]`, `$2` the node. A failure appends
+/// to the job's history, numbered with the attempt the claim charged.
 pub const COMPLETE_LEASES: &str = concat!(
     "UPDATE jobs SET status = o.value ->> 1, ",
     "last_error = COALESCE(o.value ->> 2, jobs.last_error), ",
+    "attempt_history = CASE WHEN o.value ->> 2 IS NULL THEN jobs.attempt_history ELSE ",
+    history_append!(
+        @attempt "jobs.attempts",
+        "o.value ->> 2",
+        "$2",
+        "o.value ->> 5",
+        "(o.value ->> 1)"
+    ),
+    " END, ",
     "run_at = CASE WHEN o.value ->> 3 IS NULL THEN jobs.run_at ",
     "ELSE strftime('%Y-%m-%d %H:%M:%f', 'now', ((o.value ->> 3) / 1000.0) || ' seconds') END, ",
     "finished_at = CASE WHEN o.value ->> 1 = 'pending' THEN NULL ELSE ",
@@ -145,33 +189,6 @@ pub const RESCUE_EXPIRED: &str = concat!(
     now!(),
     " RETURNING status"
 );
-
-/// `jobs.attempt_history` with one failed attempt appended, kept to the newest 20
-/// (`ATTEMPT_HISTORY_LEN`): one is appended at a time, so dropping the oldest at 20 keeps the
-/// bound. Arguments are SQL expressions: the error, the node, the milliseconds it took, and
-/// the status the job takes (`pending` is recorded as a `retry`).
-macro_rules! history_append {
-    ($error:expr, $node:expr, $took:expr, $status:expr) => {
-        concat!(
-            "json_insert(CASE WHEN json_array_length(COALESCE(jobs.attempt_history, '[]')) >= 20 ",
-            "THEN json_remove(jobs.attempt_history, '$[0]') ",
-            "ELSE COALESCE(jobs.attempt_history, '[]') END, '$[#]', json_object(",
-            "'attempt', jobs.attempts + 1, ",
-            "'at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ",
-            "'node', ",
-            $node,
-            ", 'took_ms', ",
-            $took,
-            ", 'error', ",
-            $error,
-            ", 'outcome', CASE WHEN ",
-            $status,
-            " = 'pending' THEN 'retry' ELSE ",
-            $status,
-            " END))"
-        )
-    };
-}
 
 /// Every outcome of a chunk in one statement: `$1` is
 /// `[[id, status, error, delay_ms, took_ms], …]`. A failure (an outcome with an error) also

@@ -207,25 +207,14 @@ impl TypeOptions {
     }
 }
 
-/// Each known type's options without its processor: what the submitting side needs to give
-/// new jobs their type's policy. One place applies it for every way a job is created
-/// ([`crate::Client`], which the CLI and the API go through).
+/// Each known type's options without its processor: what a node (or `submit`) publishes to
+/// the database, where every insert path applies it (see [`crate::Store::publish_policy`]).
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     types: HashMap<String, TypeOptions>,
 }
 
 impl Policy {
-    /// The policy for a type, or the defaults for one not known here.
-    pub fn options(&self, job_type: &str) -> TypeOptions {
-        self.types.get(job_type).copied().unwrap_or_default()
-    }
-
-    /// The `max_attempts` a new job of `job_type` gets when it does not say.
-    pub fn max_attempts(&self, job_type: &str, asked: Option<i32>) -> i32 {
-        asked.unwrap_or_else(|| self.options(job_type).max_attempts)
-    }
-
     /// Each known type with its options, sorted by type.
     pub fn types(&self) -> Vec<(&str, TypeOptions)> {
         let mut v: Vec<_> = self.types.iter().map(|(t, o)| (t.as_str(), *o)).collect();

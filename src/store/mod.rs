@@ -505,6 +505,12 @@ pub fn validate_schema(schema: &str) -> Result<()> {
     }
 }
 
+/// A status as the tables store it; anything else is a corrupt row.
+pub(crate) fn decode_status(s: &str) -> Result<JobStatus> {
+    s.parse()
+        .map_err(|e: String| Error::Database(sqlx::Error::Decode(e.into())))
+}
+
 /// Why a retry matched no row.
 const RETRY_RULE: &str = "only failed or cancelled jobs can be retried";
 /// Why a cancel matched no row.

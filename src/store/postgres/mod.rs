@@ -19,8 +19,8 @@ use sqlx::{Connection as _, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::{
-    validate_batch, validate_schema, BatchOptions, JobFilter, NodeBeat, Outcome, PruneRule,
-    Selection, Slot, Store, Wake, INSERT_CHUNK,
+    decode_status, validate_batch, validate_schema, BatchOptions, JobFilter, NodeBeat, Outcome,
+    PruneRule, Selection, Slot, Store, Wake, INSERT_CHUNK,
 };
 use crate::error::{Error, Result};
 use crate::job::{Due, Job, JobDetail, JobStatus, NewJob, Submitted};
@@ -221,11 +221,6 @@ fn due_from_row(r: &sqlx::postgres::PgRow) -> Result<Due> {
     })
 }
 
-fn parse_status(s: &str) -> Result<JobStatus> {
-    s.parse()
-        .map_err(|e: String| Error::Database(sqlx::Error::Decode(e.into())))
-}
-
 #[async_trait]
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
@@ -375,7 +370,7 @@ impl Store for PgStore {
         let statuses: Vec<String> = sqlx::query_scalar(&self.sql.rescue_expired)
             .fetch_all(&self.pool)
             .await?;
-        statuses.iter().map(|s| parse_status(s)).collect()
+        statuses.iter().map(|s| decode_status(s)).collect()
     }
 
     async fn delete_dead_nodes(&self, stale: Duration) -> Result<u64> {
@@ -397,7 +392,7 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        statuses.iter().map(|s| parse_status(s)).collect()
+        statuses.iter().map(|s| decode_status(s)).collect()
     }
 
     async fn prune_jobs(&self, retention: Duration, limit: i64) -> Result<u64> {

@@ -6,6 +6,7 @@ use sqlx::Row;
 use crate::error::{Error, Result};
 use crate::job::{Job, JobDetail};
 use crate::report::BatchReport;
+use crate::store::decode_status;
 
 pub(crate) fn job_from_row(r: &PgRow) -> Result<Job> {
     let status: String = r.try_get("status")?;
@@ -13,9 +14,7 @@ pub(crate) fn job_from_row(r: &PgRow) -> Result<Job> {
         id: r.try_get("id")?,
         job_type: r.try_get("type")?,
         target: r.try_get("target")?,
-        status: status
-            .parse()
-            .map_err(|e: String| Error::Database(sqlx::Error::Decode(e.into())))?,
+        status: decode_status(&status)?,
         attempts: r.try_get("attempts")?,
         max_attempts: r.try_get("max_attempts")?,
         run_at: r.try_get("run_at")?,

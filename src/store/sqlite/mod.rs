@@ -44,8 +44,8 @@ use uuid::Uuid;
 
 use self::rows::{batch_from_row, fmt_time, job_from_row, modifier, node_from_row};
 use super::{
-    validate_batch, BatchOptions, JobFilter, NodeBeat, Outcome, PruneRule, Selection, Slot, Store,
-    Wake, INSERT_CHUNK,
+    decode_status, validate_batch, BatchOptions, JobFilter, NodeBeat, Outcome, PruneRule,
+    Selection, Slot, Store, Wake, INSERT_CHUNK,
 };
 use crate::error::{Error, Result};
 use crate::job::{Due, Job, JobDetail, JobStatus, NewJob, Submitted};
@@ -389,13 +389,7 @@ impl Store for SqliteStore {
             .fetch_all(&mut *w.tx)
             .await?;
         w.tx.commit().await?;
-        statuses
-            .iter()
-            .map(|s| {
-                s.parse()
-                    .map_err(|e: String| Error::Database(sqlx::Error::Decode(e.into())))
-            })
-            .collect()
+        statuses.iter().map(|s| decode_status(s)).collect()
     }
 
     async fn delete_dead_nodes(&self, stale: Duration) -> Result<u64> {
@@ -421,13 +415,7 @@ impl Store for SqliteStore {
             .execute(&mut *w.tx)
             .await?;
         w.tx.commit().await?;
-        statuses
-            .iter()
-            .map(|s| {
-                s.parse()
-                    .map_err(|e: String| Error::Database(sqlx::Error::Decode(e.into())))
-            })
-            .collect()
+        statuses.iter().map(|s| decode_status(s)).collect()
     }
 
     async fn prune_jobs(&self, retention: Duration, limit: i64) -> Result<u64> {

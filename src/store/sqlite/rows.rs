@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::job::{Job, JobDetail};
 use crate::report::{BatchReport, NodeReport};
+use crate::store::decode_status;
 
 /// The stored timestamp format: what `strftime('%Y-%m-%d %H:%M:%f', …)` writes.
 const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.3f";
@@ -62,9 +63,7 @@ pub(super) fn job_from_row(r: &SqliteRow) -> Result<Job> {
         id: uuid(r.try_get("id")?)?,
         job_type: r.try_get("type")?,
         target: serde_json::from_str(&target).map_err(decode)?,
-        status: status
-            .parse()
-            .map_err(|e: String| Error::Database(sqlx::Error::Decode(e.into())))?,
+        status: decode_status(&status)?,
         attempts: r.try_get("attempts")?,
         max_attempts: r.try_get("max_attempts")?,
         run_at: time(r, "run_at")?,

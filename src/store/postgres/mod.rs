@@ -5,7 +5,7 @@ mod chunk;
 mod listen;
 mod ops;
 mod rows;
-mod sql;
+pub mod sql;
 
 use rows::{batch_from_row, job_from_row};
 use sql::Statements;

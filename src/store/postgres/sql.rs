@@ -5,6 +5,16 @@
 //! these connections, and a `search_path` naming skiplock's schema would let its `jobs` table
 //! shadow a user's `jobs` (or the reverse, with the schema last). Migrations, which only touch
 //! skiplock's tables, do run under `SET LOCAL search_path` (see `migrations/postgres`).
+//!
+//! **Plans that cannot flip.** A statement that reaches jobs by id writes its status guard as
+//! `(status = 'pending') IS TRUE`: the same test (status is never NULL), but one the planner
+//! cannot match to a partial index's `WHERE status = 'pending'`. Written plainly, the guard
+//! lets the planner trade the primary key for a whole scan of `jobs_due_idx` (or
+//! `jobs_lease_idx`) whenever its statistics say that index is empty, which they do after the
+//! table is analysed between bursts, the normal state of a healthy queue; each chunk then costs
+//! as much as the backlog. Only the claim, the reconciler and the rescue of expired leases
+//! name a status plainly: they are meant to walk those partial indexes. `tests/plans.rs`
+//! checks every one of them with `EXPLAIN` under empty, stale and fresh statistics.
 
 /// `j.attempt_history` with one failed attempt appended, trimmed to the newest 20
 /// (`ATTEMPT_HISTORY_LEN`: the jsonpath keeps `last - 19 to last`). Arguments are SQL
@@ -72,7 +82,7 @@ pub const PUBLISH_POLICY: &str = "INSERT INTO {s}.job_types (type, max_attempts)
 /// The heart of the design: lock the popped IDs that are still pending and due, skipping any
 /// row another transaction holds. A duplicate or stale ID simply finds nothing.
 pub const LOCK_CHUNK: &str = "SELECT {cols}, txid_current() AS xid FROM {s}.jobs \
-    WHERE id = ANY($1) AND status = 'pending' AND run_at <= now() \
+    WHERE id = ANY($1) AND (status = 'pending') IS TRUE AND run_at <= now() \
     FOR UPDATE SKIP LOCKED";
 
 /// Lease mode's claim, in the chunk's transaction: the jobs become `running`, owned by the
@@ -80,7 +90,7 @@ pub const LOCK_CHUNK: &str = "SELECT {cols}, txid_current() AS xid FROM {s}.jobs
 /// `$3` lease length in milliseconds.
 pub const LEASE_JOBS: &str = "UPDATE {s}.jobs SET status = 'running', attempts = attempts + 1, \
     node_id = $2, lease_until = clock_timestamp() + $3 * interval '1 millisecond', \
-    updated_at = clock_timestamp() WHERE id = ANY($1) AND status = 'pending'";
+    updated_at = clock_timestamp() WHERE id = ANY($1) AND (status = 'pending') IS TRUE";
 
 /// Lease mode's outcomes, fenced: a row changes only if it is still the same attempt of the
 /// same node's lease, so a node that lost its lease (paused, cut off) cannot overwrite the
@@ -105,7 +115,7 @@ pub const COMPLETE_LEASES: &str = concat!(
     "lease_until = NULL, updated_at = clock_timestamp() ",
     "FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::int[], $7::bigint[]) ",
     "AS o(id, status, error, delay_ms, attempt, took_ms) ",
-    "WHERE j.id = o.id AND j.id = ANY($1) AND j.status = 'running' ",
+    "WHERE j.id = o.id AND j.id = ANY($1) AND (j.status = 'running') IS TRUE ",
     "AND j.attempts = o.attempt AND j.node_id = $6 RETURNING j.id"
 );
 
@@ -113,12 +123,12 @@ pub const COMPLETE_LEASES: &str = concat!(
 /// cancelled or rescued meanwhile does not).
 pub const EXTEND_LEASES: &str = "UPDATE {s}.jobs SET \
     lease_until = clock_timestamp() + $3 * interval '1 millisecond' \
-    WHERE id = ANY($1) AND status = 'running' AND node_id = $2 RETURNING id";
+    WHERE id = ANY($1) AND (status = 'running') IS TRUE AND node_id = $2 RETURNING id";
 
 /// Leases given back at shutdown: the jobs did not finish, so their attempt is returned.
 pub const RELEASE_LEASES: &str = "UPDATE {s}.jobs SET status = 'pending', \
     attempts = GREATEST(attempts - 1, 0), run_at = now(), lease_until = NULL, \
-    updated_at = now() WHERE id = ANY($1) AND status = 'running' AND node_id = $2";
+    updated_at = now() WHERE id = ANY($1) AND (status = 'running') IS TRUE AND node_id = $2";
 
 /// Expired leases: their node stopped renewing them (killed, paused, cut off). The attempt
 /// was charged at the claim; spent attempts end the job `failed`, others run again now.
@@ -165,7 +175,7 @@ pub const RECORD_OUTCOMES: &str = concat!(
     "node_id = $5 ",
     "FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $6::bigint[]) ",
     "AS o(id, status, error, delay_ms, took_ms) ",
-    "WHERE j.id = o.id AND j.id = ANY($1) AND j.status = 'pending'"
+    "WHERE j.id = o.id AND j.id = ANY($1) AND (j.status = 'pending') IS TRUE"
 );
 
 /// Pending, due jobs for the queue, highest priority and oldest first, without those a live
@@ -180,7 +190,7 @@ pub const DUE_PENDING: &str = "SELECT id, priority FROM {s}.jobs \
 /// Of `$1`, the jobs that are pending and due, with their priority: what a push after commit
 /// should carry.
 pub const DUE_AMONG: &str = "SELECT id, priority FROM {s}.jobs \
-    WHERE id = ANY($1) AND status = 'pending' AND run_at <= now()";
+    WHERE id = ANY($1) AND (status = 'pending') IS TRUE AND run_at <= now()";
 
 /// The database path to work: the most urgent pending, due jobs no other transaction holds,
 /// locked in the chunk's own transaction. The partial index `jobs_due_idx` is in exactly this
@@ -255,7 +265,7 @@ pub const CHARGE_ABANDONED: &str = concat!(
     "unnest(h.ids) AS u(id) WHERE ",
     abandoned!(),
     ") AS a ON a.id = j2.id ",
-    "WHERE j2.status = 'pending' AND j2.updated_at < a.since ",
+    "WHERE (j2.status = 'pending') IS TRUE AND j2.updated_at < a.since ",
     "FOR UPDATE OF j2 SKIP LOCKED) AS v ",
     "WHERE j.id = v.id RETURNING j.status"
 );
@@ -358,6 +368,14 @@ pub const PRUNE_FINISHED: &str = "DELETE FROM {s}.jobs WHERE id IN (SELECT id FR
     WHERE finished_at < now() - $1 * interval '1 millisecond' AND status = $2 \
     AND ($3::text IS NULL OR type = $3) AND NOT (type = ANY($4::text[])) LIMIT $5)";
 
+/// A statement as the store runs it in `schema`: the job columns and the quoted schema
+/// substituted. Public so that a plan can be checked (`EXPLAIN`) on the very text that runs.
+pub fn qualify(statement: &str, schema: &str) -> String {
+    statement
+        .replace("{cols}", JOB_COLUMNS)
+        .replace("{s}", &format!("\"{schema}\""))
+}
+
 /// Declares the statements' substituted copies once: a field per statement, filled from the
 /// constant of the same name in upper case.
 macro_rules! statements {
@@ -369,9 +387,7 @@ macro_rules! statements {
 
         impl Statements {
             pub(super) fn new(schema: &str) -> Self {
-                let s = format!("\"{schema}\"");
-                let f = |t: &str| t.replace("{cols}", JOB_COLUMNS).replace("{s}", &s);
-                Statements { $($field: f($konst),)* }
+                Statements { $($field: qualify($konst, schema),)* }
             }
         }
     };

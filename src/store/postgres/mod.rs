@@ -467,6 +467,14 @@ impl Store for PgStore {
             .collect()
     }
 
+    async fn fold_counts(&self) -> Result<u64> {
+        let (n,): (i64,) = sqlx::query_as(&self.sql.fold_counts)
+            .bind(&self.schema)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+
     async fn type_counts(&self) -> Result<Vec<TypeCounts>> {
         Ok(sqlx::query_as(&self.sql.type_counts)
             .fetch_all(&self.pool)

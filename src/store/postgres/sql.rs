@@ -319,13 +319,29 @@ pub const RECENT_BATCHES: &str = "SELECT b.id, b.name, b.type, b.total, b.create
     LEFT JOIN {s}.jobs j ON j.batch_id = b.id AND j.status <> 'succeeded' \
     GROUP BY b.id, b.name, b.type, b.total, b.created_at ORDER BY b.created_at DESC";
 
+/// Counts by type and status: the folded `counts` plus the deltas not folded yet, read in
+/// one statement (one snapshot), so each change is seen exactly once. Costs a few rows per
+/// type, however many jobs the table holds (migration 0009).
 pub const TYPE_COUNTS: &str = "SELECT type, \
-    count(*) FILTER (WHERE status = 'pending') AS pending, \
-    count(*) FILTER (WHERE status = 'running') AS running, \
-    count(*) FILTER (WHERE status = 'succeeded') AS succeeded, \
-    count(*) FILTER (WHERE status = 'failed') AS failed, \
-    count(*) FILTER (WHERE status = 'cancelled') AS cancelled \
-    FROM {s}.jobs GROUP BY type ORDER BY type";
+    COALESCE(sum(n) FILTER (WHERE status = 'pending'), 0)::bigint AS pending, \
+    COALESCE(sum(n) FILTER (WHERE status = 'running'), 0)::bigint AS running, \
+    COALESCE(sum(n) FILTER (WHERE status = 'succeeded'), 0)::bigint AS succeeded, \
+    COALESCE(sum(n) FILTER (WHERE status = 'failed'), 0)::bigint AS failed, \
+    COALESCE(sum(n) FILTER (WHERE status = 'cancelled'), 0)::bigint AS cancelled \
+    FROM (SELECT type, status, n FROM {s}.counts \
+          UNION ALL SELECT type, status, n FROM {s}.count_deltas) c \
+    GROUP BY type HAVING sum(n) <> 0 ORDER BY type";
+
+/// Folds the count deltas into `counts`, one folder at a time per schema (`$1`): another
+/// node's fold in progress makes this one a no-op rather than a wait (or a deadlock between
+/// two folds upserting the same rows in different orders). Returns the deltas folded.
+pub const FOLD_COUNTS: &str = "WITH turn AS \
+    (SELECT pg_try_advisory_xact_lock(hashtext('skiplock.counts.' || $1)) AS mine), \
+    d AS (DELETE FROM {s}.count_deltas WHERE (SELECT mine FROM turn) RETURNING type, status, n), \
+    f AS (INSERT INTO {s}.counts (type, status, n) \
+          SELECT type, status, sum(n) FROM d GROUP BY type, status \
+          ON CONFLICT (type, status) DO UPDATE SET n = counts.n + EXCLUDED.n) \
+    SELECT count(*) FROM d";
 
 pub const NODES: &str = "SELECT id, host, pid, concurrency, in_flight, processed, failed, \
     started_at, last_seen FROM {s}.nodes \
@@ -426,6 +442,7 @@ statements! {
     batch = BATCH,
     recent_batches = RECENT_BATCHES,
     type_counts = TYPE_COUNTS,
+    fold_counts = FOLD_COUNTS,
     nodes = NODES,
     throughput = THROUGHPUT,
     get_job_detail = GET_JOB_DETAIL,

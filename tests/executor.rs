@@ -370,3 +370,51 @@ for_each_backend!(
     scheduled_jobs_wait_and_priority_orders,
     graceful_shutdown_rolls_back_what_cannot_finish,
 );
+
+/// Rows a chunk's commit finished share its transaction id (`xmin`): how many transactions a
+/// batch's jobs took.
+async fn transactions_used(ts: &TestStore, batch: uuid::Uuid) -> i64 {
+    sqlx::query_scalar(&format!(
+        "SELECT count(DISTINCT xmin::text) FROM \"{}\".jobs WHERE batch_id = $1",
+        ts.schema
+    ))
+    .bind(batch)
+    .fetch_one(ts.pg.as_ref().unwrap())
+    .await
+    .unwrap()
+}
+
+/// The default chunk size adapts: a backlog is taken many jobs per transaction, while a
+/// node told to run one job per transaction does exactly that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn adaptive_chunks_take_a_backlog_in_few_transactions() {
+    for adaptive in [true, false] {
+        let ts = TestStore::new(Backend::Postgres).await;
+        let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::default());
+        let client = Client::new(ts.store.clone(), queue.clone());
+        let sub = client
+            .submit_batch(
+                "noop",
+                (0..3000).map(|i| serde_json::json!(i)).collect(),
+                BatchOptions::default(),
+            )
+            .await
+            .unwrap();
+        let b = Node::builder(ts.store.clone(), queue)
+            .registry(Registry::with_builtins())
+            .concurrency(4);
+        let node = if adaptive { b } else { b.chunk_size(1) }
+            .start()
+            .await
+            .unwrap();
+        assert!(ts.wait_all_finished(Duration::from_secs(120)).await);
+        node.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(ts.counts().await.succeeded, 3000);
+        let txs = transactions_used(&ts, sub.batch_id.unwrap()).await;
+        if adaptive {
+            assert!(txs <= 300, "a 3000-job backlog took {txs} transactions");
+        } else {
+            assert_eq!(txs, 3000);
+        }
+    }
+}

@@ -93,6 +93,8 @@ impl NodeBuilder {
         // A lease lasts as long as a node may stay silent before it is declared dead.
         c.heartbeat.lease_ttl = c.reconciler.node_stale;
         c.executor.lease_ttl = c.reconciler.node_stale;
+        // Succeeded jobs kept for zero time are deleted by the chunk that completes them.
+        c.executor.delete_succeeded = c.pruner.retention.deleted_at_once();
         c.executor.validate()?;
         let node = Arc::new(NodeState::new(c.executor.concurrency));
         let heartbeat = Arc::new(Heartbeat::new(

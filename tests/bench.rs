@@ -53,6 +53,45 @@ fn bench_runs_and_reports_every_phase() {
 }
 
 #[test]
+fn bench_runs_with_successes_deleted_at_completion() {
+    let out = Command::new(common::bin())
+        .args(["--database-url", &common::pg_url(), "bench", "--json"])
+        .args([
+            "--jobs",
+            "300",
+            "--enqueue-jobs",
+            "100",
+            "--sweep",
+            "4:auto",
+            "--latency-secs",
+            "0",
+            "--skip-memory",
+            "--delete-succeeded",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["delete_succeeded"], true);
+    assert!(
+        r["processing"][0]["skiplock_jobs_per_sec"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(
+        r["processing"][0]["external_jobs_per_sec"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+}
+
+#[test]
 fn bench_refuses_bad_settings() {
     for args in [
         vec!["bench", "--sweep", "16"],

@@ -47,6 +47,9 @@ pub struct BenchConfig {
     pub skip_memory: bool,
     /// For the claims-at-scale phase: (pending, finished) rows to fill the table with first.
     pub backlog: Option<(u64, u64)>,
+    /// Run the processing phases with succeeded jobs kept for zero time: deleted by the
+    /// chunk that completes them.
+    pub delete_succeeded: bool,
 }
 
 /// One processing setting's result.
@@ -76,6 +79,8 @@ pub struct ProcessingRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub queue: String,
+    /// Whether successes deleted their rows at completion (`--delete-succeeded`).
+    pub delete_succeeded: bool,
     pub enqueue_jobs: usize,
     pub enqueue_jobs_per_sec: f64,
     pub processing: Vec<ProcessingRow>,
@@ -234,6 +239,7 @@ where
     progress("done", 1.0);
     Ok(BenchReport {
         queue: queue_name,
+        delete_succeeded: cfg.delete_succeeded,
         enqueue_jobs: cfg.enqueue_jobs,
         enqueue_jobs_per_sec: enqueue_rate,
         processing,
@@ -302,8 +308,20 @@ async fn processing_rate_in(
             ..registry.options("noop")
         },
     )?;
+    let mut config = crate::node::NodeConfig::default();
+    if cfg.delete_succeeded {
+        config
+            .pruner
+            .retention
+            .set(
+                crate::job::JobStatus::Succeeded,
+                crate::maintenance::retention::Keep::For(Duration::ZERO),
+            )
+            .map_err(Error::Config)?;
+    }
     let started = Instant::now();
     let w = Node::builder(store, queue)
+        .config(config)
         .registry(registry)
         .concurrency(concurrency)
         .chunks(chunk)
@@ -333,6 +351,12 @@ impl BenchReport {
         use std::fmt::Write as _;
         let mut o = String::new();
         let _ = writeln!(o, "queue: {}", self.queue);
+        if self.delete_succeeded {
+            let _ = writeln!(
+                o,
+                "succeeded jobs: deleted by the chunk that completes them"
+            );
+        }
         let _ = writeln!(
             o,
             "enqueue: {} jobs at {:.0} jobs/s",

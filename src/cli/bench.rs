@@ -36,6 +36,10 @@ pub struct BenchArgs {
     /// 1000000:10000000; takes minutes), beside the same on an empty table.
     #[arg(long)]
     pub backlog: Option<String>,
+    /// Run the processing phases with `[retention] succeeded = "0s"`: each success deletes
+    /// its row in the chunk that completes it.
+    #[arg(long)]
+    pub delete_succeeded: bool,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -81,6 +85,7 @@ pub async fn run(s: &Settings, a: BenchArgs) -> anyhow::Result<()> {
         latency_secs: a.latency_secs,
         skip_memory: a.skip_memory,
         backlog,
+        delete_succeeded: a.delete_succeeded,
     };
     let bar = ProgressBar::new(1000);
     bar.set_style(

@@ -53,6 +53,9 @@ pub struct ExecutorConfig {
     /// How long a lease-mode claim lasts before the heartbeat renews it. Set by the node to
     /// its node timeout. Default 10 s.
     pub lease_ttl: Duration,
+    /// Which types' successes delete their row at completion instead of keeping it (their
+    /// succeeded retention is zero). Set by the node from its retention. Default none.
+    pub delete_succeeded: DeleteSucceeded,
     /// Pause after a store or queue error, so a database outage is not a busy loop; doubles
     /// while errors continue, up to 4x. Default 500 ms.
     pub error_pause: Duration,
@@ -67,8 +70,26 @@ impl Default for ExecutorConfig {
             poll: Duration::from_secs(1),
             listen: true,
             lease_ttl: Duration::from_secs(10),
+            delete_succeeded: DeleteSucceeded::default(),
             error_pause: Duration::from_millis(500),
         }
+    }
+}
+
+/// Which job types' successful `tx`-mode attempts delete their row in the chunk's
+/// transaction: those whose succeeded jobs are kept for zero time (`[retention] succeeded =
+/// "0s"`). Lease-mode successes are kept and pruned like any finished job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeleteSucceeded {
+    /// Every type not listed in `except`.
+    pub all: bool,
+    /// With `all`: the types that keep theirs; without: the types that delete.
+    pub except: std::collections::BTreeSet<String>,
+}
+
+impl DeleteSucceeded {
+    pub fn deletes(&self, job_type: &str) -> bool {
+        self.all != self.except.contains(job_type)
     }
 }
 

@@ -150,6 +150,10 @@ pub const RECORD_SUCCESSES: &str = "UPDATE {s}.jobs SET status = 'succeeded', \
     attempts = attempts + 1, finished_at = clock_timestamp(), updated_at = clock_timestamp(), \
     node_id = $2 WHERE id = ANY($1)";
 
+/// Successes whose type keeps succeeded jobs for zero time: deleted in the chunk's
+/// transaction (the rows are locked by it), by primary key.
+pub const DELETE_SUCCEEDED: &str = "DELETE FROM {s}.jobs WHERE id = ANY($1)";
+
 /// Every outcome of a chunk in one statement. `j.id = ANY($1)` is redundant with the join but
 /// lets the planner reach the rows through the primary key instead of hashing the table.
 /// A failure (an outcome with an error) also appends its attempt to the job's history, kept
@@ -441,6 +445,7 @@ statements! {
     rescue_expired = RESCUE_EXPIRED,
     release_leases = RELEASE_LEASES,
     record_successes = RECORD_SUCCESSES,
+    delete_succeeded = DELETE_SUCCEEDED,
     due_pending = DUE_PENDING,
     heartbeat = HEARTBEAT,
     remove_node = REMOVE_NODE,

@@ -231,6 +231,13 @@ pub const REMOVE_HOLDS: &str = "WITH i AS (DELETE FROM {s}.intents WHERE node_id
 pub const RECORD_HOLD: &str = "INSERT INTO {s}.intents (slot, node_id, ids) \
     SELECT $1, $2, $3 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async";
 
+/// [`RECORD_HOLD`] and the chunk's `BEGIN` in one simple query, for the lock path, where
+/// the ids are known before the transaction opens. `$slot`, `$node` and `$ids` are replaced
+/// by quoted literals (`chunk.rs`), not bound.
+pub const HOLD_THEN_BEGIN: &str = "BEGIN; INSERT INTO {s}.intents (slot, node_id, ids) \
+    SELECT $slot::uuid, $node::text, $ids::uuid[] \
+    FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async; COMMIT; BEGIN";
+
 pub const DELETE_DEAD_NODES: &str =
     "DELETE FROM {s}.nodes WHERE last_seen < now() - $1 * interval '1 millisecond'";
 
@@ -451,6 +458,7 @@ statements! {
     remove_node = REMOVE_NODE,
     remove_holds = REMOVE_HOLDS,
     record_hold = RECORD_HOLD,
+    hold_then_begin = HOLD_THEN_BEGIN,
     delete_dead_nodes = DELETE_DEAD_NODES,
     charge_abandoned = CHARGE_ABANDONED,
     delete_abandoned = DELETE_ABANDONED,

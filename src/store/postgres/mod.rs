@@ -189,11 +189,11 @@ async fn record_outcomes(
     let (gone, kept) = split_deleted(outcomes);
     let mut n = 0;
     if !gone.is_empty() {
-        n += sqlx::query(&sql.delete_succeeded)
+        let (deleted,): (i64,) = sqlx::query_as(&sql.delete_succeeded)
             .bind(&gone)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
+            .fetch_one(&mut *conn)
+            .await?;
+        n += deleted as u64;
     }
     let outcomes = &kept[..];
     if outcomes.is_empty() {

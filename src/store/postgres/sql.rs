@@ -152,7 +152,11 @@ pub const RECORD_SUCCESSES: &str = "UPDATE {s}.jobs SET status = 'succeeded', \
 
 /// Successes whose type keeps succeeded jobs for zero time: deleted in the chunk's
 /// transaction (the rows are locked by it), by primary key.
-pub const DELETE_SUCCEEDED: &str = "DELETE FROM {s}.jobs WHERE id = ANY($1)";
+/// Their completions still count toward the report's throughput (`completed` deltas).
+/// Returns how many rows it deleted.
+pub const DELETE_SUCCEEDED: &str = "WITH d AS (DELETE FROM {s}.jobs WHERE id = ANY($1) \
+    RETURNING type), c AS (INSERT INTO {s}.count_deltas (type, status, n) \
+    SELECT type, 'completed', count(*) FROM d GROUP BY type) SELECT count(*) FROM d";
 
 /// Every outcome of a chunk in one statement. `j.id = ANY($1)` is redundant with the join but
 /// lets the planner reach the rows through the primary key instead of hashing the table.
@@ -356,7 +360,8 @@ pub const TYPE_COUNTS: &str = "SELECT type, \
     COALESCE(sum(n) FILTER (WHERE status = 'failed'), 0)::bigint AS failed, \
     COALESCE(sum(n) FILTER (WHERE status = 'cancelled'), 0)::bigint AS cancelled \
     FROM (SELECT type, status, n FROM {s}.counts \
-          UNION ALL SELECT type, status, n FROM {s}.count_deltas) c \
+          UNION ALL SELECT type, status, n FROM {s}.count_deltas \
+          WHERE status <> 'completed') c \
     GROUP BY type HAVING sum(n) <> 0 ORDER BY type";
 
 /// The jobs table's upkeep: its live and dead rows, when it was last vacuumed, whether
@@ -381,10 +386,18 @@ pub const TABLE_HEALTH: &str = "SELECT COALESCE(s.n_live_tup, 0) AS live_rows, \
 /// two folds upserting the same rows in different orders). Returns the deltas folded.
 pub const FOLD_COUNTS: &str = "WITH turn AS \
     (SELECT pg_try_advisory_xact_lock(hashtext('skiplock.counts.' || $1)) AS mine), \
-    d AS (DELETE FROM {s}.count_deltas WHERE (SELECT mine FROM turn) RETURNING type, status, n), \
+    d AS (DELETE FROM {s}.count_deltas WHERE (SELECT mine FROM turn) \
+          RETURNING type, status, n, at), \
     f AS (INSERT INTO {s}.counts (type, status, n) \
-          SELECT type, status, sum(n) FROM d GROUP BY type, status \
-          ON CONFLICT (type, status) DO UPDATE SET n = counts.n + EXCLUDED.n) \
+          SELECT type, status, sum(n) FROM d WHERE status <> 'completed' GROUP BY type, status \
+          ON CONFLICT (type, status) DO UPDATE SET n = counts.n + EXCLUDED.n), \
+    t AS (INSERT INTO {s}.finished_per_second (second, n) \
+          SELECT date_trunc('second', at), sum(n) FROM d \
+          WHERE status IN ('succeeded', 'failed', 'cancelled', 'completed') AND n > 0 \
+          GROUP BY 1 \
+          ON CONFLICT (second) DO UPDATE SET n = finished_per_second.n + EXCLUDED.n), \
+    old AS (DELETE FROM {s}.finished_per_second \
+            WHERE (SELECT mine FROM turn) AND second < now() - interval '10 minutes') \
     SELECT count(*) FROM d";
 
 pub const NODES: &str = "SELECT id, host, pid, concurrency, in_flight, processed, failed, \
@@ -392,11 +405,13 @@ pub const NODES: &str = "SELECT id, host, pid, concurrency, in_flight, processed
     WHERE last_seen >= now() - $1 * interval '1 millisecond' ORDER BY started_at, id";
 
 /// Jobs finished in each of the last 30 ten-second buckets (bucket 0 is the oldest).
-pub const THROUGHPUT: &str =
-    "SELECT (29 - floor(extract(epoch FROM now() - finished_at) / 10))::int AS bucket, \
-    count(*) AS n FROM {s}.jobs \
-    WHERE finished_at > now() - interval '300 seconds' AND finished_at <= now() \
-    GROUP BY 1";
+pub const THROUGHPUT: &str = "SELECT (29 - floor(extract(epoch FROM now() - f.at) / 10))::int \
+    AS bucket, sum(f.n)::bigint AS n FROM \
+    (SELECT second AS at, n FROM {s}.finished_per_second \
+     WHERE second > now() - interval '301 seconds' \
+     UNION ALL SELECT at, n FROM {s}.count_deltas \
+     WHERE status IN ('succeeded', 'failed', 'cancelled', 'completed') AND n > 0) f \
+    WHERE f.at > now() - interval '300 seconds' AND f.at <= now() GROUP BY 1";
 
 /// A job with its attempt history, for the pages that show one job.
 pub const GET_JOB_DETAIL: &str = "SELECT {cols}, attempt_history FROM {s}.jobs WHERE id = $1";

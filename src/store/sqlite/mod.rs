@@ -186,11 +186,19 @@ async fn record_outcomes(
     let mut n = 0;
     if !gone.is_empty() {
         let ids: Vec<String> = gone.iter().map(Uuid::to_string).collect();
-        n += sqlx::query(sql::DELETE_SUCCEEDED)
+        let deleted = sqlx::query(sql::DELETE_SUCCEEDED)
             .bind(serde_json::Value::from(ids).to_string())
             .execute(&mut *conn)
             .await?
             .rows_affected();
+        sqlx::query(sql::COUNT_COMPLETIONS)
+            .bind(deleted as i64)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(sql::PRUNE_COMPLETIONS)
+            .execute(&mut *conn)
+            .await?;
+        n += deleted;
     }
     let outcomes = &kept[..];
     if outcomes.is_empty() {

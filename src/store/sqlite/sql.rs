@@ -194,6 +194,14 @@ pub const RESCUE_EXPIRED: &str = concat!(
 /// turn. `$1` is a JSON array of ids.
 pub const DELETE_SUCCEEDED: &str = "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each($1))";
 
+/// The completions a [`DELETE_SUCCEEDED`] removed, for the report's throughput (`$1` how
+/// many), and the per-second rows older than ten minutes dropped.
+pub const COUNT_COMPLETIONS: &str = "INSERT INTO completions_per_second (second, n) \
+    VALUES (CAST(strftime('%s', 'now') AS INTEGER), $1) \
+    ON CONFLICT (second) DO UPDATE SET n = n + excluded.n";
+pub const PRUNE_COMPLETIONS: &str = "DELETE FROM completions_per_second \
+    WHERE second < CAST(strftime('%s', 'now') AS INTEGER) - 600";
+
 /// Every outcome of a chunk in one statement: `$1` is
 /// `[[id, status, error, delay_ms, took_ms], …]`. A failure (an outcome with an error) also
 /// appends its attempt to the job's history; a success leaves the history as it is.
@@ -387,12 +395,16 @@ pub const NODES: &str = "SELECT id, host, pid, concurrency, in_flight, processed
 
 /// Jobs finished in each of the last 30 ten-second buckets (bucket 0 is the oldest).
 pub const THROUGHPUT: &str = concat!(
+    "SELECT bucket, sum(n) AS n FROM (",
     "SELECT 29 - CAST((julianday('now') - julianday(finished_at)) * 8640 AS INTEGER) ",
     "AS bucket, count(*) AS n FROM jobs ",
     "WHERE finished_at > strftime('%Y-%m-%d %H:%M:%f', 'now', '-300 seconds') ",
     "AND finished_at <= ",
     now!(),
-    " GROUP BY 1"
+    " GROUP BY 1 UNION ALL ",
+    "SELECT 29 - CAST((CAST(strftime('%s', 'now') AS INTEGER) - second) / 10 AS INTEGER), n ",
+    "FROM completions_per_second ",
+    "WHERE second > CAST(strftime('%s', 'now') AS INTEGER) - 300) GROUP BY bucket"
 );
 
 /// A job with its attempt history, for the pages that show one job.

@@ -12,6 +12,7 @@ use crate::job::JobStatus;
 use crate::maintenance::retention::{parse_keep, Retention};
 use crate::processor::{
     CommandProcessor, HttpProcessor, Mode, Processor, Registry, SqlProcessor, TypeOptions,
+    UniquePolicy,
 };
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://skiplock.db";
@@ -88,6 +89,10 @@ pub struct TypeConfig {
     pub backoff_ms: Option<u64>,
     /// `tx` or `lease`; default `tx` for `sql`, `lease` for `http` and `command`.
     pub mode: Option<Mode>,
+    /// Target fields the jobs' unique key is made of (see [`UniquePolicy`]).
+    pub unique: Option<Vec<String>>,
+    /// How long a key also blocks finished jobs: `90s`, `15m`, `1h`, `7d`.
+    pub unique_for: Option<String>,
 }
 
 /// `http = { url = "…" }`.
@@ -120,6 +125,23 @@ impl TypeConfig {
         } else {
             None
         })
+    }
+
+    /// The table's uniqueness, if it sets any.
+    pub fn unique_policy(&self) -> Result<Option<UniquePolicy>> {
+        if self.unique.is_none() && self.unique_for.is_none() {
+            return Ok(None);
+        }
+        let window = match &self.unique_for {
+            None => None,
+            Some(v) => Some(parse_window(v).map_err(Error::Config)?),
+        };
+        let p = UniquePolicy {
+            fields: self.unique.clone().unwrap_or_default(),
+            window,
+        };
+        p.validate()?;
+        Ok(Some(p))
     }
 
     /// The table's options over `d`, the options the type has without it (a built-in's, or
@@ -207,6 +229,7 @@ impl FileConfig {
             };
             let opts = t.options_over(base);
             let ctx = |e: Error| Error::Config(format!("[types.{name}]: {}", strip(e)));
+            let unique = t.unique_policy().map_err(ctx)?;
             match t.processor().map_err(ctx)? {
                 Some(p) => reg.register_arc(name, p.into(), opts).map_err(ctx)?,
                 None if reg.get(name).is_some() => reg.set_options(name, opts).map_err(ctx)?,
@@ -216,8 +239,25 @@ impl FileConfig {
                     )))
                 }
             }
+            if let Some(u) = unique {
+                reg.set_unique(name, u).map_err(ctx)?;
+            }
         }
         Ok(reg)
+    }
+}
+
+/// A duration such as `90s`, `15m`, `1h` or `7d` (the retention syntax, without `never`).
+pub fn parse_window(v: &str) -> Result<Duration, String> {
+    match parse_keep(v) {
+        Ok(crate::maintenance::Keep::For(d)) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(format!(
+            "unique_for {v:?}: give a positive duration such as 90s, 15m, 1h or 7d"
+        )),
+        Err(e) => Err(format!(
+            "unique_for: {}",
+            e.replace("retention", "duration")
+        )),
     }
 }
 

@@ -11,6 +11,7 @@ mod common;
 mod jobs;
 mod operators;
 mod queries;
+mod unique;
 
 use skiplock::store::{NodeBeat, Outcome};
 use skiplock::NewJob;

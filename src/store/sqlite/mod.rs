@@ -27,6 +27,7 @@ mod chunk;
 mod ops;
 mod rows;
 mod sql;
+mod unique;
 mod watch;
 
 use std::collections::HashSet;
@@ -48,7 +49,7 @@ use super::{
     Selection, Slot, Store, Wake, INSERT_CHUNK,
 };
 use crate::error::{Error, Result};
-use crate::job::{Due, Job, JobDetail, JobStatus, NewJob, Submitted};
+use crate::job::{Due, Inserted, Job, JobDetail, JobStatus, NewJob, Submitted};
 use crate::processor::Policy;
 use crate::report::{BatchReport, NodeReport, TypeCounts};
 use futures::stream::BoxStream;
@@ -234,33 +235,51 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn insert_jobs(&self, jobs: &[NewJob]) -> Result<Vec<Uuid>> {
+    async fn insert_checked(&self, jobs: &[NewJob]) -> Result<Vec<Inserted>> {
         for j in jobs {
             j.validate().map_err(Error::Invalid)?;
         }
+        let mut types: Vec<&str> = jobs.iter().map(|j| j.job_type.as_str()).collect();
+        types.sort_unstable();
+        types.dedup();
         let mut w = self.write().await?;
-        let mut ids = Vec::with_capacity(jobs.len());
+        let policies = unique::policies(&mut w.tx, &types).await?;
+        let policy = |j: &NewJob| policies.get(&j.job_type);
+        let mut out = Vec::with_capacity(jobs.len());
         for chunk in jobs.chunks(INSERT_CHUNK) {
             let mut rows = Vec::with_capacity(chunk.len());
             for j in chunk {
                 let id = Uuid::now_v7();
-                rows.push(serde_json::json!([
-                    id.to_string(),
-                    j.job_type,
-                    j.target.to_string(),
-                    j.max_attempts,
-                    j.run_at.map(fmt_time),
-                    j.priority
-                ]));
-                ids.push(id);
+                if !unique::Unique::keyed(policy(j), j) {
+                    rows.push(serde_json::json!([
+                        id.to_string(),
+                        j.job_type,
+                        j.target.to_string(),
+                        j.max_attempts,
+                        j.run_at.map(fmt_time),
+                        j.priority
+                    ]));
+                }
+                out.push(Inserted {
+                    id,
+                    duplicate: false,
+                });
             }
-            sqlx::query(sql::INSERT_JOBS)
-                .bind(serde_json::Value::from(rows).to_string())
-                .execute(&mut *w.tx)
-                .await?;
+            if !rows.is_empty() {
+                sqlx::query(sql::INSERT_JOBS)
+                    .bind(serde_json::Value::from(rows).to_string())
+                    .execute(&mut *w.tx)
+                    .await?;
+            }
+        }
+        // Keyed jobs after the plain ones, in order: each sees the ones before it.
+        for (j, done) in jobs.iter().zip(out.iter_mut()) {
+            if unique::Unique::keyed(policy(j), j) {
+                *done = unique::insert_keyed(&mut w.tx, j, policy(j), done.id, None).await?;
+            }
         }
         w.tx.commit().await?;
-        Ok(ids)
+        Ok(out)
     }
 
     async fn insert_batch(
@@ -272,13 +291,48 @@ impl Store for SqliteStore {
         let max_attempts = validate_batch(job_type, &targets, &opts)?;
         let batch_id = Uuid::now_v7();
         let mut w = self.write().await?;
-        let ids = self
-            .insert_batch_in(&mut w.tx, batch_id, job_type, &targets, max_attempts, &opts)
+        let policies = unique::policies(&mut w.tx, &[job_type]).await?;
+        let policy = policies.get(job_type);
+        let probe = NewJob::new(job_type, serde_json::Value::Null);
+        if !unique::Unique::keyed(policy, &probe) {
+            let ids = self
+                .insert_batch_in(&mut w.tx, batch_id, job_type, &targets, max_attempts, &opts)
+                .await?;
+            w.tx.commit().await?;
+            return Ok(Submitted {
+                batch_id: Some(batch_id),
+                ids,
+                duplicates: 0,
+            });
+        }
+        // A type that derives unique keys: each target through the keyed insert; the batch
+        // counts only the jobs it got.
+        self.insert_batch_in(&mut w.tx, batch_id, job_type, &[], max_attempts, &opts)
+            .await?;
+        let mut ids = Vec::with_capacity(targets.len());
+        let mut duplicates = 0;
+        for t in targets {
+            let job = NewJob {
+                max_attempts,
+                run_at: opts.run_at,
+                priority: opts.priority,
+                ..NewJob::new(job_type, t)
+            };
+            let i = unique::insert_keyed(&mut w.tx, &job, policy, Uuid::now_v7(), Some(batch_id))
+                .await?;
+            duplicates += u64::from(i.duplicate);
+            ids.push(i.id);
+        }
+        sqlx::query(sql::SET_BATCH_TOTAL)
+            .bind(batch_id.to_string())
+            .bind((ids.len() as u64 - duplicates) as i64)
+            .execute(&mut *w.tx)
             .await?;
         w.tx.commit().await?;
         Ok(Submitted {
             batch_id: Some(batch_id),
             ids,
+            duplicates,
         })
     }
 
@@ -314,7 +368,14 @@ impl Store for SqliteStore {
         let rows: Vec<serde_json::Value> = policy
             .types()
             .into_iter()
-            .map(|(t, o)| serde_json::json!([t, o.max_attempts]))
+            .map(|(t, o)| {
+                let u = policy.unique(t);
+                let fields = u
+                    .filter(|u| !u.fields.is_empty())
+                    .map(|u| serde_json::Value::from(u.fields.clone()).to_string());
+                let ms = u.and_then(|u| u.window).map(|w| w.as_millis() as i64);
+                serde_json::json!([t, o.max_attempts, fields, ms])
+            })
             .collect();
         let mut w = self.write().await?;
         sqlx::query(sql::PUBLISH_POLICY)

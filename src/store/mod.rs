@@ -258,6 +258,22 @@ pub trait Store: Send + Sync + 'static {
             .collect())
     }
 
+    /// Cron: each entry's last claimed tick, by name.
+    async fn cron_marks(&self) -> Result<Vec<(String, DateTime<Utc>)>>;
+
+    /// Cron: moves entry `name`'s mark from `from` (`None`: the entry has no mark yet) to
+    /// `to` and inserts `jobs`, in one transaction. `None` when the mark was no longer `from`
+    /// (another node claimed those ticks first): nothing is inserted. Of any number of nodes
+    /// claiming the same ticks, exactly one wins, and a mark never moves back, so a tick never
+    /// runs twice, even after its job finished.
+    async fn cron_claim(
+        &self,
+        name: &str,
+        from: Option<DateTime<Utc>>,
+        to: DateTime<Utc>,
+        jobs: &[NewJob],
+    ) -> Result<Option<Vec<Inserted>>>;
+
     /// Inserts a batch: one type, many targets, one `batches` row. If the type derives unique
     /// keys, a target that duplicates an open job (stored, or earlier in the batch) is not
     /// inserted: its id is that job's, it is counted in `duplicates` and not in the batch.

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection as _, PgConnection, PgPool, Row};
 use uuid::Uuid;
@@ -269,6 +270,38 @@ impl Store for PgStore {
         let done = self.insert_checked_in(&mut tx, jobs).await?;
         tx.commit().await?;
         Ok(done)
+    }
+
+    async fn cron_marks(&self) -> Result<Vec<(String, DateTime<Utc>)>> {
+        let rows = sqlx::query(&self.sql.cron_marks)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    async fn cron_claim(
+        &self,
+        name: &str,
+        from: Option<DateTime<Utc>>,
+        to: DateTime<Utc>,
+        jobs: &[NewJob],
+    ) -> Result<Option<Vec<Inserted>>> {
+        let mut tx = self.pool.begin().await?;
+        let q = match from {
+            None => sqlx::query(&self.sql.cron_create).bind(name).bind(to),
+            Some(f) => sqlx::query(&self.sql.cron_advance)
+                .bind(name)
+                .bind(f)
+                .bind(to),
+        };
+        if q.execute(&mut *tx).await?.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let done = self.insert_checked_in(&mut tx, jobs).await?;
+        tx.commit().await?;
+        Ok(Some(done))
     }
 
     async fn insert_batch(

@@ -89,6 +89,18 @@ pub const INSERT_KEYED: &str = "SELECT r.inserted_id, r.duplicate FROM UNNEST($1
     CROSS JOIN LATERAL {s}.insert_job(u.id, u.type, u.target, u.run_at, u.priority, \
     u.max_attempts, $9::uuid, u.key, u.for_ms * interval '1 millisecond') AS r ORDER BY u.n";
 
+/// Cron entries' marks: the last tick each claimed.
+pub const CRON_MARKS: &str = "SELECT name, last_tick FROM {s}.cron ORDER BY name";
+
+/// A new entry's first mark; a concurrent node that made it first wins.
+pub const CRON_CREATE: &str = "INSERT INTO {s}.cron (name, last_tick) VALUES ($1, $2) \
+    ON CONFLICT (name) DO NOTHING";
+
+/// Compare-and-set: moves the mark only from the value this node read. A concurrent claim of
+/// the same ticks waits for the row lock, then finds the mark moved and changes nothing.
+pub const CRON_ADVANCE: &str = "UPDATE {s}.cron SET last_tick = $3, updated_at = now() \
+    WHERE name = $1 AND last_tick = $2 AND $3 > last_tick";
+
 /// A batch counts the jobs it holds: duplicates are not among them.
 pub const SET_BATCH_TOTAL: &str = "UPDATE {s}.batches SET total = $2 WHERE id = $1";
 
@@ -411,6 +423,9 @@ statements! {
     unique_types = UNIQUE_TYPES,
     insert_keyed = INSERT_KEYED,
     set_batch_total = SET_BATCH_TOTAL,
+    cron_marks = CRON_MARKS,
+    cron_create = CRON_CREATE,
+    cron_advance = CRON_ADVANCE,
     due_among = DUE_AMONG,
     claim_chunk = CLAIM_CHUNK,
     lease_jobs = LEASE_JOBS,

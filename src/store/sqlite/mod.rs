@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -205,6 +206,53 @@ async fn record_outcomes(
         .rows_affected())
 }
 
+/// Inserts jobs (validated) in the caller's write transaction: plain ones in bulk, keyed
+/// ones (see [`unique`]) one by one after them, in order.
+async fn insert_checked_in(
+    tx: &mut Transaction<'static, Sqlite>,
+    jobs: &[NewJob],
+) -> Result<Vec<Inserted>> {
+    let mut types: Vec<&str> = jobs.iter().map(|j| j.job_type.as_str()).collect();
+    types.sort_unstable();
+    types.dedup();
+    let policies = unique::policies(&mut *tx, &types).await?;
+    let policy = |j: &NewJob| policies.get(&j.job_type);
+    let mut out = Vec::with_capacity(jobs.len());
+    for chunk in jobs.chunks(INSERT_CHUNK) {
+        let mut rows = Vec::with_capacity(chunk.len());
+        for j in chunk {
+            let id = Uuid::now_v7();
+            if !unique::Unique::keyed(policy(j), j) {
+                rows.push(serde_json::json!([
+                    id.to_string(),
+                    j.job_type,
+                    j.target.to_string(),
+                    j.max_attempts,
+                    j.run_at.map(fmt_time),
+                    j.priority
+                ]));
+            }
+            out.push(Inserted {
+                id,
+                duplicate: false,
+            });
+        }
+        if !rows.is_empty() {
+            sqlx::query(sql::INSERT_JOBS)
+                .bind(serde_json::Value::from(rows).to_string())
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    // Keyed jobs after the plain ones, in order: each sees the ones before it.
+    for (j, done) in jobs.iter().zip(out.iter_mut()) {
+        if unique::Unique::keyed(policy(j), j) {
+            *done = unique::insert_keyed(&mut *tx, j, policy(j), done.id, None).await?;
+        }
+    }
+    Ok(out)
+}
+
 fn due_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Due> {
     Ok(Due {
         id: rows::uuid(r.try_get::<String, _>(0)?)?,
@@ -239,47 +287,48 @@ impl Store for SqliteStore {
         for j in jobs {
             j.validate().map_err(Error::Invalid)?;
         }
-        let mut types: Vec<&str> = jobs.iter().map(|j| j.job_type.as_str()).collect();
-        types.sort_unstable();
-        types.dedup();
         let mut w = self.write().await?;
-        let policies = unique::policies(&mut w.tx, &types).await?;
-        let policy = |j: &NewJob| policies.get(&j.job_type);
-        let mut out = Vec::with_capacity(jobs.len());
-        for chunk in jobs.chunks(INSERT_CHUNK) {
-            let mut rows = Vec::with_capacity(chunk.len());
-            for j in chunk {
-                let id = Uuid::now_v7();
-                if !unique::Unique::keyed(policy(j), j) {
-                    rows.push(serde_json::json!([
-                        id.to_string(),
-                        j.job_type,
-                        j.target.to_string(),
-                        j.max_attempts,
-                        j.run_at.map(fmt_time),
-                        j.priority
-                    ]));
-                }
-                out.push(Inserted {
-                    id,
-                    duplicate: false,
-                });
-            }
-            if !rows.is_empty() {
-                sqlx::query(sql::INSERT_JOBS)
-                    .bind(serde_json::Value::from(rows).to_string())
-                    .execute(&mut *w.tx)
-                    .await?;
-            }
-        }
-        // Keyed jobs after the plain ones, in order: each sees the ones before it.
-        for (j, done) in jobs.iter().zip(out.iter_mut()) {
-            if unique::Unique::keyed(policy(j), j) {
-                *done = unique::insert_keyed(&mut w.tx, j, policy(j), done.id, None).await?;
-            }
-        }
+        let out = insert_checked_in(&mut w.tx, jobs).await?;
         w.tx.commit().await?;
         Ok(out)
+    }
+
+    async fn cron_marks(&self) -> Result<Vec<(String, DateTime<Utc>)>> {
+        let rows = sqlx::query(sql::CRON_MARKS).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0)?,
+                    rows::parse_time(&r.try_get::<String, _>(1)?)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn cron_claim(
+        &self,
+        name: &str,
+        from: Option<DateTime<Utc>>,
+        to: DateTime<Utc>,
+        jobs: &[NewJob],
+    ) -> Result<Option<Vec<Inserted>>> {
+        for j in jobs {
+            j.validate().map_err(Error::Invalid)?;
+        }
+        let mut w = self.write().await?;
+        let q = match from {
+            None => sqlx::query(sql::CRON_CREATE).bind(name).bind(fmt_time(to)),
+            Some(f) => sqlx::query(sql::CRON_ADVANCE)
+                .bind(name)
+                .bind(fmt_time(f))
+                .bind(fmt_time(to)),
+        };
+        if q.execute(&mut *w.tx).await?.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let out = insert_checked_in(&mut w.tx, jobs).await?;
+        w.tx.commit().await?;
+        Ok(Some(out))
     }
 
     async fn insert_batch(

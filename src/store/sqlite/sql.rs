@@ -470,3 +470,16 @@ pub const INSERT_KEYED_JOB: &str = concat!(
 
 /// A batch counts the jobs it holds: duplicates are not among them.
 pub const SET_BATCH_TOTAL: &str = "UPDATE batches SET total = $2 WHERE id = $1";
+
+/// Cron entries' marks (see the PostgreSQL store's statements of the same names).
+pub const CRON_MARKS: &str = "SELECT name, last_tick FROM cron ORDER BY name";
+
+pub const CRON_CREATE: &str =
+    "INSERT INTO cron (name, last_tick) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
+
+/// Compare-and-set, inside the write transaction (which no other writer can interleave with).
+pub const CRON_ADVANCE: &str = concat!(
+    "UPDATE cron SET last_tick = $3, updated_at = ",
+    now!(),
+    " WHERE name = $1 AND last_tick = $2 AND $3 > last_tick"
+);

@@ -8,6 +8,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod cron;
 mod jobs;
 mod operators;
 mod queries;

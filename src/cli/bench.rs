@@ -34,6 +34,10 @@ pub struct BenchArgs {
     /// 1000000:10000000; takes minutes), beside the same on an empty table.
     #[arg(long)]
     pub backlog: Option<String>,
+    /// Also measure the cost of unique keys at insert: --enqueue-jobs jobs inserted plain,
+    /// with a unique key each, and again as duplicates, side by side.
+    #[arg(long)]
+    pub unique: bool,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -73,6 +77,7 @@ pub async fn run(s: &Settings, a: BenchArgs) -> anyhow::Result<()> {
         latency_secs: a.latency_secs,
         skip_memory: a.skip_memory,
         backlog,
+        unique: a.unique,
     };
     let bar = ProgressBar::new(1000);
     bar.set_style(

@@ -106,9 +106,10 @@ async function poll() {
     $("error").textContent = "";
     renderTotals(r); renderTypes(r); renderBatches(r); renderNodes(r);
     renderSpark(r.throughput.buckets_10s);
-    renderCron(await api("cron"));
     setLive(true, "updated " + new Date(r.generated_at).toLocaleTimeString());
     document.body.dataset.loaded = "1";
+    // The cron table on its own: a failure there must not hide the status above it.
+    try { renderCron(await api("cron")); } catch (e) { if (!(e instanceof NeedToken)) emptyRow($("cron"), 7, "cannot load the cron entries"); }
   } catch (e) {
     if (e instanceof NeedToken) return;
     $("error").textContent = "Cannot load the status: " + e.message;

@@ -70,13 +70,7 @@ impl<S: Store + ?Sized> Client<S> {
     /// that job's, and nothing was inserted for it).
     pub async fn submit_many_checked(&self, jobs: &[NewJob]) -> Result<Vec<Inserted>> {
         let done = self.store.insert_checked(jobs).await?;
-        let (new_jobs, ids): (Vec<NewJob>, Vec<Uuid>) = jobs
-            .iter()
-            .zip(&done)
-            .filter(|(_, i)| !i.duplicate)
-            .map(|(j, i)| (j.clone(), i.id))
-            .unzip();
-        self.push(&due(&new_jobs, &ids)).await;
+        self.push(&due(jobs, &done)).await;
         Ok(done)
     }
 
@@ -141,14 +135,15 @@ impl Client<PgStore> {
     }
 }
 
-/// The jobs of `jobs` (inserted as `ids`) that are due now.
-fn due(jobs: &[NewJob], ids: &[Uuid]) -> Vec<Due> {
+/// The jobs of `jobs` (inserted as `done`) that are new and due now; a duplicate's job was
+/// queued by whoever inserted it.
+fn due(jobs: &[NewJob], done: &[Inserted]) -> Vec<Due> {
     let now = chrono::Utc::now();
     jobs.iter()
-        .zip(ids)
-        .filter(|(j, _)| j.run_at.is_none_or(|t| t <= now))
-        .map(|(j, id)| Due {
-            id: *id,
+        .zip(done)
+        .filter(|(j, i)| !i.duplicate && j.run_at.is_none_or(|t| t <= now))
+        .map(|(j, i)| Due {
+            id: i.id,
             priority: j.priority,
         })
         .collect()

@@ -8,6 +8,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod counts;
 mod cron;
 mod jobs;
 mod operators;

@@ -139,17 +139,18 @@ async fn a_window_covers_finished_jobs_until_pruned(backend: Backend) {
     assert!(!plain.duplicate);
     assert_eq!(settle(&ts, &[plain.id], ok).await, 1);
 
-    // A short window passes.
+    // A window passes. The window is the inserter's look-back, so the check after a pause
+    // uses a window shorter than the pause (a lower bound on time, never an upper one).
     let short = Duration::from_millis(200);
     let a = ts
         .store
-        .insert_checked(&[keyed("noop", "s").unique_for(short)])
+        .insert_checked(&[keyed("noop", "s").unique_for(hour)])
         .await
         .unwrap()[0];
     assert_eq!(settle(&ts, &[a.id], ok).await, 1);
     let b = ts
         .store
-        .insert_checked(&[keyed("noop", "s").unique_for(short)])
+        .insert_checked(&[keyed("noop", "s").unique_for(hour)])
         .await
         .unwrap()[0];
     assert!(b.duplicate);

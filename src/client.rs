@@ -13,7 +13,7 @@ use tracing::warn;
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::job::{Due, NewJob, Submitted};
+use crate::job::{Due, Inserted, NewJob, Submitted};
 use crate::queue::Queue;
 use crate::store::postgres::PgStore;
 use crate::store::{BatchOptions, Store};
@@ -56,9 +56,22 @@ impl<S: Store + ?Sized> Client<S> {
 
     /// Inserts jobs of mixed types in one transaction and queues those due.
     pub async fn submit_many(&self, jobs: &[NewJob]) -> Result<Vec<Uuid>> {
-        let ids = self.store.insert_jobs(jobs).await?;
-        self.push(&due(jobs, &ids)).await;
-        Ok(ids)
+        let done = self.submit_many_checked(jobs).await?;
+        Ok(done.into_iter().map(|i| i.id).collect())
+    }
+
+    /// Inserts one job, or finds the open job it duplicates (see [`NewJob::unique_key`]).
+    pub async fn submit_checked(&self, job: NewJob) -> Result<Inserted> {
+        let done = self.submit_many_checked(std::slice::from_ref(&job)).await?;
+        Ok(done[0])
+    }
+
+    /// [`Client::submit_many`], saying of each job whether it duplicated one (its id is then
+    /// that job's, and nothing was inserted for it).
+    pub async fn submit_many_checked(&self, jobs: &[NewJob]) -> Result<Vec<Inserted>> {
+        let done = self.store.insert_checked(jobs).await?;
+        self.push(&due(jobs, &done)).await;
+        Ok(done)
     }
 
     /// Inserts a batch: one type, many targets.
@@ -122,14 +135,15 @@ impl Client<PgStore> {
     }
 }
 
-/// The jobs of `jobs` (inserted as `ids`) that are due now.
-fn due(jobs: &[NewJob], ids: &[Uuid]) -> Vec<Due> {
+/// The jobs of `jobs` (inserted as `done`) that are new and due now; a duplicate's job was
+/// queued by whoever inserted it.
+fn due(jobs: &[NewJob], done: &[Inserted]) -> Vec<Due> {
     let now = chrono::Utc::now();
     jobs.iter()
-        .zip(ids)
-        .filter(|(j, _)| j.run_at.is_none_or(|t| t <= now))
-        .map(|(j, id)| Due {
-            id: *id,
+        .zip(done)
+        .filter(|(j, i)| !i.duplicate && j.run_at.is_none_or(|t| t <= now))
+        .map(|(j, i)| Due {
+            id: i.id,
             priority: j.priority,
         })
         .collect()

@@ -16,7 +16,7 @@ const NOT_FOUND_ID: &str = "0190f0a8-0000-7000-8000-000000000000";
 #[tokio::test]
 async fn a_job_is_submitted_queued_and_shown() {
     let app = TestApp::new().await;
-    let (st, job) = app
+    let (st, mut job) = app
         .call(
             "POST",
             "/api/v1/jobs",
@@ -24,6 +24,9 @@ async fn a_job_is_submitted_queued_and_shown() {
         )
         .await;
     assert_eq!(st, StatusCode::CREATED, "{job}");
+    // The answer to a submit says whether it was a duplicate (of a unique key) beside the job.
+    let duplicate = job.as_object_mut().unwrap().remove("duplicate");
+    assert_eq!(duplicate, Some(json!(false)));
     assert_eq!(job["type"], "noop");
     assert_eq!(job["target"], json!({"invoice": 42}));
     assert_eq!(job["status"], "pending");

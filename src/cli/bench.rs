@@ -36,6 +36,10 @@ pub struct BenchArgs {
     /// 1000000:10000000; takes minutes), beside the same on an empty table.
     #[arg(long)]
     pub backlog: Option<String>,
+    /// Also measure the cost of unique keys at insert: --enqueue-jobs jobs inserted plain,
+    /// with a unique key each, and again as duplicates, side by side.
+    #[arg(long)]
+    pub unique: bool,
     /// Run the processing phases with `[retention] succeeded = "0s"`: each success deletes
     /// its row in the chunk that completes it.
     #[arg(long)]
@@ -85,6 +89,7 @@ pub async fn run(s: &Settings, a: BenchArgs) -> anyhow::Result<()> {
         latency_secs: a.latency_secs,
         skip_memory: a.skip_memory,
         backlog,
+        unique: a.unique,
         delete_succeeded: a.delete_succeeded,
     };
     let bar = ProgressBar::new(1000);

@@ -73,11 +73,46 @@ pub const INSERT_JOBS: &str = "INSERT INTO {s}.jobs \
     FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::int[], $5::timestamptz[], $6::smallint[]) \
     AS u(id, type, target, max_attempts, run_at, priority)";
 
-/// Publishes a node's type policy: `$1` types, `$2` their max_attempts.
-pub const PUBLISH_POLICY: &str = "INSERT INTO {s}.job_types (type, max_attempts) \
-    SELECT * FROM UNNEST($1::text[], $2::int[]) \
-    ON CONFLICT (type) DO UPDATE SET max_attempts = EXCLUDED.max_attempts, updated_at = now() \
-    WHERE job_types.max_attempts IS DISTINCT FROM EXCLUDED.max_attempts";
+/// Publishes a node's type policy: `$1` types, `$2` their max_attempts, `$3` their unique
+/// fields (a JSON array, or NULL), `$4` their unique windows in milliseconds (or NULL).
+pub const PUBLISH_POLICY: &str = "INSERT INTO {s}.job_types \
+    (type, max_attempts, unique_fields, unique_for_ms) \
+    SELECT * FROM UNNEST($1::text[], $2::int[], $3::jsonb[], $4::bigint[]) \
+    ON CONFLICT (type) DO UPDATE SET max_attempts = EXCLUDED.max_attempts, \
+    unique_fields = EXCLUDED.unique_fields, unique_for_ms = EXCLUDED.unique_for_ms, \
+    updated_at = now() \
+    WHERE (job_types.max_attempts, job_types.unique_fields, job_types.unique_for_ms) \
+    IS DISTINCT FROM (EXCLUDED.max_attempts, EXCLUDED.unique_fields, EXCLUDED.unique_for_ms)";
+
+/// Of `$1`, the types whose jobs get a unique key derived from their target: their jobs take
+/// the keyed insert even when the caller gave no key.
+pub const UNIQUE_TYPES: &str = "SELECT type FROM {s}.job_types \
+    WHERE type = ANY($1) AND unique_fields IS NOT NULL";
+
+/// Jobs with a unique key (given, or derived by their type), one `insert_job` call each in
+/// order, so that a later duplicate within the same statement finds the earlier job. `$9` is
+/// the batch, or NULL. Returns (id, duplicate) per job, in order.
+pub const INSERT_KEYED: &str = "SELECT r.inserted_id, r.duplicate FROM UNNEST($1::uuid[], \
+    $2::text[], $3::jsonb[], $4::int[], $5::timestamptz[], $6::smallint[], $7::text[], \
+    $8::bigint[]) WITH ORDINALITY AS u(id, type, target, max_attempts, run_at, priority, \
+    key, for_ms, n) \
+    CROSS JOIN LATERAL {s}.insert_job(u.id, u.type, u.target, u.run_at, u.priority, \
+    u.max_attempts, $9::uuid, u.key, u.for_ms * interval '1 millisecond') AS r ORDER BY u.n";
+
+/// Cron entries' marks: the last tick each claimed.
+pub const CRON_MARKS: &str = "SELECT name, last_tick FROM {s}.cron ORDER BY name";
+
+/// A new entry's first mark; a concurrent node that made it first wins.
+pub const CRON_CREATE: &str = "INSERT INTO {s}.cron (name, last_tick) VALUES ($1, $2) \
+    ON CONFLICT (name) DO NOTHING";
+
+/// Compare-and-set: moves the mark only from the value this node read. A concurrent claim of
+/// the same ticks waits for the row lock, then finds the mark moved and changes nothing.
+pub const CRON_ADVANCE: &str = "UPDATE {s}.cron SET last_tick = $3, updated_at = now() \
+    WHERE name = $1 AND last_tick = $2 AND $3 > last_tick";
+
+/// A batch counts the jobs it holds: duplicates are not among them.
+pub const SET_BATCH_TOTAL: &str = "UPDATE {s}.batches SET total = $2 WHERE id = $1";
 
 /// The heart of the design: lock the popped IDs that are still pending and due, skipping any
 /// row another transaction holds. A duplicate or stale ID simply finds nothing.
@@ -476,6 +511,12 @@ statements! {
     xact_status = XACT_STATUS,
     record_outcomes = RECORD_OUTCOMES,
     publish_policy = PUBLISH_POLICY,
+    unique_types = UNIQUE_TYPES,
+    insert_keyed = INSERT_KEYED,
+    set_batch_total = SET_BATCH_TOTAL,
+    cron_marks = CRON_MARKS,
+    cron_create = CRON_CREATE,
+    cron_advance = CRON_ADVANCE,
     due_among = DUE_AMONG,
     claim_chunk = CLAIM_CHUNK,
     lease_jobs = LEASE_JOBS,

@@ -251,12 +251,15 @@ pub const CLAIMABLE: &str = concat!(
 
 /// Publishes the type policy: `$1` is `[[type, max_attempts], …]`.
 pub const PUBLISH_POLICY: &str = concat!(
-    "INSERT INTO job_types (type, max_attempts, updated_at) ",
-    "SELECT value ->> 0, value ->> 1, ",
+    "INSERT INTO job_types (type, max_attempts, unique_fields, unique_for_ms, updated_at) ",
+    "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, ",
     now!(),
     " FROM json_each($1) WHERE true ",
     "ON CONFLICT (type) DO UPDATE SET max_attempts = excluded.max_attempts, ",
-    "updated_at = excluded.updated_at WHERE job_types.max_attempts <> excluded.max_attempts"
+    "unique_fields = excluded.unique_fields, unique_for_ms = excluded.unique_for_ms, ",
+    "updated_at = excluded.updated_at WHERE job_types.max_attempts <> excluded.max_attempts ",
+    "OR job_types.unique_fields IS NOT excluded.unique_fields ",
+    "OR job_types.unique_for_ms IS NOT excluded.unique_for_ms"
 );
 
 pub const HEARTBEAT: &str = concat!(
@@ -444,3 +447,57 @@ pub const CANCEL_JOBS: &str = concat!(
 pub const PRUNE_FINISHED: &str = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
     WHERE finished_at < strftime('%Y-%m-%d %H:%M:%f', 'now', $1) AND status = $2 \
     AND ($3 IS NULL OR type = $3) AND type NOT IN (SELECT value FROM json_each($4)) LIMIT $5)";
+
+/// Of the types in `$1` (a JSON array), those with a unique policy: their key fields (JSON
+/// array text, or NULL) and window in milliseconds (or NULL).
+pub const UNIQUE_POLICIES: &str = "SELECT type, unique_fields, unique_for_ms FROM job_types \
+    WHERE type IN (SELECT value FROM json_each($1)) \
+    AND (unique_fields IS NOT NULL OR unique_for_ms IS NOT NULL)";
+
+/// The open job (pending, or running in lease mode) with this type and key, if any.
+pub const OPEN_WITH_KEY: &str = "SELECT id FROM jobs WHERE type = $1 AND unique_key = $2 \
+    AND status IN ('pending', 'running')";
+
+/// The latest job with this type and key if it was created after `now` moved by `$3` (a
+/// negative date modifier: the window).
+pub const KEY_WITHIN: &str = concat!(
+    "SELECT job_id FROM unique_keys WHERE type = $1 AND unique_key = $2 ",
+    "AND created_at > strftime('%Y-%m-%d %H:%M:%f', 'now', $3)"
+);
+
+/// The key's row names its latest job.
+pub const CLAIM_KEY: &str = concat!(
+    "INSERT INTO unique_keys (type, unique_key, job_id, created_at) VALUES ($1, $2, $3, ",
+    now!(),
+    ") ON CONFLICT (type, unique_key) DO UPDATE SET job_id = excluded.job_id, ",
+    "created_at = excluded.created_at"
+);
+
+/// One keyed job; the type's policy for max_attempts as in [`INSERT_JOBS`].
+pub const INSERT_KEYED_JOB: &str = concat!(
+    "INSERT INTO jobs (id, type, target, max_attempts, run_at, priority, batch_id, unique_key, ",
+    "created_at, updated_at) VALUES ($1, $2, $3, ",
+    "COALESCE($4, (SELECT t.max_attempts FROM job_types t WHERE t.type = $2), 3), COALESCE($5, ",
+    now!(),
+    "), $6, $7, $8, ",
+    now!(),
+    ", ",
+    now!(),
+    ")"
+);
+
+/// A batch counts the jobs it holds: duplicates are not among them.
+pub const SET_BATCH_TOTAL: &str = "UPDATE batches SET total = $2 WHERE id = $1";
+
+/// Cron entries' marks (see the PostgreSQL store's statements of the same names).
+pub const CRON_MARKS: &str = "SELECT name, last_tick FROM cron ORDER BY name";
+
+pub const CRON_CREATE: &str =
+    "INSERT INTO cron (name, last_tick) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
+
+/// Compare-and-set, inside the write transaction (which no other writer can interleave with).
+pub const CRON_ADVANCE: &str = concat!(
+    "UPDATE cron SET last_tick = $3, updated_at = ",
+    now!(),
+    " WHERE name = $1 AND last_tick = $2 AND $3 > last_tick"
+);

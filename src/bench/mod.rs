@@ -9,13 +9,23 @@
 //! 3. pickup latency: insert commit to processor start, at half the peak rate, in-process and
 //!    from an external producer (woken by the database alone);
 //! 4. memory: peak RSS of a child `skiplock worker` at concurrency 64;
-//! 5. optionally, claims at scale: the claim rate over a large backlog and history, beside the
-//!    same on an empty table.
+//! 5. optionally, scale: claims, the claim rate and the status report over a large backlog
+//!    and history, beside the same on an empty table;
+//! 6. optionally, soak: half the default settings' peak for a long time, watching what grows;
+//! 7. optionally, idle transaction: a steady load while another session sits idle in a
+//!    transaction, and the recovery after it ends.
 
+mod claims;
+mod health;
+mod idle;
 mod latency;
+mod load;
 mod memory;
 mod raw;
 mod scale;
+mod soak;
+
+pub use scale::DEFAULT_SCALE;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,6 +56,10 @@ pub struct BenchConfig {
     pub skip_memory: bool,
     /// For the claims-at-scale phase: (pending, finished) rows to fill the table with first.
     pub backlog: Option<(u64, u64)>,
+    /// The soak phase: (how long, how often it reports).
+    pub soak: Option<(Duration, Duration)>,
+    /// The idle-transaction phase: (how long the transaction stays open, jobs/s offered).
+    pub idle_tx: Option<(Duration, f64)>,
 }
 
 /// One processing setting's result.
@@ -80,10 +94,15 @@ pub struct BenchReport {
     pub external_latency: Option<latency::Latency>,
     pub worker_peak_rss_mib: Option<f64>,
     pub scale: Option<scale::Scale>,
+    pub soak: Option<soak::Soak>,
+    pub idle_tx: Option<idle::IdleTx>,
 }
 
 /// Progress callback: (phase, fraction done 0..=1).
 pub type Progress = Arc<dyn Fn(&str, f64) + Send + Sync>;
+
+/// Lines the long phases print as they go (one per interval), before the final report.
+pub type Line = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// A throwaway schema for one phase.
 struct Scratch {
@@ -125,6 +144,7 @@ pub async fn run<F, Fut>(
     cfg: &BenchConfig,
     make_queue: F,
     progress: Progress,
+    line: Line,
 ) -> Result<BenchReport>
 where
     F: Fn() -> Fut,
@@ -213,6 +233,21 @@ where
         }
         None => None,
     };
+    let soak = match cfg.soak {
+        Some((duration, every)) => {
+            progress("soak", 0.0);
+            let (q, peak_q) = (make_queue().await?, make_queue().await?);
+            Some(soak::measure(cfg, duration, every, q, peak_q, &line).await?)
+        }
+        None => None,
+    };
+    let idle_tx = match cfg.idle_tx {
+        Some((idle, rate)) => {
+            progress("idle transaction", 0.0);
+            Some(idle::measure(cfg, idle, rate, make_queue().await?, &line).await?)
+        }
+        None => None,
+    };
     progress("done", 1.0);
     Ok(BenchReport {
         queue: queue_name,
@@ -223,6 +258,8 @@ where
         external_latency,
         worker_peak_rss_mib,
         scale,
+        soak,
+        idle_tx,
     })
 }
 
@@ -357,9 +394,16 @@ impl BenchReport {
                 sc.empty_jobs_per_sec,
                 sc.loaded_jobs_per_sec / sc.empty_jobs_per_sec * 100.0
             );
+            sc.render_costs(&mut o);
         }
         if let Some(m) = self.worker_peak_rss_mib {
             let _ = writeln!(o, "worker peak memory (concurrency 64): {m:.1} MiB");
+        }
+        if let Some(s) = &self.soak {
+            s.render(&mut o);
+        }
+        if let Some(i) = &self.idle_tx {
+            i.render(&mut o);
         }
         o
     }

@@ -2,6 +2,7 @@
 //! worker memory. A progress bar while it runs, a table (or `--json`) at the end.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::bail;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -32,8 +33,27 @@ pub struct BenchArgs {
     pub skip_memory: bool,
     /// Also measure claims over a big table first filled with PENDING:FINISHED rows (e.g.
     /// 1000000:10000000; takes minutes), beside the same on an empty table.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "scale")]
     pub backlog: Option<String>,
+    /// The scale phase: claims, the claim rate and the status report over a table first
+    /// filled with PENDING:FINISHED rows, beside an empty one; alone, 1000000:10000000.
+    #[arg(long, value_name = "PENDING:FINISHED", num_args = 0..=1,
+          default_missing_value = "1000000:10000000")]
+    pub scale: Option<String>,
+    /// The soak phase: half the default settings' peak offered for this long (e.g. 30m).
+    #[arg(long, value_name = "DURATION", value_parser = soak_duration)]
+    pub soak: Option<Duration>,
+    /// How often the soak phase prints a line.
+    #[arg(long, value_name = "DURATION", default_value = "60s", requires = "soak",
+          value_parser = soak_duration)]
+    pub soak_interval: Duration,
+    /// The idle-transaction phase: another session left idle in a transaction this long
+    /// (e.g. 5m), under a steady load, then the recovery after it ends.
+    #[arg(long, value_name = "DURATION", value_parser = idle_duration)]
+    pub idle_tx: Option<Duration>,
+    /// Jobs per second offered during the idle-transaction phase.
+    #[arg(long, default_value_t = 800.0, requires = "idle_tx", value_parser = idle_rate)]
+    pub idle_rate: f64,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -55,14 +75,16 @@ pub async fn run(s: &Settings, a: BenchArgs) -> anyhow::Result<()> {
             _ => bail!("--sweep takes CONCURRENCY:CHUNK pairs like 16:1,16:100; got {p:?}"),
         }
     }
-    let backlog = match &a.backlog {
+    let backlog = match a.backlog.as_ref().or(a.scale.as_ref()) {
         None => None,
         Some(b) => match b
             .split_once(':')
             .and_then(|(p, f)| Some((p.trim().parse().ok()?, f.trim().parse().ok()?)))
         {
             Some((p, f)) if p <= 100_000_000 && f <= 1_000_000_000 => Some((p, f)),
-            _ => bail!("--backlog takes PENDING:FINISHED like 1000000:10000000; got {b:?}"),
+            _ => bail!(
+                "--backlog and --scale take PENDING:FINISHED like 1000000:10000000; got {b:?}"
+            ),
         },
     };
     let cfg = BenchConfig {
@@ -73,7 +95,14 @@ pub async fn run(s: &Settings, a: BenchArgs) -> anyhow::Result<()> {
         latency_secs: a.latency_secs,
         skip_memory: a.skip_memory,
         backlog,
+        soak: a.soak.map(|d| (d, a.soak_interval)),
+        idle_tx: a.idle_tx.map(|d| (d, a.idle_rate)),
     };
+    if let Some((soak, every)) = cfg.soak {
+        if every > soak {
+            bail!("--soak-interval ({every:?}) is longer than --soak ({soak:?})");
+        }
+    }
     let bar = ProgressBar::new(1000);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {msg}")
@@ -87,7 +116,9 @@ pub async fn run(s: &Settings, a: BenchArgs) -> anyhow::Result<()> {
         pb.set_message(phase.to_string());
         pb.set_position((f * 1000.0) as u64);
     });
-    let report = bench::run(&cfg, || s.queue_boxed(), progress).await?;
+    let pb = bar.clone();
+    let line: bench::Line = Arc::new(move |l: &str| pb.suspend(|| eprintln!("{l}")));
+    let report = bench::run(&cfg, || s.queue_boxed(), progress, line).await?;
     bar.finish_and_clear();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -95,4 +126,36 @@ pub async fn run(s: &Settings, a: BenchArgs) -> anyhow::Result<()> {
         print!("{}", report.render());
     }
     Ok(())
+}
+
+/// The longest soak, and the longest idle transaction: beyond these a typo is likelier.
+const MAX_SOAK: Duration = Duration::from_secs(7 * 86_400);
+const MAX_IDLE: Duration = Duration::from_secs(86_400);
+
+/// A duration as people write it (`90s`, `30m`, `1h 30m`), at least a second, at most `max`.
+fn duration_within(s: &str, max: Duration) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e}; give a duration such as 90s, 30m or 1h 30m"))?;
+    if d < Duration::from_secs(1) {
+        return Err("give at least 1s".into());
+    }
+    if d > max {
+        return Err(format!("at most {}", humantime::format_duration(max)));
+    }
+    Ok(d)
+}
+
+fn soak_duration(s: &str) -> Result<Duration, String> {
+    duration_within(s, MAX_SOAK)
+}
+
+fn idle_duration(s: &str) -> Result<Duration, String> {
+    duration_within(s, MAX_IDLE)
+}
+
+fn idle_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 && r <= 1_000_000.0 => Ok(r),
+        _ => Err("give jobs per second, above 0 and at most 1000000".into()),
+    }
 }

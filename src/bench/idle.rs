@@ -5,10 +5,12 @@
 //! after it began, so dead tuples pile up in `jobs` and `holds`. Then it ends, and the phase
 //! measures how long the queue takes to be back to its baseline.
 
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 
 use super::health::{self, TableHealth};
@@ -58,6 +60,11 @@ pub struct IdleTx {
     /// `recovery_limit_secs`.
     pub recovered_after_secs: Option<f64>,
     pub recovery_limit_secs: f64,
+}
+
+/// The `application_name` of the session left idle in its transaction by process `pid`.
+pub fn idle_session_name(pid: u32) -> String {
+    format!("skiplock bench idle-tx {pid}")
 }
 
 /// The window and clean-stretch lengths for an idle transaction of `idle`.
@@ -164,8 +171,11 @@ async fn phases(
     }
     let base = baseline(&run.rows);
 
-    // The other session: its snapshot's xmin holds vacuum back until it ends.
-    let mut other = PgConnection::connect(&cfg.database_url).await?;
+    // The other session: its snapshot's xmin holds vacuum back until it ends. Named, so an
+    // operator (or a test) can tell it in pg_stat_activity.
+    let opts = PgConnectOptions::from_str(&cfg.database_url)?
+        .application_name(&idle_session_name(std::process::id()));
+    let mut other = PgConnection::connect_with(&opts).await?;
     sqlx::query("BEGIN").execute(&mut other).await?;
     sqlx::query("SELECT txid_current()")
         .execute(&mut other)

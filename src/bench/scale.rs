@@ -18,8 +18,8 @@ use crate::node::Node;
 use crate::queue::memory::MemoryQueue;
 use crate::store::Store;
 
-/// What `--scale` alone fills the table with: (pending, finished).
-pub const DEFAULT_SCALE: (u64, u64) = (1_000_000, 10_000_000);
+/// What `--scale` alone fills the table with: PENDING:FINISHED.
+pub const DEFAULT_SCALE: &str = "1000000:10000000";
 
 /// Finished jobs finish over this many past days: inside the default retention (7 days), so
 /// the pruner does not start deleting them in the middle of the measurement.

@@ -38,7 +38,7 @@ pub struct BenchArgs {
     /// The scale phase: claims, the claim rate and the status report over a table first
     /// filled with PENDING:FINISHED rows, beside an empty one; alone, 1000000:10000000.
     #[arg(long, value_name = "PENDING:FINISHED", num_args = 0..=1,
-          default_missing_value = "1000000:10000000")]
+          default_missing_value = bench::DEFAULT_SCALE)]
     pub scale: Option<String>,
     /// The soak phase: half the default settings' peak offered for this long (e.g. 30m).
     #[arg(long, value_name = "DURATION", value_parser = soak_duration)]
@@ -157,5 +157,39 @@ fn idle_rate(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(r) if r.is_finite() && r > 0.0 && r <= 1_000_000.0 => Ok(r),
         _ => Err("give jobs per second, above 0 and at most 1000000".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::BenchArgs;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    #[test]
+    fn scale_alone_fills_a_million_pending_and_ten_million_finished() {
+        let cli = Cli::try_parse_from(["bench", "--scale"]).unwrap();
+        assert_eq!(cli.bench.scale.as_deref(), Some("1000000:10000000"));
+        let cli = Cli::try_parse_from(["bench", "--scale", "5:50"]).unwrap();
+        assert_eq!(cli.bench.scale.as_deref(), Some("5:50"));
+        let cli = Cli::try_parse_from(["bench"]).unwrap();
+        assert!(cli.bench.scale.is_none() && cli.bench.soak.is_none());
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        let cli =
+            Cli::try_parse_from(["bench", "--soak", "1h 30m", "--soak-interval", "90s"]).unwrap();
+        assert_eq!(cli.bench.soak, Some(std::time::Duration::from_secs(5400)));
+        assert_eq!(cli.bench.soak_interval.as_secs(), 90);
+        let cli = Cli::try_parse_from(["bench", "--idle-tx", "5m"]).unwrap();
+        assert_eq!(cli.bench.idle_tx.map(|d| d.as_secs()), Some(300));
+        assert_eq!(cli.bench.idle_rate, 800.0);
     }
 }

@@ -105,9 +105,11 @@ pub async fn measure(
     };
     let result = phases(&mut run, cfg, idle, clean, recovery_limit, rate).await;
     let rows = std::mem::take(&mut run.rows);
-    load.stop().await?;
-    let (idle_ratio, idle_p99, recovered) = result?;
-    s.drop_schema().await?;
+    let stopped = load.stop().await;
+    // The scratch schema goes whatever happened; the first error is the one reported.
+    let dropped = s.drop_schema().await;
+    let (idle_ratio, idle_p99, recovered) =
+        result.and_then(|r| stopped.and(dropped).map(|()| r))?;
     Ok(IdleTx {
         offered_jobs_per_sec: rate,
         clean_secs: clean.as_secs_f64(),

@@ -98,9 +98,10 @@ pub async fn measure(
         Ok::<_, crate::error::Error>(())
     };
     let ran = run.await;
-    load.stop().await?;
-    ran?;
-    s.drop_schema().await?;
+    let stopped = load.stop().await;
+    // The scratch schema goes whatever happened; the first error is the one reported.
+    let dropped = s.drop_schema().await;
+    ran.and(stopped).and(dropped)?;
     let verdicts = verdicts(&intervals);
     Ok(Soak {
         duration_secs: duration.as_secs_f64(),

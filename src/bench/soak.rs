@@ -123,37 +123,49 @@ fn verdicts(rows: &[SoakInterval]) -> Vec<Verdict> {
     let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
         return Vec::new();
     };
-    let figures: [(&str, Figure); 9] = [
-        ("throughput jobs/s", |r| r.load.jobs_per_sec),
-        ("pickup p50 ms", |r| r.load.pickup_p50_ms),
-        ("pickup p99 ms", |r| r.load.pickup_p99_ms),
-        ("rss MiB", |r| r.rss_mib.unwrap_or(f64::NAN)),
-        ("jobs total MiB", |r| r.health.jobs_total_mib),
-        ("jobs indexes MiB", |r| r.health.jobs_indexes_mib),
-        ("jobs dead tuples", |r| r.health.jobs_dead_tuples as f64),
-        ("holds dead tuples", |r| r.health.holds_dead_tuples as f64),
-        ("oldest transaction s", |r| r.health.oldest_xact_secs),
+    // Each with the change too small to mean anything whatever its ratio: a transaction
+    // 3 ms old against one 20 ms old is no trend.
+    let figures: [(&str, Figure, f64); 9] = [
+        ("throughput jobs/s", |r| r.load.jobs_per_sec, 0.0),
+        ("pickup p50 ms", |r| r.load.pickup_p50_ms, 1.0),
+        ("pickup p99 ms", |r| r.load.pickup_p99_ms, 1.0),
+        ("rss MiB", |r| r.rss_mib.unwrap_or(f64::NAN), 1.0),
+        ("jobs total MiB", |r| r.health.jobs_total_mib, 0.1),
+        ("jobs indexes MiB", |r| r.health.jobs_indexes_mib, 0.1),
+        (
+            "jobs dead tuples",
+            |r| r.health.jobs_dead_tuples as f64,
+            0.0,
+        ),
+        (
+            "holds dead tuples",
+            |r| r.health.holds_dead_tuples as f64,
+            0.0,
+        ),
+        ("oldest transaction s", |r| r.health.oldest_xact_secs, 1.0),
     ];
     figures
         .iter()
-        .map(|(name, f)| verdict(name, f(first), f(last)))
+        .map(|(name, f, noise)| verdict(name, f(first), f(last), *noise))
         .collect()
 }
 
-/// Flat within ±[`FLAT`] of the first value; a first value of 0 is flat only if it stays 0.
-pub fn verdict(figure: &str, first: f64, last: f64) -> Verdict {
+/// Flat within ±[`FLAT`] of the first value, or when it moved by no more than `noise`
+/// (in the figure's unit); a first value of 0 is flat only if it stays within `noise`.
+pub fn verdict(figure: &str, first: f64, last: f64, noise: f64) -> Verdict {
     let change = (first != 0.0 && first.is_finite() && last.is_finite())
         .then(|| (last - first) / first.abs());
-    let flat = match change {
-        Some(c) => c.abs() <= FLAT,
-        None => first == last,
-    };
+    let flat = (last - first).abs() <= noise
+        || match change {
+            Some(c) => c.abs() <= FLAT,
+            None => first == last,
+        };
     let text = match change {
         _ if first.is_nan() || last.is_nan() => "not measured".to_string(),
-        Some(c) if flat => format!("flat ({:+.0}%)", c * 100.0),
+        Some(c) if flat => format!("flat ({:+.0}%, {first:.1} → {last:.1})", c * 100.0),
         Some(c) if c > 0.0 => format!("grew {:.0}% ({first:.1} → {last:.1})", c * 100.0),
         Some(c) => format!("fell {:.0}% ({first:.1} → {last:.1})", -c * 100.0),
-        None if flat => "flat (0 throughout)".to_string(),
+        None if flat => format!("flat ({first:.1} → {last:.1})"),
         None => format!("grew from 0 to {last:.1}"),
     };
     Verdict {
@@ -210,5 +222,26 @@ impl Soak {
         for v in &self.verdicts {
             let _ = writeln!(o, "  {:<22} {}", v.figure, v.text);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verdict;
+
+    #[test]
+    fn flat_within_fifteen_percent_or_the_noise() {
+        assert!(verdict("x", 100.0, 114.0, 0.0).flat);
+        assert!(verdict("x", 100.0, 86.0, 0.0).flat);
+        let v = verdict("x", 100.0, 141.0, 0.0);
+        assert!(!v.flat);
+        assert!(v.text.starts_with("grew 41%"), "{}", v.text);
+        assert!(verdict("x", 100.0, 50.0, 0.0).text.starts_with("fell 50%"));
+        // 3 ms to 20 ms is +567%, but within a second of noise.
+        assert!(verdict("x", 0.003, 0.02, 1.0).flat);
+        assert!(verdict("x", 0.0, 0.0, 0.0).flat);
+        let v = verdict("x", 0.0, 2000.0, 0.0);
+        assert!(!v.flat && v.text == "grew from 0 to 2000.0", "{}", v.text);
+        assert_eq!(verdict("x", f64::NAN, 1.0, 0.0).text, "not measured");
     }
 }

@@ -347,3 +347,73 @@ fn new_phases_refuse_bad_durations_rates_and_sizes() {
         assert!(out.stdout.is_empty(), "{args:?}");
     }
 }
+
+fn private_pg(args: &[&str]) -> std::process::Output {
+    Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/private-pg"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The private server for soak and scale figures starts with production defaults, answers at
+/// the URL it prints, and stops; bad arguments are refused before anything starts.
+#[tokio::test]
+async fn private_pg_starts_a_server_with_autovacuum_and_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pg");
+    let path = path.to_str().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let out = private_pg(&["start", path, &port]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(
+        url,
+        format!("postgres://postgres@127.0.0.1:{port}/postgres")
+    );
+    let checked = async {
+        let pool = sqlx::PgPool::connect(&url).await?;
+        let autovacuum: String = sqlx::query_scalar("SHOW autovacuum")
+            .fetch_one(&pool)
+            .await?;
+        let fsync: String = sqlx::query_scalar("SHOW fsync").fetch_one(&pool).await?;
+        pool.close().await;
+        Ok::<_, sqlx::Error>((autovacuum, fsync))
+    }
+    .await;
+    let stopped = private_pg(&["stop", path]);
+    assert_eq!(checked.unwrap(), ("on".to_string(), "on".to_string()));
+    assert!(
+        stopped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
+    assert!(
+        sqlx::PgPool::connect(&url).await.is_err(),
+        "still answering"
+    );
+
+    for args in [
+        vec!["start", path, "99999"],
+        vec!["start", path, "80"],
+        vec!["start", path, "54a"],
+        vec!["start", path, "5499; rm -rf /"],
+        vec!["stop"],
+        vec!["stop", "/nonexistent/skiplock-pg"],
+    ] {
+        let out = private_pg(&args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("private-pg"),
+            "{args:?}"
+        );
+    }
+}

@@ -31,8 +31,8 @@ pub struct BenchArgs {
     /// Skip the child-worker memory run.
     #[arg(long)]
     pub skip_memory: bool,
-    /// Also measure claims over a big table first filled with PENDING:FINISHED rows (e.g.
-    /// 1000000:10000000; takes minutes), beside the same on an empty table.
+    /// The scale phase (see --scale) with the fill given as PENDING:FINISHED rows (e.g.
+    /// 1000000:10000000; takes minutes).
     #[arg(long, conflicts_with = "scale")]
     pub backlog: Option<String>,
     /// The scale phase: claims, the claim rate and the status report over a table first

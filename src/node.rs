@@ -66,8 +66,24 @@ impl NodeBuilder {
         self
     }
 
+    /// A fixed chunk size: every transaction locks up to `n` jobs, whatever the backlog.
     pub fn chunk_size(mut self, n: usize) -> Self {
         self.config.executor.chunk_size = n;
+        self.config.executor.adaptive = false;
+        self
+    }
+
+    /// The chunk size as the command line and config file give it.
+    pub fn chunks(mut self, setting: crate::config::ChunkSetting) -> Self {
+        setting.apply(&mut self.config.executor);
+        self
+    }
+
+    /// Adaptive chunks (the default) of at most `max` jobs: one job per transaction while
+    /// jobs trickle in, growing toward `max` while a backlog lasts.
+    pub fn adaptive_chunks(mut self, max: usize) -> Self {
+        self.config.executor.chunk_size = max;
+        self.config.executor.adaptive = true;
         self
     }
 
@@ -77,6 +93,8 @@ impl NodeBuilder {
         // A lease lasts as long as a node may stay silent before it is declared dead.
         c.heartbeat.lease_ttl = c.reconciler.node_stale;
         c.executor.lease_ttl = c.reconciler.node_stale;
+        // Succeeded jobs kept for zero time are deleted by the chunk that completes them.
+        c.executor.delete_succeeded = c.pruner.retention.deleted_at_once();
         c.executor.validate()?;
         let node = Arc::new(NodeState::new(c.executor.concurrency));
         let heartbeat = Arc::new(Heartbeat::new(
@@ -146,6 +164,7 @@ impl NodeBuilder {
             queue = self.queue.backend(),
             concurrency = c.executor.concurrency,
             chunk = c.executor.chunk_size,
+            adaptive = c.executor.adaptive,
             "node started"
         );
         Ok(Node {

@@ -2,7 +2,7 @@
 //! external load (jobs inserted by another connection at a fixed rate), a clean stretch gives
 //! the baseline; then another session runs `BEGIN; SELECT txid_current();` and sits idle in
 //! that transaction, which pins the xmin horizon: vacuum can reclaim no row version deleted
-//! after it began, so dead tuples pile up in `jobs` and `holds`. Then it ends, and the phase
+//! after it began, so dead tuples pile up in `jobs` and the intent records. Then it ends, and the phase
 //! measures how long the queue takes to be back to its baseline.
 
 use std::str::FromStr;
@@ -251,7 +251,7 @@ impl IdleWindow {
         let (w, h) = (&self.load, &self.health);
         format!(
             "idle-tx {:<8} {:>6.0}s: {:>6.0} jobs/s (offered {:.0}), pickup p99 {:.1} ms, \
-             backlog {}, dead tuples jobs {} holds {}, oldest transaction {:.1}s",
+             backlog {}, dead tuples jobs {} intents {}, oldest transaction {:.1}s",
             self.phase,
             w.at_secs,
             w.jobs_per_sec,
@@ -259,7 +259,7 @@ impl IdleWindow {
             w.pickup_p99_ms,
             self.backlog,
             h.jobs_dead_tuples,
-            h.holds_dead_tuples,
+            h.intents_dead_tuples,
             h.oldest_xact_secs
         )
     }

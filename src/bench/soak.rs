@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::health::{self, TableHealth};
 use super::load::{Load, Window};
 use super::{BenchConfig, Line, Scratch};
+use crate::config::ChunkSetting;
 use crate::error::Result;
 use crate::executor::ExecutorConfig;
 use crate::queue::Queue;
@@ -50,7 +51,8 @@ pub struct Soak {
     pub duration_secs: f64,
     pub interval_secs: f64,
     pub concurrency: usize,
-    pub chunk: usize,
+    /// The default chunk setting (`auto:MAX`: adaptive, up to MAX).
+    pub chunk: String,
     /// The default settings' rate with jobs from an external producer and a full table.
     pub peak_jobs_per_sec: f64,
     /// Half the peak: the load offered throughout.
@@ -68,9 +70,13 @@ pub async fn measure(
     peak_queue: Arc<dyn Queue>,
     line: &Line,
 ) -> Result<Soak> {
-    let defaults = ExecutorConfig::default();
-    let (concurrency, chunk) = (defaults.concurrency, defaults.chunk_size);
-    let peak = super::processing_rate(cfg, concurrency, chunk, peak_queue, false).await?;
+    let concurrency = ExecutorConfig::default().concurrency;
+    let setting = ChunkSetting::default();
+    let chunk = match setting {
+        ChunkSetting::Auto { max } => format!("auto:{max}"),
+        ChunkSetting::Fixed(n) => n.to_string(),
+    };
+    let peak = super::processing_rate(cfg, concurrency, setting, peak_queue, false).await?;
     let offered = peak / 2.0;
     line(&format!(
         "soak: peak {peak:.0} jobs/s at the defaults (c={concurrency} k={chunk}); \
@@ -138,8 +144,8 @@ fn verdicts(rows: &[SoakInterval]) -> Vec<Verdict> {
             0.0,
         ),
         (
-            "holds dead tuples",
-            |r| r.health.holds_dead_tuples as f64,
+            "intents dead tuples",
+            |r| r.health.intents_dead_tuples as f64,
             0.0,
         ),
         ("oldest transaction s", |r| r.health.oldest_xact_secs, 1.0),
@@ -184,7 +190,7 @@ impl SoakInterval {
         let (w, h) = (&self.load, &self.health);
         format!(
             "soak {:>7.0}s: {:>7.0} jobs/s (offered {:.0}), pickup p50 {:.1} ms p99 {:.1} ms, \
-             rss {}, jobs {:.1} MiB (indexes {:.1} MiB), dead tuples jobs {} holds {}, \
+             rss {}, jobs {:.1} MiB (indexes {:.1} MiB), dead tuples jobs {} intents {}, \
              oldest transaction {:.1}s",
             w.at_secs,
             w.jobs_per_sec,
@@ -196,7 +202,7 @@ impl SoakInterval {
             h.jobs_total_mib,
             h.jobs_indexes_mib,
             h.jobs_dead_tuples,
-            h.holds_dead_tuples,
+            h.intents_dead_tuples,
             h.oldest_xact_secs
         )
     }

@@ -21,7 +21,7 @@ use crate::Job;
 pub(super) struct PgSlot {
     conn: PoolConnection<Postgres>,
     node_id: String,
-    /// This slot's intent record, a row of `holds`, overwritten by each chunk.
+    /// This slot's id in its intent records (rows of `intents`, one appended per chunk).
     slot: Uuid,
     sql: Arc<Statements>,
     pool: PgPool,

@@ -18,6 +18,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection as _, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
+use super::split_deleted;
 use super::{
     decode_status, validate_batch, validate_schema, BatchOptions, JobFilter, NodeBeat, Outcome,
     PruneRule, Selection, Slot, Store, Wake, INSERT_CHUNK,
@@ -185,8 +186,18 @@ async fn record_outcomes(
     outcomes: &[Outcome],
     node_id: &str,
 ) -> Result<u64> {
+    let (gone, kept) = split_deleted(outcomes);
+    let mut n = 0;
+    if !gone.is_empty() {
+        n += sqlx::query(&sql.delete_succeeded)
+            .bind(&gone)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    }
+    let outcomes = &kept[..];
     if outcomes.is_empty() {
-        return Ok(0);
+        return Ok(n);
     }
     let ids: Vec<Uuid> = outcomes.iter().map(Outcome::id).collect();
     let q = if outcomes
@@ -207,7 +218,7 @@ async fn record_outcomes(
             .bind(node_id)
             .bind(took)
     };
-    Ok(q.execute(conn).await?.rows_affected())
+    Ok(n + q.execute(conn).await?.rows_affected())
 }
 
 fn ms(d: Duration) -> f64 {

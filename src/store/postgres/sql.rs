@@ -150,6 +150,10 @@ pub const RECORD_SUCCESSES: &str = "UPDATE {s}.jobs SET status = 'succeeded', \
     attempts = attempts + 1, finished_at = clock_timestamp(), updated_at = clock_timestamp(), \
     node_id = $2 WHERE id = ANY($1)";
 
+/// Successes whose type keeps succeeded jobs for zero time: deleted in the chunk's
+/// transaction (the rows are locked by it), by primary key.
+pub const DELETE_SUCCEEDED: &str = "DELETE FROM {s}.jobs WHERE id = ANY($1)";
+
 /// Every outcome of a chunk in one statement. `j.id = ANY($1)` is redundant with the join but
 /// lets the planner reach the rows through the primary key instead of hashing the table.
 /// A failure (an outcome with an error) also appends its attempt to the job's history, kept
@@ -183,7 +187,10 @@ pub const RECORD_OUTCOMES: &str = concat!(
 /// make runners find them locked.
 pub const DUE_PENDING: &str = "SELECT id, priority FROM {s}.jobs \
     WHERE status = 'pending' AND run_at <= now() \
-    AND id NOT IN (SELECT unnest(h.ids) FROM {s}.holds h JOIN {s}.nodes n ON n.id = h.node_id \
+    AND id NOT IN (SELECT unnest(h.ids) FROM \
+                   (SELECT node_id, ids FROM {s}.intents UNION ALL \
+                    SELECT node_id, ids FROM {s}.holds) h \
+                   JOIN {s}.nodes n ON n.id = h.node_id \
                    WHERE n.last_seen >= now() - $2 * interval '1 millisecond') \
     ORDER BY priority DESC, run_at, id LIMIT $1";
 
@@ -200,7 +207,12 @@ pub const CLAIM_CHUNK: &str = "SELECT {cols}, txid_current() AS xid FROM {s}.job
     ORDER BY priority DESC, run_at, id LIMIT $1 \
     FOR UPDATE SKIP LOCKED";
 
-pub const HEARTBEAT: &str = "INSERT INTO {s}.nodes \
+/// The heartbeat, which also deletes this node's superseded intent records (each slot's
+/// newest one is the chunk it may be running), in the same round trip.
+pub const HEARTBEAT: &str = "WITH superseded AS (DELETE FROM {s}.intents i \
+    WHERE i.node_id = $1 AND i.seq < (SELECT max(l.seq) FROM {s}.intents l \
+                                      WHERE l.node_id = $1 AND l.slot = i.slot)) \
+    INSERT INTO {s}.nodes \
     (id, host, pid, concurrency, in_flight, processed, failed, last_seen) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, now()) \
     ON CONFLICT (id) DO UPDATE SET in_flight = EXCLUDED.in_flight, \
@@ -209,14 +221,15 @@ pub const HEARTBEAT: &str = "INSERT INTO {s}.nodes \
 
 pub const REMOVE_NODE: &str = "DELETE FROM {s}.nodes WHERE id = $1";
 
-pub const REMOVE_HOLDS: &str = "DELETE FROM {s}.holds WHERE node_id = $1";
+pub const REMOVE_HOLDS: &str = "WITH i AS (DELETE FROM {s}.intents WHERE node_id = $1) \
+    DELETE FROM {s}.holds WHERE node_id = $1";
 
 /// A runner slot's intent record, committed on its own just before the chunk's transaction
-/// opens. `set_config(…, true)` makes this one statement's commit asynchronous: the record
-/// must survive the runner's process, not the database server, so it need not wait for fsync.
-pub const RECORD_HOLD: &str = "INSERT INTO {s}.holds (slot, node_id, ids) \
-    SELECT $1, $2, $3 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async \
-    ON CONFLICT (slot) DO UPDATE SET ids = EXCLUDED.ids, written_at = now()";
+/// opens: one appended row of the UNLOGGED `intents` (migration 0010), so it writes no WAL.
+/// `set_config(…, true)` makes this one statement's commit asynchronous: the record must
+/// survive the runner's process, not the database server, so it need not wait for a flush.
+pub const RECORD_HOLD: &str = "INSERT INTO {s}.intents (slot, node_id, ids) \
+    SELECT $1, $2, $3 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async";
 
 pub const DELETE_DEAD_NODES: &str =
     "DELETE FROM {s}.nodes WHERE last_seen < now() - $1 * interval '1 millisecond'";
@@ -261,7 +274,9 @@ pub const CHARGE_ABANDONED: &str = concat!(
     ", ",
     "node_id = v.node, updated_at = now() ",
     "FROM (SELECT j2.id, a.node FROM {s}.jobs j2 ",
-    "JOIN (SELECT u.id, h.node_id AS node, h.written_at AS since FROM {s}.holds h, ",
+    "JOIN (SELECT u.id, h.node_id AS node, h.written_at AS since FROM ",
+    "(SELECT node_id, ids, written_at FROM {s}.intents UNION ALL ",
+    "SELECT node_id, ids, written_at FROM {s}.holds) h, ",
     "unnest(h.ids) AS u(id) WHERE ",
     abandoned!(),
     ") AS a ON a.id = j2.id ",
@@ -271,7 +286,12 @@ pub const CHARGE_ABANDONED: &str = concat!(
 );
 
 /// The abandoned records, once their jobs are charged (same transaction, same `now()`).
-pub const DELETE_ABANDONED: &str = concat!("DELETE FROM {s}.holds h WHERE ", abandoned!());
+pub const DELETE_ABANDONED: &str = concat!(
+    "WITH i AS (DELETE FROM {s}.intents h WHERE ",
+    abandoned!(),
+    ") DELETE FROM {s}.holds h WHERE ",
+    abandoned!()
+);
 
 pub const PRUNE: &str = "DELETE FROM {s}.jobs WHERE id IN (SELECT id FROM {s}.jobs \
     WHERE finished_at < now() - $1 * interval '1 millisecond' LIMIT $2)";
@@ -425,6 +445,7 @@ statements! {
     rescue_expired = RESCUE_EXPIRED,
     release_leases = RELEASE_LEASES,
     record_successes = RECORD_SUCCESSES,
+    delete_succeeded = DELETE_SUCCEEDED,
     due_pending = DUE_PENDING,
     heartbeat = HEARTBEAT,
     remove_node = REMOVE_NODE,

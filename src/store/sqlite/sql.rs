@@ -190,6 +190,10 @@ pub const RESCUE_EXPIRED: &str = concat!(
     " RETURNING status"
 );
 
+/// Successes whose type keeps succeeded jobs for zero time: deleted in the chunk's write
+/// turn. `$1` is a JSON array of ids.
+pub const DELETE_SUCCEEDED: &str = "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each($1))";
+
 /// Every outcome of a chunk in one statement: `$1` is
 /// `[[id, status, error, delay_ms, took_ms], …]`. A failure (an outcome with an error) also
 /// appends its attempt to the job's history; a success leaves the history as it is.

@@ -301,13 +301,14 @@ async fn killed_bench_leaves_no_idle_transaction_behind() {
     let pool = sqlx::PgPool::connect(&common::pg_url()).await.unwrap();
     let open = "SELECT count(*) FROM pg_stat_activity \
                 WHERE application_name = $1 AND state = 'idle in transaction'";
-    // Wait for the first idle window: the transaction is open by then.
+    // Everything the bench says, kept for a failure message.
     let stderr = child.stderr.take().unwrap();
-    let seen = tokio::task::spawn_blocking(move || {
+    let said = std::thread::spawn(move || {
         BufReader::new(stderr)
             .lines()
             .map_while(Result::ok)
-            .any(|l| l.starts_with("idle-tx idle"))
+            .collect::<Vec<_>>()
+            .join("\n")
     });
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -319,6 +320,12 @@ async fn killed_bench_leaves_no_idle_transaction_behind() {
         if n == 1 {
             break;
         }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "the bench ended ({status}) before its idle transaction opened:\n{}",
+                said.join().unwrap()
+            );
+        }
         assert!(
             Instant::now() < deadline,
             "the idle transaction never opened"
@@ -327,7 +334,7 @@ async fn killed_bench_leaves_no_idle_transaction_behind() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let _ = seen.await;
+    let _ = said.join();
     let gone = common::wait_until(Duration::from_secs(30), || {
         let pool = pool.clone();
         let name = name.clone();

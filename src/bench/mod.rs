@@ -11,13 +11,23 @@
 //! 4. memory: peak RSS of a child `skiplock worker` at concurrency 64;
 //! 5. optionally (`--unique`), the cost of a unique insert: the same jobs inserted plain, with
 //!    a distinct unique key each, and again as duplicates of those keys;
-//! 6. optionally, claims at scale: the claim rate over a large backlog and history, beside the
-//!    same on an empty table.
+//! 6. optionally, scale: claims, the claim rate and the status report over a large backlog
+//!    and history, beside the same on an empty table;
+//! 7. optionally, soak: half the default settings' peak for a long time, watching what grows;
+//! 8. optionally, idle transaction: a steady load while another session sits idle in a
+//!    transaction, and the recovery after it ends.
 
+mod claims;
+mod health;
+mod idle;
 mod latency;
+mod load;
 mod memory;
 mod raw;
 mod scale;
+mod soak;
+
+pub use scale::DEFAULT_SCALE;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,6 +61,10 @@ pub struct BenchConfig {
     pub backlog: Option<(u64, u64)>,
     /// Measure unique inserts beside plain ones.
     pub unique: bool,
+    /// The soak phase: (how long, how often it reports).
+    pub soak: Option<(Duration, Duration)>,
+    /// The idle-transaction phase: (how long the transaction stays open, jobs/s offered).
+    pub idle_tx: Option<(Duration, f64)>,
     /// Run the processing phases with succeeded jobs kept for zero time: deleted by the
     /// chunk that completes them.
     pub delete_succeeded: bool,
@@ -106,10 +120,15 @@ pub struct BenchReport {
     pub worker_peak_rss_mib: Option<f64>,
     pub scale: Option<scale::Scale>,
     pub unique_enqueue: Option<UniqueEnqueue>,
+    pub soak: Option<soak::Soak>,
+    pub idle_tx: Option<idle::IdleTx>,
 }
 
 /// Progress callback: (phase, fraction done 0..=1).
 pub type Progress = Arc<dyn Fn(&str, f64) + Send + Sync>;
+
+/// Lines the long phases print as they go (one per interval), before the final report.
+pub type Line = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// A throwaway schema for one phase.
 struct Scratch {
@@ -151,6 +170,7 @@ pub async fn run<F, Fut>(
     cfg: &BenchConfig,
     make_queue: F,
     progress: Progress,
+    line: Line,
 ) -> Result<BenchReport>
 where
     F: Fn() -> Fut,
@@ -260,6 +280,21 @@ where
         }
         None => None,
     };
+    let soak = match cfg.soak {
+        Some((duration, every)) => {
+            progress("soak", 0.0);
+            let (q, peak_q) = (make_queue().await?, make_queue().await?);
+            Some(soak::measure(cfg, duration, every, q, peak_q, &line).await?)
+        }
+        None => None,
+    };
+    let idle_tx = match cfg.idle_tx {
+        Some((idle, rate)) => {
+            progress("idle transaction", 0.0);
+            Some(idle::measure(cfg, idle, rate, make_queue().await?, &line).await?)
+        }
+        None => None,
+    };
     progress("done", 1.0);
     Ok(BenchReport {
         queue: queue_name,
@@ -272,6 +307,8 @@ where
         worker_peak_rss_mib,
         scale,
         unique_enqueue,
+        soak,
+        idle_tx,
     })
 }
 
@@ -493,9 +530,16 @@ impl BenchReport {
                 sc.empty_jobs_per_sec,
                 sc.loaded_jobs_per_sec / sc.empty_jobs_per_sec * 100.0
             );
+            sc.render_costs(&mut o);
         }
         if let Some(m) = self.worker_peak_rss_mib {
             let _ = writeln!(o, "worker peak memory (concurrency 64): {m:.1} MiB");
+        }
+        if let Some(s) = &self.soak {
+            s.render(&mut o);
+        }
+        if let Some(i) = &self.idle_tx {
+            i.render(&mut o);
         }
         o
     }

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+#[cfg(feature = "postgres")]
 use sqlx::PgConnection;
 use tracing::warn;
 use uuid::Uuid;
@@ -15,6 +16,7 @@ use uuid::Uuid;
 use crate::error::Result;
 use crate::job::{Due, NewJob, Submitted};
 use crate::queue::Queue;
+#[cfg(feature = "postgres")]
 use crate::store::postgres::PgStore;
 use crate::store::{BatchOptions, Store};
 
@@ -113,6 +115,7 @@ impl<S: Store> Client<S> {
     }
 }
 
+#[cfg(feature = "postgres")]
 impl Client<PgStore> {
     /// Inserts jobs inside the caller's own PostgreSQL transaction: the caller's rows and
     /// the jobs commit together. After committing, pass the IDs to [`Client::notify`] (or let

@@ -11,7 +11,8 @@ use uuid::Uuid;
 /// a crash can never strand it in a half state. In `lease` mode it is `running` while its
 /// processor runs outside any transaction, owned by a node until a lease deadline that the
 /// node keeps extending; an expired lease is rescued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     Pending,
@@ -68,7 +69,8 @@ impl FromStr for JobStatus {
 }
 
 /// A job as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Job {
     pub id: Uuid,
     #[serde(rename = "type")]
@@ -97,7 +99,8 @@ pub const ATTEMPT_HISTORY_LEN: usize = 20;
 /// One failed attempt, as a job's history keeps it. Successes are not kept: the job's own
 /// `finished_at` and `node_id` say when and where it succeeded, and the success path writes
 /// nothing extra.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Attempt {
     /// Which attempt it was, from 1, counted since the job was submitted or last retried by
     /// hand (a manual retry starts the count again; the history stays).
@@ -118,7 +121,8 @@ pub struct Attempt {
 /// A job with its attempt history: what `jobs show`, `GET /api/v1/jobs/{id}` and the
 /// dashboard's job page show. Lists and the workers read [`Job`] alone, so the history costs
 /// nothing on those paths.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct JobDetail {
     #[serde(flatten)]
     pub job: Job,

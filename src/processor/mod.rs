@@ -4,8 +4,10 @@
 
 mod builtin;
 mod command;
+#[cfg(feature = "http")]
 mod http;
 mod sql;
+#[cfg(feature = "http")]
 mod tls;
 
 use std::collections::HashMap;
@@ -18,6 +20,7 @@ use serde::de::DeserializeOwned;
 
 pub use builtin::{Fail, Noop, Sleep};
 pub use command::CommandProcessor;
+#[cfg(feature = "http")]
 pub use http::HttpProcessor;
 pub use sql::SqlProcessor;
 

@@ -5,6 +5,9 @@
 //! itself (from `job_types`, which nodes publish from their registry; see
 //! [`crate::Store::publish_policy`]): one rule for the library, the CLI, the API and the SQL
 //! functions alike.
+//!
+//! A job that names no `traceparent` takes the current span's trace, when the `otel` feature
+//! is built in and the span is being recorded: its attempts then continue that trace.
 
 use std::sync::Arc;
 
@@ -15,6 +18,7 @@ use uuid::Uuid;
 
 use crate::error::Result;
 use crate::job::{Due, NewJob, Submitted};
+use crate::otel;
 use crate::queue::Queue;
 #[cfg(feature = "postgres")]
 use crate::store::postgres::PgStore;
@@ -58,7 +62,10 @@ impl<S: Store + ?Sized> Client<S> {
 
     /// Inserts jobs of mixed types in one transaction and queues those due.
     pub async fn submit_many(&self, jobs: &[NewJob]) -> Result<Vec<Uuid>> {
-        let ids = self.store.insert_jobs(jobs).await?;
+        let ids = self
+            .store
+            .insert_jobs(&otel::in_current_trace(jobs))
+            .await?;
         self.push(&due(jobs, &ids)).await;
         Ok(ids)
     }
@@ -68,8 +75,11 @@ impl<S: Store + ?Sized> Client<S> {
         &self,
         job_type: &str,
         targets: Vec<serde_json::Value>,
-        opts: BatchOptions,
+        mut opts: BatchOptions,
     ) -> Result<Submitted> {
+        if opts.traceparent.is_none() {
+            opts.traceparent = otel::current_traceparent();
+        }
         let due = opts.run_at.is_none_or(|t| t <= chrono::Utc::now());
         let priority = opts.priority;
         let sub = self.store.insert_batch(job_type, targets, opts).await?;
@@ -121,7 +131,9 @@ impl Client<PgStore> {
     /// the jobs commit together. After committing, pass the IDs to [`Client::notify`] (or let
     /// the reconciler find them within its interval).
     pub async fn enqueue_in(&self, conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Vec<Uuid>> {
-        self.store.insert_jobs_in(conn, jobs).await
+        self.store
+            .insert_jobs_in(conn, &otel::in_current_trace(jobs))
+            .await
     }
 }
 

@@ -88,6 +88,10 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
     /// The node that recorded the job's last outcome.
     pub node_id: Option<String>,
+    /// The W3C trace context its submit was made in: each attempt's span continues that
+    /// trace. Absent when the submit was traced by nobody.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// Failed attempts a job keeps in its history, newest last; older ones are dropped as new
@@ -169,6 +173,11 @@ pub struct NewJob {
     pub run_at: Option<DateTime<Utc>>,
     /// Higher runs first.
     pub priority: i16,
+    /// The W3C `traceparent` of the trace the job belongs to (see [`validate_traceparent`]).
+    /// `None` takes the current span's trace when the `otel` feature is built in (see
+    /// [`crate::Client`]), else leaves the job untraced.
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }
 
 impl NewJob {
@@ -179,6 +188,7 @@ impl NewJob {
             max_attempts: None,
             run_at: None,
             priority: 0,
+            traceparent: None,
         }
     }
 
@@ -203,11 +213,56 @@ impl NewJob {
         self
     }
 
+    /// Puts the job in the trace a W3C `traceparent` names.
+    pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
+        self.traceparent = Some(traceparent.into());
+        self
+    }
+
     /// Checks what the database would otherwise reject less clearly.
     pub fn validate(&self) -> Result<(), String> {
         validate_type(&self.job_type)?;
         validate_target(&self.target)?;
+        if let Some(tp) = &self.traceparent {
+            validate_traceparent(tp)?;
+        }
         validate_max_attempts(self.attempts_allowed())
+    }
+}
+
+/// A W3C trace context `traceparent` (version `00`), the one form every store keeps:
+/// `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`, lowercase, neither id all zeros.
+/// The stores' CHECK constraints hold the column to the same rule.
+pub fn validate_traceparent(tp: &str) -> Result<(), String> {
+    let shown: String = tp.chars().take(64).collect();
+    let bad = |why: &str| {
+        Err(format!(
+            "traceparent {shown:?} is not a W3C trace context ({why}): expected \
+             00-<32 hex trace id>-<16 hex span id>-<2 hex flags>, lowercase"
+        ))
+    };
+    let parts: Vec<&str> = tp.split('-').collect();
+    let hex = |p: &str| {
+        p.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    match parts[..] {
+        [version, trace, span, flags]
+            if version == "00"
+                && trace.len() == 32
+                && span.len() == 16
+                && flags.len() == 2
+                && [trace, span, flags].iter().all(|p| hex(p)) =>
+        {
+            if trace.bytes().all(|b| b == b'0') {
+                bad("its trace id is all zeros")
+            } else if span.bytes().all(|b| b == b'0') {
+                bad("its span id is all zeros")
+            } else {
+                Ok(())
+            }
+        }
+        _ => bad("wrong shape"),
     }
 }
 
@@ -375,6 +430,36 @@ mod tests {
         let e = validate_target(&serde_json::json!("\u{0}")).unwrap_err();
         assert!(e.contains("NUL") && !e.contains(" at "), "{e}");
         let job = NewJob::new("noop", string_of(MAX_TARGET_BYTES + 1));
+        assert!(job.validate().is_err(), "the model refuses it too");
+    }
+
+    #[test]
+    fn traceparents_are_w3c_version_00_only() {
+        let ok = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert!(validate_traceparent(ok).is_ok());
+        assert!(validate_traceparent(&ok.replace("-01", "-00")).is_ok());
+        for bad in [
+            "",
+            "00",
+            "garbage",
+            &ok.to_uppercase(),
+            &ok.replacen("00-", "01-", 1),
+            &ok.replace("-01", "-01-extra"),
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'; DROP TABLE jobs;--",
+        ] {
+            let e = validate_traceparent(bad).unwrap_err();
+            assert!(e.contains("W3C"), "{bad:?}: {e}");
+        }
+        // A huge value is refused, and the message quotes only its start.
+        let huge = format!("00-{}", "a".repeat(1 << 20));
+        let e = validate_traceparent(&huge).unwrap_err();
+        assert!(e.len() < 400, "{}", e.len());
+        let job = NewJob::new("noop", serde_json::json!({})).traceparent("nope");
         assert!(job.validate().is_err(), "the model refuses it too");
     }
 }

@@ -17,6 +17,7 @@
 //! - [`events`]: live status events (`running`, `succeeded`, `failed`, `retrying`).
 //! - [`report`]: the status report and its rendering.
 //! - [`metrics`]: Prometheus counters.
+//! - [`otel`]: a span per job attempt, continuing the trace its submit was made in.
 //! - [`node`]: a node assembled: executor plus maintenance, with graceful shutdown.
 //!
 //! Names: a *node* is one process running jobs (`skiplock worker` or `skiplock serve` starts
@@ -27,7 +28,8 @@
 //!
 //! The `skiplock` binary (its subcommands and `skiplock bench`) sits on top of this library
 //! in `src/main.rs`. Cargo features choose what the library builds with: `postgres`,
-//! `sqlite`, `redis`, `server` (the `api` module), `http` (the `http` processor), `otel`;
+//! `sqlite`, `redis`, `server` (the `api` module), `http` (the `http` processor), `otel`
+//! (OpenTelemetry context and the OTLP exporter);
 //! the README has the table.
 
 // With neither store built in, a user brings their own `Store`; the helpers the built-in
@@ -46,6 +48,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod node;
 pub mod node_state;
+pub mod otel;
 pub mod processor;
 pub mod queue;
 #[cfg(feature = "redis")]

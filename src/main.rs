@@ -9,7 +9,8 @@ mod cli;
 // `cli` and `bench` name the library's modules as `crate::…`, as they did when they lived in
 // the library: they see only its public API.
 use skiplock::{
-    api, client, config, error, events, job, maintenance, metrics, node, processor, queue, store,
+    api, client, config, error, events, job, maintenance, metrics, node, otel, processor, queue,
+    store,
 };
 
 use clap::Parser;
@@ -25,11 +26,16 @@ async fn main() -> std::process::ExitCode {
     } else {
         "info,sqlx=warn"
     };
-    if let Err(e) = logging::init(format, default) {
-        logging::print_error(format, &e);
-        return std::process::ExitCode::FAILURE;
-    }
-    match cli::run(cli).await {
+    let telemetry = match logging::init(format, default) {
+        Ok(t) => t,
+        Err(e) => {
+            logging::print_error(format, &e);
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = cli::run(cli).await;
+    telemetry.shutdown().await;
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             logging::print_error(format, &e);

@@ -84,6 +84,7 @@ pub async fn run(s: &Settings, a: SubmitArgs) -> anyhow::Result<()> {
                     max_attempts: a.max_attempts,
                     priority: a.priority,
                     run_at: a.run_at,
+                    ..BatchOptions::default()
                 },
             )
             .await?;
@@ -102,6 +103,7 @@ pub async fn run(s: &Settings, a: SubmitArgs) -> anyhow::Result<()> {
                 max_attempts: a.max_attempts,
                 run_at: a.run_at,
                 priority: a.priority,
+                traceparent: None,
             })
             .collect();
         for id in client.submit_many(&jobs).await? {

@@ -23,6 +23,8 @@ pub use command::CommandProcessor;
 #[cfg(feature = "http")]
 pub use http::HttpProcessor;
 pub use sql::SqlProcessor;
+#[cfg(feature = "http")]
+pub(crate) use tls::client_config as tls_client_config;
 
 use crate::error::{Error, Result};
 use crate::job::{validate_type, Job, DEFAULT_MAX_ATTEMPTS, MAX_MAX_ATTEMPTS};

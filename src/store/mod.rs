@@ -44,6 +44,8 @@ pub struct BatchOptions {
     pub max_attempts: Option<i32>,
     pub priority: i16,
     pub run_at: Option<DateTime<Utc>>,
+    /// The W3C `traceparent` every job of the batch continues (see [`NewJob::traceparent`]).
+    pub traceparent: Option<String>,
 }
 
 /// What one processor run decided for its job, written in the chunk's transaction. Each
@@ -579,6 +581,7 @@ pub(crate) fn validate_batch(
 ) -> Result<Option<i32>> {
     let probe = NewJob {
         max_attempts: opts.max_attempts,
+        traceparent: opts.traceparent.clone(),
         ..NewJob::new(job_type, serde_json::Value::Null)
     };
     probe.validate().map_err(Error::Invalid)?;

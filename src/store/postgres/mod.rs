@@ -130,6 +130,7 @@ impl PgStore {
             let mut max = Vec::with_capacity(chunk.len());
             let mut run_at = Vec::with_capacity(chunk.len());
             let mut prio = Vec::with_capacity(chunk.len());
+            let mut traces = Vec::with_capacity(chunk.len());
             for j in chunk {
                 j.validate().map_err(Error::Invalid)?;
                 cids.push(Uuid::now_v7());
@@ -138,6 +139,7 @@ impl PgStore {
                 max.push(j.max_attempts);
                 run_at.push(j.run_at);
                 prio.push(j.priority);
+                traces.push(j.traceparent.as_deref());
             }
             sqlx::query(&self.sql.insert_jobs)
                 .bind(&cids)
@@ -146,6 +148,7 @@ impl PgStore {
                 .bind(&max)
                 .bind(&run_at)
                 .bind(&prio)
+                .bind(&traces)
                 .execute(&mut *conn)
                 .await?;
             ids.extend(cids);
@@ -265,6 +268,7 @@ impl Store for PgStore {
                 .bind(opts.run_at)
                 .bind(opts.priority)
                 .bind(batch_id)
+                .bind(&opts.traceparent)
                 .execute(&mut *tx)
                 .await?;
             ids.extend(cids);

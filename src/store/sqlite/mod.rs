@@ -167,6 +167,7 @@ impl SqliteStore {
                 .bind(&run_at)
                 .bind(opts.priority)
                 .bind(batch_id.to_string())
+                .bind(&opts.traceparent)
                 .execute(&mut **tx)
                 .await?;
             ids.extend(cids);
@@ -250,7 +251,8 @@ impl Store for SqliteStore {
                     j.target.to_string(),
                     j.max_attempts,
                     j.run_at.map(fmt_time),
-                    j.priority
+                    j.priority,
+                    j.traceparent
                 ]));
                 ids.push(id);
             }

@@ -105,7 +105,6 @@ pub async fn submit(
 pub struct TraceHeader {
     /// `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`, lowercase. Stored with the
     /// jobs; a malformed, empty or repeated header is refused with 400.
-    #[allow(dead_code)]
     pub traceparent: Option<String>,
 }
 

@@ -32,7 +32,7 @@ pub const ATTEMPT_TARGET: &str = "skiplock::attempt";
 /// by [`record`] once the attempt's outcome is decided.
 pub(crate) fn attempt_span(job: &Job) -> Span {
     let span = tracing::debug_span!(
-        target: "skiplock::attempt",
+        target: ATTEMPT_TARGET,
         "job",
         otel.name = %format_args!("job {}", job.job_type),
         otel.kind = "consumer",

@@ -43,7 +43,8 @@ pub(crate) fn attempt_span(job: &Job) -> Span {
         job.attempt = job.attempts + 1,
         job.outcome = Empty,
     );
-    if let Some(tp) = &job.traceparent {
+    // A span nobody records (the common case: no trace exporter) costs nothing more.
+    if let (false, Some(tp)) = (span.is_disabled(), &job.traceparent) {
         continue_trace(&span, tp);
     }
     span

@@ -5,16 +5,22 @@
 //! itself (from `job_types`, which nodes publish from their registry; see
 //! [`crate::Store::publish_policy`]): one rule for the library, the CLI, the API and the SQL
 //! functions alike.
+//!
+//! A job that names no `traceparent` takes the current span's trace, when the `otel` feature
+//! is built in and the span is being recorded: its attempts then continue that trace.
 
 use std::sync::Arc;
 
+#[cfg(feature = "postgres")]
 use sqlx::PgConnection;
 use tracing::warn;
 use uuid::Uuid;
 
 use crate::error::Result;
 use crate::job::{Due, Inserted, NewJob, Submitted};
+use crate::otel;
 use crate::queue::Queue;
+#[cfg(feature = "postgres")]
 use crate::store::postgres::PgStore;
 use crate::store::{BatchOptions, Store};
 
@@ -69,7 +75,10 @@ impl<S: Store + ?Sized> Client<S> {
     /// [`Client::submit_many`], saying of each job whether it duplicated one (its id is then
     /// that job's, and nothing was inserted for it).
     pub async fn submit_many_checked(&self, jobs: &[NewJob]) -> Result<Vec<Inserted>> {
-        let done = self.store.insert_checked(jobs).await?;
+        let done = self
+            .store
+            .insert_checked(&otel::in_current_trace(jobs))
+            .await?;
         self.push(&due(jobs, &done)).await;
         Ok(done)
     }
@@ -79,8 +88,11 @@ impl<S: Store + ?Sized> Client<S> {
         &self,
         job_type: &str,
         targets: Vec<serde_json::Value>,
-        opts: BatchOptions,
+        mut opts: BatchOptions,
     ) -> Result<Submitted> {
+        if opts.traceparent.is_none() {
+            opts.traceparent = otel::current_traceparent();
+        }
         let due = opts.run_at.is_none_or(|t| t <= chrono::Utc::now());
         let priority = opts.priority;
         let sub = self.store.insert_batch(job_type, targets, opts).await?;
@@ -126,12 +138,15 @@ impl<S: Store> Client<S> {
     }
 }
 
+#[cfg(feature = "postgres")]
 impl Client<PgStore> {
     /// Inserts jobs inside the caller's own PostgreSQL transaction: the caller's rows and
     /// the jobs commit together. After committing, pass the IDs to [`Client::notify`] (or let
     /// the reconciler find them within its interval).
     pub async fn enqueue_in(&self, conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Vec<Uuid>> {
-        self.store.insert_jobs_in(conn, jobs).await
+        self.store
+            .insert_jobs_in(conn, &otel::in_current_trace(jobs))
+            .await
     }
 }
 

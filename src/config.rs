@@ -13,8 +13,7 @@ use crate::maintenance::retention::{parse_keep, Retention};
 use crate::maintenance::schedule::CatchUp;
 use crate::maintenance::CronEntry;
 use crate::processor::{
-    CommandProcessor, HttpProcessor, Mode, Processor, Registry, SqlProcessor, TypeOptions,
-    UniquePolicy,
+    CommandProcessor, Mode, Processor, Registry, SqlProcessor, TypeOptions, UniquePolicy,
 };
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://skiplock.db";
@@ -125,6 +124,19 @@ pub struct HttpConfig {
     pub url: String,
 }
 
+#[cfg(feature = "http")]
+fn http_processor(url: &str) -> Result<Box<dyn Processor>> {
+    Ok(Box::new(crate::processor::HttpProcessor::new(url)?))
+}
+
+/// A build without the `http` feature refuses `http` types at start-up, before any job runs.
+#[cfg(not(feature = "http"))]
+fn http_processor(_url: &str) -> Result<Box<dyn Processor>> {
+    Err(Error::Config(
+        "`http` processors need skiplock built with the `http` feature".into(),
+    ))
+}
+
 impl TypeConfig {
     /// The one processor this table declares, if any. Declaring two is an error: which one
     /// runs must never depend on an order the file does not show.
@@ -142,7 +154,7 @@ impl TypeConfig {
         Ok(if let Some(stmts) = &self.sql {
             Some(Box::new(SqlProcessor::new(stmts.clone())?))
         } else if let Some(h) = &self.http {
-            Some(Box::new(HttpProcessor::new(&h.url)?))
+            Some(http_processor(&h.url)?)
         } else if let Some(argv) = &self.command {
             Some(Box::new(CommandProcessor::new(argv.clone())?))
         } else {

@@ -12,6 +12,7 @@ pub enum Error {
     Queue(String),
     /// Redis (the queue or the event bus) failed while `doing` something. Transient: the
     /// database still holds every job.
+    #[cfg(feature = "redis")]
     #[error("Redis error ({doing}): {source}")]
     Redis {
         doing: &'static str,
@@ -32,6 +33,19 @@ pub enum Error {
     Config(String),
 }
 
+impl Error {
+    /// The queue or the event bus failed (not the database): transient, and no job is lost.
+    pub fn is_queue(&self) -> bool {
+        match self {
+            Error::Queue(_) => true,
+            #[cfg(feature = "redis")]
+            Error::Redis { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
 impl From<redis::RedisError> for Error {
     fn from(source: redis::RedisError) -> Self {
         Error::Redis {

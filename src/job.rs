@@ -11,7 +11,8 @@ use uuid::Uuid;
 /// a crash can never strand it in a half state. In `lease` mode it is `running` while its
 /// processor runs outside any transaction, owned by a node until a lease deadline that the
 /// node keeps extending; an expired lease is rescued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     Pending,
@@ -68,7 +69,8 @@ impl FromStr for JobStatus {
 }
 
 /// A job as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Job {
     pub id: Uuid,
     #[serde(rename = "type")]
@@ -86,6 +88,10 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
     /// The node that recorded the job's last outcome.
     pub node_id: Option<String>,
+    /// The W3C trace context its submit was made in: each attempt's span continues that
+    /// trace. Absent when the submit was traced by nobody.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// Failed attempts a job keeps in its history, newest last; older ones are dropped as new
@@ -97,7 +103,8 @@ pub const ATTEMPT_HISTORY_LEN: usize = 20;
 /// One failed attempt, as a job's history keeps it. Successes are not kept: the job's own
 /// `finished_at` and `node_id` say when and where it succeeded, and the success path writes
 /// nothing extra.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Attempt {
     /// Which attempt it was, from 1, counted since the job was submitted or last retried by
     /// hand (a manual retry starts the count again; the history stays).
@@ -118,7 +125,8 @@ pub struct Attempt {
 /// A job with its attempt history: what `jobs show`, `GET /api/v1/jobs/{id}` and the
 /// dashboard's job page show. Lists and the workers read [`Job`] alone, so the history costs
 /// nothing on those paths.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct JobDetail {
     #[serde(flatten)]
     pub job: Job,
@@ -174,6 +182,11 @@ pub struct NewJob {
     /// window, finished or not. `None` takes the type's `unique_for`, if any.
     #[serde(default, skip)]
     pub unique_for: Option<std::time::Duration>,
+    /// The W3C `traceparent` of the trace the job belongs to (see [`validate_traceparent`]).
+    /// `None` takes the current span's trace when the `otel` feature is built in (see
+    /// [`crate::Client`]), else leaves the job untraced.
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }
 
 impl NewJob {
@@ -186,6 +199,7 @@ impl NewJob {
             priority: 0,
             unique_key: None,
             unique_for: None,
+            traceparent: None,
         }
     }
 
@@ -222,6 +236,12 @@ impl NewJob {
         self
     }
 
+    /// Puts the job in the trace a W3C `traceparent` names.
+    pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
+        self.traceparent = Some(traceparent.into());
+        self
+    }
+
     /// Checks what the database would otherwise reject less clearly.
     pub fn validate(&self) -> Result<(), String> {
         validate_type(&self.job_type)?;
@@ -232,6 +252,9 @@ impl NewJob {
         }
         if let Some(w) = self.unique_for {
             validate_unique_for(w)?;
+        }
+        if let Some(tp) = &self.traceparent {
+            validate_traceparent(tp)?;
         }
         Ok(())
     }
@@ -269,6 +292,42 @@ pub fn validate_unique_for(w: std::time::Duration) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A W3C trace context `traceparent` (version `00`), the one form every store keeps:
+/// `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`, lowercase, neither id all zeros.
+/// The stores' CHECK constraints hold the column to the same rule.
+pub fn validate_traceparent(tp: &str) -> Result<(), String> {
+    let shown: String = tp.chars().take(64).collect();
+    let bad = |why: &str| {
+        Err(format!(
+            "traceparent {shown:?} is not a W3C trace context ({why}): expected \
+             00-<32 hex trace id>-<16 hex span id>-<2 hex flags>, lowercase"
+        ))
+    };
+    let parts: Vec<&str> = tp.split('-').collect();
+    let hex = |p: &str| {
+        p.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    match parts[..] {
+        [version, trace, span, flags]
+            if version == "00"
+                && trace.len() == 32
+                && span.len() == 16
+                && flags.len() == 2
+                && [trace, span, flags].iter().all(|p| hex(p)) =>
+        {
+            if trace.bytes().all(|b| b == b'0') {
+                bad("its trace id is all zeros")
+            } else if span.bytes().all(|b| b == b'0') {
+                bad("its span id is all zeros")
+            } else {
+                Ok(())
+            }
+        }
+        _ => bad("wrong shape"),
+    }
 }
 
 /// What an insert did with one job: inserted it, or found the open (or windowed) job with
@@ -449,6 +508,36 @@ mod tests {
         let e = validate_target(&serde_json::json!("\u{0}")).unwrap_err();
         assert!(e.contains("NUL") && !e.contains(" at "), "{e}");
         let job = NewJob::new("noop", string_of(MAX_TARGET_BYTES + 1));
+        assert!(job.validate().is_err(), "the model refuses it too");
+    }
+
+    #[test]
+    fn traceparents_are_w3c_version_00_only() {
+        let ok = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert!(validate_traceparent(ok).is_ok());
+        assert!(validate_traceparent(&ok.replace("-01", "-00")).is_ok());
+        for bad in [
+            "",
+            "00",
+            "garbage",
+            &ok.to_uppercase(),
+            &ok.replacen("00-", "01-", 1),
+            &ok.replace("-01", "-01-extra"),
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'; DROP TABLE jobs;--",
+        ] {
+            let e = validate_traceparent(bad).unwrap_err();
+            assert!(e.contains("W3C"), "{bad:?}: {e}");
+        }
+        // A huge value is refused, and the message quotes only its start.
+        let huge = format!("00-{}", "a".repeat(1 << 20));
+        let e = validate_traceparent(&huge).unwrap_err();
+        assert!(e.len() < 400, "{}", e.len());
+        let job = NewJob::new("noop", serde_json::json!({})).traceparent("nope");
         assert!(job.validate().is_err(), "the model refuses it too");
     }
 }

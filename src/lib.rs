@@ -17,18 +17,27 @@
 //! - [`events`]: live status events (`running`, `succeeded`, `failed`, `retrying`).
 //! - [`report`]: the status report and its rendering.
 //! - [`metrics`]: Prometheus counters.
+//! - [`otel`]: a span per job attempt, continuing the trace its submit was made in.
 //! - [`node`]: a node assembled: executor plus maintenance, with graceful shutdown.
 //!
 //! Names: a *node* is one process running jobs (`skiplock worker` or `skiplock serve` starts
 //! one; [`Node`] embeds one); its *runners* are the `concurrency` tasks that each run one
 //! chunk at a time on their own *slot* at the store.
-//! - [`api`]: the HTTP API, dashboard and `/metrics` (axum), served by `skiplock serve`.
-//! - [`config`] and [`cli`]: the binary's settings and subcommands.
-//! - [`bench`]: `skiplock bench`, the measurements behind the README's numbers.
+//! - `api`: the HTTP API, dashboard and `/metrics` (axum), served by `skiplock serve`.
+//! - [`config`]: the binary's settings file and its configurable processors.
+//!
+//! The `skiplock` binary (its subcommands and `skiplock bench`) sits on top of this library
+//! in `src/main.rs`. Cargo features choose what the library builds with: `postgres`,
+//! `sqlite`, `redis`, `server` (the `api` module), `http` (the `http` processor), `otel`
+//! (OpenTelemetry context and the OTLP exporter);
+//! the README has the table.
 
+// With neither store built in, a user brings their own `Store`; the helpers the built-in
+// stores share are then unused.
+#![cfg_attr(not(any(feature = "postgres", feature = "sqlite")), allow(dead_code))]
+
+#[cfg(feature = "server")]
 pub mod api;
-pub mod bench;
-pub mod cli;
 pub mod client;
 pub mod config;
 pub mod error;
@@ -39,8 +48,10 @@ pub mod maintenance;
 pub mod metrics;
 pub mod node;
 pub mod node_state;
+pub mod otel;
 pub mod processor;
 pub mod queue;
+#[cfg(feature = "redis")]
 mod redis_conn;
 pub mod report;
 pub mod store;

@@ -8,9 +8,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// Jobs of one type, by status. Read straight from either store's type-count query.
-#[derive(
-    Debug, Clone, Default, PartialEq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct TypeCounts {
     #[serde(rename = "type")]
     #[sqlx(rename = "type")]
@@ -24,7 +23,8 @@ pub struct TypeCounts {
 }
 
 /// A batch's progress.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct BatchReport {
     pub id: Uuid,
     pub name: Option<String>,
@@ -59,7 +59,8 @@ impl BatchReport {
 }
 
 /// A live node, from its last heartbeat.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct NodeReport {
     pub id: String,
     pub host: String,
@@ -77,7 +78,8 @@ pub struct NodeReport {
 /// finished in its window divided by the window's length, so a 4-second burst of 328 jobs
 /// reads 32.8 jobs/s over the last 10 s and 5.5 over the last minute; ten seconds after it
 /// ends the live rate is back to 0.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Throughput {
     /// Mean over the last 10 seconds (a sliding window ending now).
     pub last_10s_per_sec: f64,
@@ -115,7 +117,8 @@ impl Throughput {
 /// How the jobs table is kept (PostgreSQL): what autovacuum has to keep up with, and what
 /// keeps it from doing so. Dead rows are the old versions every completed job leaves behind;
 /// autovacuum removes them, unless it is off or an old transaction still might see them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct TableHealth {
     /// Live and dead row versions of `jobs`, as the statistics collector counts them.
     pub live_rows: i64,
@@ -158,7 +161,8 @@ impl TableHealth {
 }
 
 /// The whole report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct StatusReport {
     pub types: Vec<TypeCounts>,
     pub batches: Vec<BatchReport>,

@@ -7,9 +7,6 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use clap::CommandFactory;
-use skiplock::cli::Cli;
-
 /// `skiplock ARGS` with no settings around it: generating docs must not need any.
 fn skiplock(args: &[&str]) -> Output {
     Command::new(common::bin())
@@ -24,12 +21,25 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Every subcommand's name, from the parser itself.
+/// Every subcommand's name, as the parser lists them in `skiplock --help` (less clap's own
+/// `help`, which gets no man page).
 fn subcommands() -> Vec<String> {
-    Cli::command()
-        .get_subcommands()
-        .map(|c| c.get_name().to_string())
-        .collect()
+    let out = skiplock(&["--help"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let help = text(&out.stdout);
+    let listed: Vec<String> = help
+        .lines()
+        .skip_while(|l| l.trim() != "Commands:")
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_string)
+        .collect();
+    for known in ["migrate", "worker", "serve", "man"] {
+        assert!(listed.iter().any(|n| n == known), "{known} not in: {help}");
+    }
+    listed
 }
 
 /// What bash offers after `words`, with the generated script loaded.

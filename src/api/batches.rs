@@ -1,14 +1,14 @@
 //! `/api/v1/batches`: one type, many targets, submitted together; progress by batch ID.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody, Json, Path};
-use super::jobs::check_run_at;
+use super::jobs::{check_run_at, traceparent, TraceHeader};
 use super::ApiState;
 use crate::job::{validate_target, validate_type};
 use crate::report::BatchReport;
@@ -53,6 +53,7 @@ pub struct SubmittedBatch {
 /// stored, or earlier in the batch) is not inserted: it is counted in `duplicates`, not in
 /// the batch. A target lacking a key field refuses the whole batch (400), nothing inserted.
 #[utoipa::path(post, path = "/api/v1/batches", tag = "batches", request_body = SubmitBatch,
+    params(TraceHeader),
     responses(
         (status = 201, description = "The batch and its progress", body = SubmittedBatch),
         (status = 400, description = "Malformed or invalid request, or too many targets", body = ErrorBody),
@@ -63,8 +64,10 @@ pub struct SubmittedBatch {
     security(("bearer" = [])))]
 pub async fn submit(
     State(s): State<ApiState>,
+    headers: HeaderMap,
     Json(req): Json<SubmitBatch>,
 ) -> Result<(StatusCode, Json<SubmittedBatch>), ApiError> {
+    let traceparent = traceparent(&headers)?;
     validate_type(&req.job_type).map_err(ApiError::bad_request)?;
     let max = s.config().max_batch_targets;
     if req.targets.is_empty() {
@@ -101,6 +104,7 @@ pub async fn submit(
                 max_attempts: req.max_attempts,
                 priority: req.priority.unwrap_or(0),
                 run_at: req.run_at,
+                traceparent,
             },
         )
         .await?;

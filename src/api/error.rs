@@ -63,10 +63,6 @@ impl From<Error> for ApiError {
             Error::Invalid(m) => ApiError::bad_request(m),
             Error::NotFound(what) => ApiError::not_found(format!("{what} not found")),
             Error::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
-            e @ (Error::Queue(_) | Error::Redis { .. }) => {
-                tracing::error!(error = %e, "queue error while serving a request");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the queue is unavailable")
-            }
             Error::Database(e) => {
                 tracing::error!(error = %e, "database error while serving a request");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
@@ -74,6 +70,12 @@ impl From<Error> for ApiError {
             Error::Config(m) => {
                 tracing::error!(error = %m, "configuration error while serving a request");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            }
+            // What is left is the queue's (`Queue`, and `Redis` where that feature is built).
+            e => {
+                debug_assert!(e.is_queue());
+                tracing::error!(error = %e, "queue error while serving a request");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the queue is unavailable")
             }
         }
     }

@@ -1,7 +1,7 @@
 //! `/api/v1/jobs`: submit one job, look one up, list with filters and a cursor, retry, cancel.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Datelike, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody, Json, Path, Query};
 use super::{ApiState, DEFAULT_PAGE};
-use crate::job::{validate_type, Job, JobDetail, JobStatus, NewJob};
+use crate::job::{validate_traceparent, validate_type, Job, JobDetail, JobStatus, NewJob};
 use crate::store::JobFilter;
 
 /// A job to submit.
@@ -77,6 +77,7 @@ pub struct ListParams {
 
 /// Submits one job; it is queued at once when due.
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = SubmitJob,
+    params(TraceHeader),
     responses(
         (status = 201, description = "The job as stored", body = SubmittedJob),
         (status = 200, description = "A job with the same type and unique key is open (or within the window): that job, `duplicate` true; nothing inserted", body = SubmittedJob),
@@ -88,8 +89,10 @@ pub struct ListParams {
     security(("bearer" = [])))]
 pub async fn submit(
     State(s): State<ApiState>,
+    headers: HeaderMap,
     Json(req): Json<SubmitJob>,
 ) -> Result<(StatusCode, Json<SubmittedJob>), ApiError> {
+    let traceparent = traceparent(&headers)?;
     validate_type(&req.job_type).map_err(ApiError::bad_request)?;
     if let Some(t) = req.run_at {
         check_run_at(t)?;
@@ -107,6 +110,7 @@ pub async fn submit(
             .map(crate::config::parse_window)
             .transpose()
             .map_err(ApiError::bad_request)?,
+        traceparent,
     };
     // The model's own checks, the target's size and NUL rule among them: one rule on every
     // path in.
@@ -131,6 +135,34 @@ pub async fn submit(
             duplicate: done.duplicate,
         }),
     ))
+}
+
+/// The W3C trace context a submit belongs to: its jobs' attempts continue that trace.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct TraceHeader {
+    /// `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`, lowercase. Stored with the
+    /// jobs; a malformed, empty or repeated header is refused with 400.
+    pub traceparent: Option<String>,
+}
+
+/// The request's `traceparent` header, checked: one value of the W3C form, or none.
+pub(super) fn traceparent(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut values = headers.get_all("traceparent").iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::bad_request(
+            "more than one traceparent header: send one",
+        ));
+    }
+    let tp = value
+        .to_str()
+        .map_err(|_| ApiError::bad_request("traceparent header is not ASCII text"))?
+        .trim();
+    validate_traceparent(tp).map_err(ApiError::bad_request)?;
+    Ok(Some(tp.to_string()))
 }
 
 /// One job by ID, with its attempt history (the last 20 failed attempts).

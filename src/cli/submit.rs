@@ -102,6 +102,7 @@ pub async fn run(s: &Settings, a: SubmitArgs) -> anyhow::Result<()> {
                     max_attempts: a.max_attempts,
                     priority: a.priority,
                     run_at: a.run_at,
+                    ..BatchOptions::default()
                 },
             )
             .await?;
@@ -131,6 +132,7 @@ pub async fn run(s: &Settings, a: SubmitArgs) -> anyhow::Result<()> {
                 priority: a.priority,
                 unique_key: a.unique_key.clone(),
                 unique_for,
+                traceparent: None,
             })
             .collect();
         for i in client.submit_many_checked(&jobs).await? {

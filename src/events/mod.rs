@@ -15,11 +15,14 @@ use uuid::Uuid;
 
 use crate::error::Result;
 
+#[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
 pub use self::redis::RedisBus;
 
 /// What happened to a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum EventStatus {
     Running,
@@ -40,7 +43,8 @@ impl EventStatus {
 }
 
 /// One status event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Event {
     pub job_id: Uuid,
     #[serde(rename = "type")]

@@ -22,13 +22,14 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::FutureExt;
-use tracing::warn;
+use tracing::{warn, Instrument};
 use uuid::Uuid;
 
 use super::Ctx;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventStatus};
 use crate::job::Job;
+use crate::otel;
 use crate::processor::{Mode, ProcessError};
 use crate::store::{ChunkTx, JobConn, JobTx, Locked, Outcome, Slot};
 
@@ -293,8 +294,20 @@ fn event_status(o: &Outcome) -> EventStatus {
     }
 }
 
-/// Runs one job's processor behind its savepoint and decides its outcome.
+/// Runs one job's attempt inside its span (see [`otel::attempt_span`]).
 async fn run_one(ctx: &Ctx, job: &Job, conn: &mut dyn JobConn) -> Step {
+    let span = otel::attempt_span(job);
+    let step = attempt(ctx, job, conn).instrument(span.clone()).await;
+    match &step {
+        Step::Decided(o) => otel::record(&span, o),
+        // Charged once its chunk is gone (see `broken`).
+        Step::Broke(_) => otel::record_unsettled(&span, "broke_transaction"),
+    }
+    step
+}
+
+/// Runs one job's processor behind its savepoint and decides its outcome.
+async fn attempt(ctx: &Ctx, job: &Job, conn: &mut dyn JobConn) -> Step {
     let Some(reg) = ctx.registry.get(&job.job_type) else {
         return Step::Decided(decide(
             ctx,

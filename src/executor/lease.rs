@@ -11,52 +11,67 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use tracing::warn;
+use tracing::{warn, Instrument, Span};
 
 use super::chunk::{decide, panic_message, settled};
 use super::Ctx;
 use crate::error::Result;
 use crate::job::Job;
+use crate::otel;
 use crate::processor::ProcessError;
 use crate::store::{JobTx, Slot};
 
 /// Runs leased jobs one after another, then records their outcomes in one transaction.
 pub(super) async fn run(ctx: &Ctx, slot: &mut dyn Slot, jobs: Vec<Job>) -> Result<()> {
     let _held = ctx.node.hold(jobs.iter().map(|j| j.id), &ctx.metrics);
+    // Each attempt's span stays open until its outcome is recorded.
     let mut ran: Vec<(Job, Result<(), ProcessError>, Duration)> = Vec::with_capacity(jobs.len());
+    let mut spans: Vec<Span> = Vec::with_capacity(jobs.len());
     for job in jobs {
         let started = Instant::now();
+        let span = otel::attempt_span(&job);
         let (stop, _registered) = ctx.node.run_lease(job.id);
         let result = tokio::select! {
-            r = process(ctx, &job) => r,
+            r = process(ctx, &job).instrument(span.clone()) => r,
             // Cancelled or rescued meanwhile: the job is not ours to record any more.
-            _ = stop.cancelled() => continue,
+            _ = stop.cancelled() => {
+                otel::record_unsettled(&span, "stopped");
+                continue;
+            }
         };
         ran.push((job, result, started.elapsed()));
+        spans.push(span);
     }
     if ran.is_empty() {
         return Ok(());
     }
     let mut tx = slot.begin().await?;
     let mut outcomes = Vec::with_capacity(ran.len());
-    for (job, result, took) in &ran {
+    for ((job, result, took), span) in ran.iter().zip(&spans) {
         let result = match result {
-            Ok(()) => complete(ctx, job, tx.job_conn()).await?,
+            Ok(()) => {
+                complete(ctx, job, tx.job_conn())
+                    .instrument(span.clone())
+                    .await?
+            }
             Err(e) => Err(e.clone()),
         };
-        outcomes.push(decide(ctx, job, result, *took));
+        let outcome = decide(ctx, job, result, *took);
+        otel::record(span, &outcome);
+        outcomes.push(outcome);
     }
     // The claim charged the attempt: the fence is the count it left.
     let attempts: Vec<i32> = ran.iter().map(|(j, _, _)| j.attempts + 1).collect();
     let done = tx.finish_leases(&outcomes, &attempts).await?;
     let mut kept = (Vec::new(), Vec::new(), Vec::new());
-    for ((job, _, took), o) in ran.into_iter().zip(outcomes) {
+    for (((job, _, took), o), span) in ran.into_iter().zip(outcomes).zip(spans) {
         if done.contains(&job.id) {
             kept.0.push(job);
             kept.1.push(o);
             kept.2.push(took);
         } else {
             ctx.metrics.lease_refused.fetch_add(1, Ordering::Relaxed);
+            otel::record_unsettled(&span, "lease_lost");
             warn!(
                 job = %job.id,
                 "outcome refused: this node lost the job's lease (it was cancelled, or \

@@ -304,7 +304,7 @@ async fn runner(ctx: Arc<Ctx>, stop: CancellationToken) {
             }
             Err(e) => {
                 // The jobs stay pending; a claim or the reconciler finds them again.
-                if !matches!(e, Error::Queue(_) | Error::Redis { .. }) {
+                if !e.is_queue() {
                     if logged == 0 || logged.is_power_of_two() {
                         warn!(error = %e, errors = logged + 1, "runner error; retrying");
                     }

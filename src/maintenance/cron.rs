@@ -115,7 +115,8 @@ pub fn validate_entries(entries: &[CronEntry], policy: &Policy) -> Result<()> {
 }
 
 /// One entry as `cron list`, the API and the dashboard show it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct CronStatus {
     pub name: String,
     pub schedule: String,

@@ -28,7 +28,8 @@ pub const MAX_CATCH_UP: usize = 1000;
 pub const ON_TIME: Duration = Duration::from_secs(60);
 
 /// What to do with ticks that passed while no node evaluated the schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum CatchUp {
     /// Skip them: only a tick found within [`ON_TIME`] of its time runs.

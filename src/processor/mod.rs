@@ -4,8 +4,10 @@
 
 mod builtin;
 mod command;
+#[cfg(feature = "http")]
 mod http;
 mod sql;
+#[cfg(feature = "http")]
 mod tls;
 
 use std::collections::HashMap;
@@ -18,8 +20,11 @@ use serde::de::DeserializeOwned;
 
 pub use builtin::{Fail, Noop, Sleep};
 pub use command::CommandProcessor;
+#[cfg(feature = "http")]
 pub use http::HttpProcessor;
 pub use sql::SqlProcessor;
+#[cfg(feature = "http")]
+pub(crate) use tls::client_config as tls_client_config;
 
 use crate::error::{Error, Result};
 use crate::job::{validate_type, Job, DEFAULT_MAX_ATTEMPTS, MAX_MAX_ATTEMPTS};

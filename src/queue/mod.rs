@@ -2,6 +2,7 @@
 //! reconciler puts it back); a duplicate ID is harmless (the row lock drops it).
 
 pub mod memory;
+#[cfg(feature = "redis")]
 pub mod redis;
 
 use std::time::Duration;

@@ -11,7 +11,10 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::{PgConnection, SqliteConnection};
+#[cfg(feature = "postgres")]
+use sqlx::PgConnection;
+#[cfg(feature = "sqlite")]
+use sqlx::SqliteConnection;
 
 use crate::error::{Error, Result};
 use crate::job::Job;
@@ -38,11 +41,13 @@ pub trait JobConn: Send {
     async fn execute(&mut self, sql: &str, job: &Job) -> Result<u64>;
 
     /// The PostgreSQL connection, when this is PostgreSQL.
+    #[cfg(feature = "postgres")]
     fn postgres(&mut self) -> Option<&mut PgConnection> {
         None
     }
 
     /// The SQLite connection, when this is SQLite.
+    #[cfg(feature = "sqlite")]
     fn sqlite(&mut self) -> Option<&mut SqliteConnection> {
         None
     }
@@ -109,6 +114,7 @@ impl<'c> JobTx<'c> {
     /// The PostgreSQL connection inside the job's savepoint. Errors on a SQLite store. The
     /// processor must not end the transaction (`COMMIT`, `ROLLBACK`) or leave session state
     /// behind that outlives it (`PREPARE`, `LISTEN`, session advisory locks).
+    #[cfg(feature = "postgres")]
     pub async fn postgres(&mut self) -> Result<&mut PgConnection> {
         self.open().await?;
         self.conn()?.postgres().ok_or_else(|| {
@@ -118,6 +124,7 @@ impl<'c> JobTx<'c> {
 
     /// The SQLite connection inside the job's savepoint. Errors on a PostgreSQL store. The
     /// same rules as for [`JobTx::postgres`] apply.
+    #[cfg(feature = "sqlite")]
     pub async fn sqlite(&mut self) -> Result<&mut SqliteConnection> {
         self.open().await?;
         self.conn()?.sqlite().ok_or_else(|| {

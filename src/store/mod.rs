@@ -7,8 +7,10 @@
 //! [`JobTx`]). A backend slots in by implementing them; nothing above matches on backends.
 
 mod jobtx;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 mod select;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use uuid::Uuid;
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub(crate) use jobtx::ROLLBACK_JOB;
 pub use jobtx::{check_statement, JobConn, JobTx};
 pub use select::{PruneRule, Selection, MAX_BULK};
@@ -41,6 +44,8 @@ pub struct BatchOptions {
     pub max_attempts: Option<i32>,
     pub priority: i16,
     pub run_at: Option<DateTime<Utc>>,
+    /// The W3C `traceparent` every job of the batch continues (see [`NewJob::traceparent`]).
+    pub traceparent: Option<String>,
 }
 
 /// What one processor run decided for its job, written in the chunk's transaction. Each
@@ -526,19 +531,57 @@ pub async fn connect(
     idle_tx_limit: Option<Duration>,
 ) -> Result<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(
-            postgres::PgStore::connect_guarded(url, schema, pool_size, idle_tx_limit).await?,
-        ))
+        connect_postgres(url, schema, pool_size, idle_tx_limit).await
     } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(
-            sqlite::SqliteStore::connect(url, pool_size).await?,
-        ))
+        connect_sqlite(url, pool_size).await
     } else {
         Err(Error::Config(format!(
             "unsupported database URL {:?}: use postgres://… or sqlite://PATH",
             redact_url(url)
         )))
     }
+}
+
+#[cfg(feature = "postgres")]
+async fn connect_postgres(
+    url: &str,
+    schema: &str,
+    pool_size: u32,
+    idle_tx_limit: Option<Duration>,
+) -> Result<Arc<dyn Store>> {
+    let store = postgres::PgStore::connect_guarded(url, schema, pool_size, idle_tx_limit).await?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn connect_postgres(
+    url: &str,
+    _schema: &str,
+    _pool_size: u32,
+    _idle_tx_limit: Option<Duration>,
+) -> Result<Arc<dyn Store>> {
+    Err(not_built(url, "postgres"))
+}
+
+#[cfg(feature = "sqlite")]
+async fn connect_sqlite(url: &str, pool_size: u32) -> Result<Arc<dyn Store>> {
+    Ok(Arc::new(
+        sqlite::SqliteStore::connect(url, pool_size).await?,
+    ))
+}
+
+#[cfg(not(feature = "sqlite"))]
+async fn connect_sqlite(url: &str, _pool_size: u32) -> Result<Arc<dyn Store>> {
+    Err(not_built(url, "sqlite"))
+}
+
+/// A store this build left out: say which Cargo feature brings it.
+#[cfg(not(all(feature = "postgres", feature = "sqlite")))]
+fn not_built(url: &str, feature: &str) -> Error {
+    Error::Config(format!(
+        "database URL {:?} needs skiplock built with the `{feature}` feature",
+        redact_url(url)
+    ))
 }
 
 /// A URL fit for logs and error messages: any password replaced.
@@ -623,6 +666,7 @@ pub(crate) fn validate_batch(
 ) -> Result<Option<i32>> {
     let probe = NewJob {
         max_attempts: opts.max_attempts,
+        traceparent: opts.traceparent.clone(),
         ..NewJob::new(job_type, serde_json::Value::Null)
     };
     probe.validate().map_err(Error::Invalid)?;

@@ -99,6 +99,7 @@ async fn batches_count_their_jobs(backend: Backend) {
         max_attempts: Some(2),
         priority: 3,
         run_at: None,
+        traceparent: None,
     };
     let sub = ts
         .store

@@ -157,6 +157,10 @@ impl PgStore {
                 let max: Vec<Option<i32>> = plain.iter().map(|&i| chunk[i].max_attempts).collect();
                 let run_at: Vec<_> = plain.iter().map(|&i| chunk[i].run_at).collect();
                 let prio: Vec<i16> = plain.iter().map(|&i| chunk[i].priority).collect();
+                let traces: Vec<Option<&str>> = plain
+                    .iter()
+                    .map(|&i| chunk[i].traceparent.as_deref())
+                    .collect();
                 sqlx::query(&self.sql.insert_jobs)
                     .bind(&ids)
                     .bind(&types)
@@ -164,6 +168,7 @@ impl PgStore {
                     .bind(&max)
                     .bind(&run_at)
                     .bind(&prio)
+                    .bind(&traces)
                     .execute(&mut *conn)
                     .await?;
             }
@@ -179,6 +184,21 @@ impl PgStore {
                 let js: Vec<&NewJob> = keyed_at.iter().map(|&i| &chunk[i]).collect();
                 let ids: Vec<Uuid> = keyed_at.iter().map(|&i| cids[i]).collect();
                 let got = self.insert_keyed(conn, &js, &ids, None).await?;
+                // A keyed job inserted (not a duplicate) keeps the trace it was submitted in.
+                let (mut tids, mut tps) = (Vec::new(), Vec::new());
+                for (&i, g) in keyed_at.iter().zip(&got) {
+                    if let (false, Some(tp)) = (g.duplicate, chunk[i].traceparent.as_deref()) {
+                        tids.push(g.id);
+                        tps.push(tp);
+                    }
+                }
+                if !tids.is_empty() {
+                    sqlx::query(&self.sql.set_traceparents)
+                        .bind(&tids)
+                        .bind(&tps)
+                        .execute(&mut *conn)
+                        .await?;
+                }
                 for (i, g) in keyed_at.into_iter().zip(got) {
                     done[i] = g;
                 }
@@ -349,6 +369,7 @@ impl Store for PgStore {
                 .bind(opts.run_at)
                 .bind(opts.priority)
                 .bind(batch_id)
+                .bind(&opts.traceparent)
                 .execute(&mut *tx)
                 .await?;
             ids.extend(cids);

@@ -25,6 +25,7 @@ pub(crate) fn job_from_row(r: &PgRow) -> Result<Job> {
         updated_at: r.try_get("updated_at")?,
         finished_at: r.try_get("finished_at")?,
         node_id: r.try_get("node_id")?,
+        traceparent: r.try_get("traceparent")?,
     })
 }
 

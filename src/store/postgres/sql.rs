@@ -50,7 +50,7 @@ macro_rules! history_append {
 }
 
 pub const JOB_COLUMNS: &str = "id, type, target, status, attempts, max_attempts, run_at, \
-    priority, batch_id, last_error, created_at, updated_at, finished_at, node_id";
+    priority, batch_id, last_error, created_at, updated_at, finished_at, node_id, traceparent";
 
 pub const INSERT_BATCH_ROW: &str =
     "INSERT INTO {s}.batches (id, name, type, total) VALUES ($1, $2, $3, $4)";
@@ -58,20 +58,24 @@ pub const INSERT_BATCH_ROW: &str =
 /// One statement per chunk of a batch: the type and options are shared scalars. A batch that
 /// does not set `max_attempts` takes its type's policy, or 3 (the one rule of every insert).
 pub const INSERT_BATCH_JOBS: &str = "INSERT INTO {s}.jobs \
-    (id, type, target, max_attempts, run_at, priority, batch_id) \
+    (id, type, target, max_attempts, run_at, priority, batch_id, traceparent) \
     SELECT u.id, $2, u.target, \
     COALESCE($4, (SELECT t.max_attempts FROM {s}.job_types t WHERE t.type = $2), 3), \
-    COALESCE($5, now()), $6, $7 \
+    COALESCE($5, now()), $6, $7, $8 \
     FROM UNNEST($1::uuid[], $3::jsonb[]) AS u(id, target)";
 
 /// One statement per chunk of mixed jobs, with the same policy rule per job.
 pub const INSERT_JOBS: &str = "INSERT INTO {s}.jobs \
-    (id, type, target, max_attempts, run_at, priority) \
+    (id, type, target, max_attempts, run_at, priority, traceparent) \
     SELECT u.id, u.type, u.target, \
     COALESCE(u.max_attempts, (SELECT t.max_attempts FROM {s}.job_types t WHERE t.type = u.type), 3), \
-    COALESCE(u.run_at, now()), u.priority \
-    FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::int[], $5::timestamptz[], $6::smallint[]) \
-    AS u(id, type, target, max_attempts, run_at, priority)";
+    COALESCE(u.run_at, now()), u.priority, u.traceparent \
+    FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::int[], $5::timestamptz[], $6::smallint[], \
+    $7::text[]) AS u(id, type, target, max_attempts, run_at, priority, traceparent)";
+
+/// The trace of keyed jobs inserted through `insert_job`: `$1` ids, `$2` their traceparents.
+pub const SET_TRACEPARENTS: &str = "UPDATE {s}.jobs AS j SET traceparent = u.tp \
+    FROM UNNEST($1::uuid[], $2::text[]) AS u(id, tp) WHERE j.id = u.id AND j.id = ANY($1)";
 
 /// Publishes a node's type policy: `$1` types, `$2` their max_attempts, `$3` their unique
 /// fields (a JSON array, or NULL), `$4` their unique windows in milliseconds (or NULL).
@@ -507,6 +511,7 @@ statements! {
     insert_batch_row = INSERT_BATCH_ROW,
     insert_batch_jobs = INSERT_BATCH_JOBS,
     insert_jobs = INSERT_JOBS,
+    set_traceparents = SET_TRACEPARENTS,
     lock_chunk = LOCK_CHUNK,
     xact_status = XACT_STATUS,
     record_outcomes = RECORD_OUTCOMES,

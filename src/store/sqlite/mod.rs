@@ -170,6 +170,7 @@ impl SqliteStore {
                 .bind(&run_at)
                 .bind(opts.priority)
                 .bind(batch_id.to_string())
+                .bind(&opts.traceparent)
                 .execute(&mut **tx)
                 .await?;
             ids.extend(cids);
@@ -249,7 +250,8 @@ async fn insert_checked_in(
                     j.target.to_string(),
                     j.max_attempts,
                     j.run_at.map(fmt_time),
-                    j.priority
+                    j.priority,
+                    j.traceparent
                 ]));
             }
             out.push(Inserted {

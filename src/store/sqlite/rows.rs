@@ -77,6 +77,7 @@ pub(super) fn job_from_row(r: &SqliteRow) -> Result<Job> {
         updated_at: time(r, "updated_at")?,
         finished_at: opt_time(r, "finished_at")?,
         node_id: r.try_get("node_id")?,
+        traceparent: r.try_get("traceparent")?,
     })
 }
 

@@ -16,7 +16,7 @@ macro_rules! now {
 macro_rules! cols {
     () => {
         "id, type, target, status, attempts, max_attempts, run_at, priority, batch_id, \
-         last_error, created_at, updated_at, finished_at, node_id"
+         last_error, created_at, updated_at, finished_at, node_id, traceparent"
     };
 }
 
@@ -64,11 +64,11 @@ pub const INSERT_BATCH_ROW: &str = concat!(
 /// options are shared scalars.
 pub const INSERT_BATCH_JOBS: &str = concat!(
     "INSERT INTO jobs (id, type, target, max_attempts, run_at, priority, batch_id, ",
-    "created_at, updated_at) ",
+    "traceparent, created_at, updated_at) ",
     "SELECT value ->> 0, $2, value ->> 1, ",
     "COALESCE($3, (SELECT t.max_attempts FROM job_types t WHERE t.type = $2), 3), COALESCE($4, ",
     now!(),
-    "), $5, $6, ",
+    "), $5, $6, $7, ",
     now!(),
     ", ",
     now!(),
@@ -78,13 +78,13 @@ pub const INSERT_BATCH_JOBS: &str = concat!(
 /// One statement per chunk of mixed jobs: `$1` is
 /// `[[id, type, target JSON text, max_attempts, run_at or null, priority], …]`.
 pub const INSERT_JOBS: &str = concat!(
-    "INSERT INTO jobs (id, type, target, max_attempts, run_at, priority, created_at, ",
-    "updated_at) ",
+    "INSERT INTO jobs (id, type, target, max_attempts, run_at, priority, traceparent, ",
+    "created_at, updated_at) ",
     "SELECT value ->> 0, value ->> 1, value ->> 2, ",
     "COALESCE(value ->> 3, (SELECT t.max_attempts FROM job_types t WHERE t.type = value ->> 1), 3), ",
     "COALESCE(value ->> 4, ",
     now!(),
-    "), value ->> 5, ",
+    "), value ->> 5, value ->> 6, ",
     now!(),
     ", ",
     now!(),
@@ -476,10 +476,10 @@ pub const CLAIM_KEY: &str = concat!(
 /// One keyed job; the type's policy for max_attempts as in [`INSERT_JOBS`].
 pub const INSERT_KEYED_JOB: &str = concat!(
     "INSERT INTO jobs (id, type, target, max_attempts, run_at, priority, batch_id, unique_key, ",
-    "created_at, updated_at) VALUES ($1, $2, $3, ",
+    "traceparent, created_at, updated_at) VALUES ($1, $2, $3, ",
     "COALESCE($4, (SELECT t.max_attempts FROM job_types t WHERE t.type = $2), 3), COALESCE($5, ",
     now!(),
-    "), $6, $7, $8, ",
+    "), $6, $7, $8, $9, ",
     now!(),
     ", ",
     now!(),

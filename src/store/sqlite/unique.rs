@@ -139,6 +139,7 @@ pub(super) async fn insert_keyed(
         .bind(job.priority)
         .bind(batch_id.map(|b| b.to_string()))
         .bind(&key)
+        .bind(&job.traceparent)
         .execute(&mut *conn)
         .await?;
     Ok(Inserted {

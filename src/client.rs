@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::job::{Due, NewJob, Submitted};
 use crate::queue::Queue;
 use crate::store::postgres::PgStore;
-use crate::store::{BatchOptions, Store};
+use crate::store::{BatchOptions, Queued, Store};
 
 /// The submitting side of skiplock. `S` is the store: any store behind the seam by default,
 /// or [`PgStore`] itself for [`Client::enqueue_in`], which needs the caller's PostgreSQL
@@ -56,9 +56,9 @@ impl<S: Store + ?Sized> Client<S> {
 
     /// Inserts jobs of mixed types in one transaction and queues those due.
     pub async fn submit_many(&self, jobs: &[NewJob]) -> Result<Vec<Uuid>> {
-        let ids = self.store.insert_jobs(jobs).await?;
-        self.push(&due(jobs, &ids)).await;
-        Ok(ids)
+        let queued = self.store.insert_queued(jobs).await?;
+        self.push(&due(jobs, &queued)).await;
+        Ok(queued.into_iter().map(|q| q.id).collect())
     }
 
     /// Inserts a batch: one type, many targets.
@@ -72,7 +72,15 @@ impl<S: Store + ?Sized> Client<S> {
         let priority = opts.priority;
         let sub = self.store.insert_batch(job_type, targets, opts).await?;
         if due {
-            let due: Vec<Due> = sub.ids.iter().map(|&id| Due { id, priority }).collect();
+            let due: Vec<Due> = sub
+                .ids
+                .iter()
+                .map(|&id| Due {
+                    id,
+                    priority,
+                    queue: sub.queue.clone(),
+                })
+                .collect();
             self.push(&due).await;
         }
         Ok(sub)
@@ -122,15 +130,16 @@ impl Client<PgStore> {
     }
 }
 
-/// The jobs of `jobs` (inserted as `ids`) that are due now.
-fn due(jobs: &[NewJob], ids: &[Uuid]) -> Vec<Due> {
+/// The jobs of `jobs` (inserted as `queued`) that are due now, each for its queue.
+fn due(jobs: &[NewJob], queued: &[Queued]) -> Vec<Due> {
     let now = chrono::Utc::now();
     jobs.iter()
-        .zip(ids)
+        .zip(queued)
         .filter(|(j, _)| j.run_at.is_none_or(|t| t <= now))
-        .map(|(j, id)| Due {
-            id: *id,
+        .map(|(j, q)| Due {
+            id: q.id,
             priority: j.priority,
+            queue: q.queue.clone(),
         })
         .collect()
 }

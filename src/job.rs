@@ -80,6 +80,8 @@ pub struct Job {
     pub run_at: DateTime<Utc>,
     pub priority: i16,
     pub batch_id: Option<Uuid>,
+    /// The named queue it waits in: only nodes serving this queue run it.
+    pub queue: String,
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -146,6 +148,10 @@ pub const DEFAULT_MAX_ATTEMPTS: i32 = 3;
 pub const MAX_MAX_ATTEMPTS: i32 = 1000;
 /// Longest job type name; types are identifiers, not payloads.
 pub const MAX_TYPE_LEN: usize = 200;
+/// The queue of a job that names none and whose type's policy names none.
+pub const DEFAULT_QUEUE: &str = "default";
+/// Longest queue name: a queue names a Redis key and a config entry, not a payload.
+pub const MAX_QUEUE_LEN: usize = 64;
 /// Largest accepted target, measured as compact JSON. Jobs carry references to data (a key,
 /// a URL), not the data itself: a row this size is already slow to lock, load and log. Every
 /// path in (library, CLI, API) holds targets to this one limit through [`validate_target`].
@@ -163,8 +169,12 @@ pub struct NewJob {
     pub max_attempts: Option<i32>,
     /// `None` runs it now; a later time schedules it.
     pub run_at: Option<DateTime<Utc>>,
-    /// Higher runs first.
+    /// Higher runs first (within its queue).
     pub priority: i16,
+    /// The named queue; `None` takes its type's (`queue` in `[types.X]`, published to
+    /// `job_types`), else [`DEFAULT_QUEUE`].
+    #[serde(default)]
+    pub queue: Option<String>,
 }
 
 impl NewJob {
@@ -175,7 +185,14 @@ impl NewJob {
             max_attempts: None,
             run_at: None,
             priority: 0,
+            queue: None,
         }
+    }
+
+    /// Puts the job in a named queue, whatever its type's policy says.
+    pub fn queue(mut self, name: impl Into<String>) -> Self {
+        self.queue = Some(name.into());
+        self
     }
 
     pub fn max_attempts(mut self, n: i32) -> Self {
@@ -203,8 +220,31 @@ impl NewJob {
     pub fn validate(&self) -> Result<(), String> {
         validate_type(&self.job_type)?;
         validate_target(&self.target)?;
+        if let Some(q) = &self.queue {
+            validate_queue(q)?;
+        }
         validate_max_attempts(self.attempts_allowed())
     }
+}
+
+/// A queue name: ASCII letters, digits, `_`, `-` and `.`, at most [`MAX_QUEUE_LEN`] bytes. It
+/// becomes part of a Redis key and a `--queues` entry, so `=`, `,`, `:` and spaces are out.
+pub fn validate_queue(q: &str) -> Result<(), String> {
+    if q.is_empty() {
+        return Err("queue name must not be empty".into());
+    }
+    if q.len() > MAX_QUEUE_LEN {
+        return Err(format!("queue name is longer than {MAX_QUEUE_LEN} bytes"));
+    }
+    if !q
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return Err(format!(
+            "queue name {q:?} may only contain ASCII letters, digits, '_', '-' and '.'"
+        ));
+    }
+    Ok(())
 }
 
 /// `max_attempts` within what a retry policy can mean.
@@ -307,11 +347,24 @@ impl std::io::Write for SizeLimit {
     }
 }
 
-/// A job ID as the queue carries it, with the priority it is popped by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A job ID as the queue carries it, with the priority it is popped by and the named queue
+/// it goes into.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Due {
     pub id: Uuid,
     pub priority: i16,
+    pub queue: String,
+}
+
+impl Due {
+    /// An ID for the `default` queue.
+    pub fn new(id: Uuid, priority: i16) -> Self {
+        Due {
+            id,
+            priority,
+            queue: DEFAULT_QUEUE.to_string(),
+        }
+    }
 }
 
 /// A named group of jobs submitted together.
@@ -330,6 +383,8 @@ pub struct Batch {
 pub struct Submitted {
     pub batch_id: Option<Uuid>,
     pub ids: Vec<Uuid>,
+    /// The named queue the jobs went into.
+    pub queue: String,
 }
 
 #[cfg(test)]
@@ -352,6 +407,18 @@ mod tests {
         assert!(validate_type("a b").is_err());
         assert!(validate_type("x'; DROP TABLE jobs;--").is_err());
         assert!(validate_type(&"a".repeat(MAX_TYPE_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn queue_names_are_validated() {
+        assert!(validate_queue("default").is_ok());
+        assert!(validate_queue("media-2.eu_west").is_ok());
+        assert!(validate_queue(&"q".repeat(MAX_QUEUE_LEN)).is_ok());
+        for bad in ["", "a b", "a=4", "a,b", "a:b", "{q}", "x'; DROP TABLE jobs;--", "\u{0}", "é"] {
+            assert!(validate_queue(bad).is_err(), "accepted {bad:?}");
+        }
+        assert!(validate_queue(&"q".repeat(MAX_QUEUE_LEN + 1)).is_err());
+        assert!(NewJob::new("noop", serde_json::json!({})).queue("a b").validate().is_err());
     }
 
     #[test]

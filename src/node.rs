@@ -14,12 +14,13 @@ use crate::events::{EventBus, LocalBus};
 use crate::executor::{Executor, ExecutorConfig};
 use crate::maintenance::{
     tick_loop, Heartbeat, HeartbeatConfig, Pruner, PrunerConfig, Reconciler, ReconcilerConfig,
+    UnrunnableConfig, UnrunnableJobs,
 };
 use crate::metrics::Metrics;
 use crate::node_state::NodeState;
 use crate::processor::Registry;
 use crate::queue::Queue;
-use crate::store::Store;
+use crate::store::{Scope, Store};
 
 /// Everything a node is configured with.
 #[derive(Debug, Clone, Default)]
@@ -28,6 +29,7 @@ pub struct NodeConfig {
     pub reconciler: ReconcilerConfig,
     pub heartbeat: HeartbeatConfig,
     pub pruner: PrunerConfig,
+    pub unrunnable: UnrunnableConfig,
 }
 
 /// Builds a [`Node`].
@@ -66,6 +68,13 @@ impl NodeBuilder {
         self
     }
 
+    /// The named queues this node serves, each with its runners (replacing `concurrency`,
+    /// which is otherwise the `default` queue's).
+    pub fn queues<S: Into<String>>(mut self, queues: impl IntoIterator<Item = (S, usize)>) -> Self {
+        self.config.executor.queues = queues.into_iter().map(|(q, n)| (q.into(), n)).collect();
+        self
+    }
+
     pub fn chunk_size(mut self, n: usize) -> Self {
         self.config.executor.chunk_size = n;
         self
@@ -77,8 +86,29 @@ impl NodeBuilder {
         // A lease lasts as long as a node may stay silent before it is declared dead.
         c.heartbeat.lease_ttl = c.reconciler.node_stale;
         c.executor.lease_ttl = c.reconciler.node_stale;
+        c.unrunnable.node_stale = c.reconciler.node_stale;
         c.executor.validate()?;
-        let node = Arc::new(NodeState::new(c.executor.concurrency));
+        let served = c.executor.served();
+        let types = crate::executor::node_types(&self.registry);
+        let node = Arc::new(NodeState::new(&served, &types));
+        let scopes: Vec<Scope> = served
+            .iter()
+            .map(|(q, _)| Scope {
+                queue: q.clone(),
+                types: types.clone(),
+            })
+            .collect();
+        for t in types.iter() {
+            let q = self.registry.queue(t);
+            if !served.iter().any(|(s, _)| s == q) {
+                warn!(
+                    job_type = %t,
+                    queue = q,
+                    "this node does not serve the queue its type's jobs go to: \
+                     they wait for a node that does"
+                );
+            }
+        }
         let heartbeat = Arc::new(Heartbeat::new(
             self.store.clone(),
             node.clone(),
@@ -90,12 +120,14 @@ impl NodeBuilder {
             self.queue.clone(),
             self.metrics.clone(),
             c.reconciler,
+            scopes,
         )?);
         let pruner = Arc::new(Pruner::new(
             self.store.clone(),
             self.metrics.clone(),
             c.pruner,
         )?);
+        let unrunnable = Arc::new(UnrunnableJobs::new(self.store.clone(), c.unrunnable)?);
         heartbeat.run_once().await?;
         // Every insert path (this process's, other processes', SQL's) applies the types'
         // policy from the database, so the node publishes its own at start.
@@ -130,6 +162,13 @@ impl NodeBuilder {
                 async move { p.tick().await }
             }));
         }
+        if let Some(every) = unrunnable.interval() {
+            let u = unrunnable.clone();
+            services.spawn(tick_loop("unrunnable", every, stop.clone(), move || {
+                let u = u.clone();
+                async move { u.tick().await }
+            }));
+        }
         let executor = Executor::start(
             self.store.clone(),
             self.queue.clone(),
@@ -144,7 +183,12 @@ impl NodeBuilder {
             node = %node.id,
             store = self.store.backend(),
             queue = self.queue.backend(),
-            concurrency = c.executor.concurrency,
+            concurrency = c.executor.total_concurrency(),
+            queues = %served
+                .iter()
+                .map(|(q, n)| format!("{q}={n}"))
+                .collect::<Vec<_>>()
+                .join(","),
             chunk = c.executor.chunk_size,
             "node started"
         );

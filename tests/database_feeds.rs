@@ -79,7 +79,7 @@ async fn claims_take_the_most_urgent_free_jobs(b: Backend) {
         ])
         .await
         .unwrap();
-    let mut a = ts.store.slot("node-a").await.unwrap();
+    let mut a = ts.store.slot("node-a", &common::scope()).await.unwrap();
     let first = a.claim(2).await.unwrap();
     let got: Vec<Uuid> = first.jobs.iter().map(|j| j.id).collect();
     assert_eq!(
@@ -94,7 +94,7 @@ async fn claims_take_the_most_urgent_free_jobs(b: Backend) {
     };
     if b == Backend::Postgres {
         // While the first chunk holds its jobs, a second claim skips them.
-        let mut c = ts.store.slot("node-b").await.unwrap();
+        let mut c = ts.store.slot("node-b", &common::scope()).await.unwrap();
         let second = c.claim(10).await.unwrap();
         let got: Vec<Uuid> = second.jobs.iter().map(|j| j.id).collect();
         assert_eq!(got, vec![ids[0], ids[4]], "oldest first among equals");
@@ -121,7 +121,7 @@ async fn claims_take_the_most_urgent_free_jobs(b: Backend) {
         .insert_jobs(&[NewJob::new("noop", json!("p")).max_attempts(1)])
         .await
         .unwrap()[0];
-    let mut d = ts.store.slot("dead").await.unwrap();
+    let mut d = ts.store.slot("dead", &common::scope()).await.unwrap();
     let held = d.claim(1).await.unwrap();
     assert_eq!(held.jobs[0].id, poison);
     drop(held);
@@ -156,7 +156,7 @@ async fn notify_pushes_due_jobs_with_their_priority(b: Backend) {
         .await
         .unwrap();
     client.notify(&ids).await;
-    let popped = queue.pop(10, Duration::ZERO).await.unwrap();
+    let popped = queue.pop("default", 10, Duration::ZERO).await.unwrap();
     assert_eq!(
         popped,
         vec![ids[1], ids[0]],

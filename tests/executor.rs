@@ -80,7 +80,7 @@ async fn exactly_once_with_duplicate_ids(b: Backend) {
         .await
         .unwrap();
     // Push every ID four more times while the workers run: each must still run once.
-    let dup: Vec<Due> = sub.ids.iter().map(|&id| Due { id, priority: 0 }).collect();
+    let dup: Vec<Due> = sub.ids.iter().map(|&id| Due::new(id, 0)).collect();
     for _ in 0..4 {
         client.queue().push(&dup).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -106,7 +106,7 @@ async fn chunked_exactly_once(b: Backend) {
         )
         .await
         .unwrap();
-    let dup: Vec<Due> = sub.ids.iter().map(|&id| Due { id, priority: 0 }).collect();
+    let dup: Vec<Due> = sub.ids.iter().map(|&id| Due::new(id, 0)).collect();
     client.queue().push(&dup).await.unwrap();
     assert!(ts.wait_all_finished(Duration::from_secs(60)).await);
     w.shutdown(Duration::from_secs(5)).await;
@@ -236,7 +236,7 @@ async fn retries_back_off_then_fail(b: Backend) {
     assert!(j.finished_at.is_some());
 }
 
-async fn unknown_type_and_rejected_target_fail_with_reason(b: Backend) {
+async fn unknown_type_waits_and_rejected_target_fails_with_reason(b: Backend) {
     let ts = TestStore::new(b).await;
     let (w, client) = start(&ts, Registry::with_builtins(), 2, 1).await;
     let u = client
@@ -251,15 +251,31 @@ async fn unknown_type_and_rejected_target_fail_with_reason(b: Backend) {
         .submit(NewJob::new("noop", serde_json::json!(null)))
         .await
         .unwrap();
-    assert!(ts.wait_all_finished(Duration::from_secs(20)).await);
+    let store = ts.store.clone();
+    let done = common::wait_until(Duration::from_secs(20), || {
+        let store = store.clone();
+        async move {
+            let a = store.job(bad).await.unwrap().unwrap().status;
+            let b = store.job(ok).await.unwrap().unwrap().status;
+            a.is_finished() && b.is_finished()
+        }
+    })
+    .await;
+    assert!(done);
+    // The node has no processor for it: it never takes it, so it waits, uncharged, for a
+    // node that has one, and the report says so.
+    let report = ts.store.report(Duration::from_secs(10)).await.unwrap();
     w.shutdown(Duration::from_secs(5)).await;
     let u = ts.store.job(u).await.unwrap().unwrap();
-    assert_eq!(u.status, JobStatus::Failed);
-    assert_eq!(u.attempts, 1, "no retries for a missing processor");
-    assert_eq!(
-        u.last_error.as_deref(),
-        Some("no processor for type nobody_handles_this")
-    );
+    assert_eq!(u.status, JobStatus::Pending);
+    assert_eq!(u.attempts, 0, "not charged for a missing processor");
+    assert_eq!(u.last_error, None);
+    let un: Vec<_> = report
+        .unrunnable
+        .iter()
+        .map(|g| (g.queue.as_str(), g.job_type.as_str(), g.pending, g.type_known))
+        .collect();
+    assert_eq!(un, vec![("default", "nobody_handles_this", 1, false)]);
     let bad = ts.store.job(bad).await.unwrap().unwrap();
     assert_eq!(bad.status, JobStatus::Failed);
     assert!(bad.last_error.unwrap().starts_with("invalid target"));
@@ -366,7 +382,7 @@ for_each_backend!(
     failing_processor_writes_roll_back_and_failure_is_recorded,
     panics_and_timeouts_are_recorded_and_workers_go_on,
     retries_back_off_then_fail,
-    unknown_type_and_rejected_target_fail_with_reason,
+    unknown_type_waits_and_rejected_target_fails_with_reason,
     scheduled_jobs_wait_and_priority_orders,
     graceful_shutdown_rolls_back_what_cannot_finish,
 );

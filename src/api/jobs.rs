@@ -28,6 +28,9 @@ pub struct SubmitJob {
     pub priority: Option<i16>,
     /// When the job becomes due (RFC 3339) [default: now].
     pub run_at: Option<DateTime<Utc>>,
+    /// The named queue: only nodes serving it run the job (ASCII letters, digits, `_ - .`,
+    /// at most 64) [default: the type's, or `default`].
+    pub queue: Option<String>,
 }
 
 /// One page of jobs, oldest first.
@@ -81,6 +84,7 @@ pub async fn submit(
         target: req.target,
         run_at: req.run_at,
         priority: req.priority.unwrap_or(0),
+        queue: req.queue,
     };
     // The model's own checks, the target's size and NUL rule among them: one rule on every
     // path in.

@@ -6,6 +6,7 @@ mod heartbeat;
 mod pruner;
 mod reconciler;
 pub mod retention;
+mod unrunnable;
 
 use std::future::Future;
 use std::time::Duration;
@@ -17,6 +18,7 @@ pub use heartbeat::{Heartbeat, HeartbeatConfig};
 pub use pruner::{Pruner, PrunerConfig};
 pub use reconciler::{Reconciled, Reconciler, ReconcilerConfig};
 pub use retention::{Keep, Retention};
+pub use unrunnable::{UnrunnableConfig, UnrunnableJobs};
 
 /// Runs `once` every `every` until `stop`, logging failures only when they start and end, so
 /// an outage yields two lines, not one per tick.

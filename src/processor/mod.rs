@@ -212,9 +212,16 @@ impl TypeOptions {
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     types: HashMap<String, TypeOptions>,
+    /// Types whose jobs go to a named queue other than `default` unless a job says otherwise.
+    queues: HashMap<String, String>,
 }
 
 impl Policy {
+    /// The queue a type's jobs go to when they name none; `None`: `default`.
+    pub fn queue(&self, job_type: &str) -> Option<&str> {
+        self.queues.get(job_type).map(String::as_str)
+    }
+
     /// Each known type with its options, sorted by type.
     pub fn types(&self) -> Vec<(&str, TypeOptions)> {
         let mut v: Vec<_> = self.types.iter().map(|(t, o)| (t.as_str(), *o)).collect();
@@ -235,6 +242,8 @@ pub struct Registered {
 #[derive(Clone, Default)]
 pub struct Registry {
     types: HashMap<String, Registered>,
+    /// Each type's named queue, where one is set (see [`Registry::set_queue`]).
+    queues: HashMap<String, String>,
 }
 
 impl Registry {
@@ -297,6 +306,24 @@ impl Registry {
         }
     }
 
+    /// Sends the type's jobs to a named queue unless a job names its own: published with the
+    /// policy, so every insert path applies it (`queue = "…"` in `[types.X]`).
+    pub fn set_queue(&mut self, job_type: &str, queue: &str) -> Result<()> {
+        crate::job::validate_queue(queue).map_err(Error::Config)?;
+        if !self.types.contains_key(job_type) {
+            return Err(Error::Config(format!("no processor for type {job_type:?}")));
+        }
+        self.queues.insert(job_type.to_string(), queue.to_string());
+        Ok(())
+    }
+
+    /// The queue a type's jobs go to when they name none.
+    pub fn queue(&self, job_type: &str) -> &str {
+        self.queues
+            .get(job_type)
+            .map_or(crate::job::DEFAULT_QUEUE, String::as_str)
+    }
+
     pub fn get(&self, job_type: &str) -> Option<&Registered> {
         self.types.get(job_type)
     }
@@ -318,6 +345,7 @@ impl Registry {
                 .iter()
                 .map(|(t, r)| (t.clone(), r.options))
                 .collect(),
+            queues: self.queues.clone(),
         }
     }
 }

@@ -1,5 +1,8 @@
-//! The Redis queue for many nodes: one sorted set of job IDs under `{prefix}:queue`, scored so
-//! that the lowest score is the highest priority and, within a priority, the oldest job.
+//! The Redis queue for many nodes: one sorted set of job IDs per named queue (`{prefix}:queue`
+//! for `default`, `{prefix}:queue:NAME` for the others), scored so that the lowest score is
+//! the highest priority and, within a priority, the oldest job. A runner pops only the set of
+//! the queue it serves; the names in use are kept in the set `{prefix}:queues` (for the
+//! depth).
 //!
 //! - `push` is one `ZADD NX` for the whole slice: one round trip, and an ID already queued is
 //!   neither added twice nor moved. The score is the priority, then the job's age read from
@@ -66,6 +69,9 @@ pub struct RedisQueue {
     /// Idle connections for `BZPOPMIN`, one per waiting popper. A mutex held only to take or
     /// return one, never across an await.
     blocking: Mutex<Vec<MultiplexedConnection>>,
+    /// The prefix of every key.
+    prefix: String,
+    /// The `default` queue's sorted set.
     queue_key: String,
     /// Whether the last command failed, so an outage is logged once when it starts and once
     /// when it ends, not once per failed call.
@@ -82,15 +88,32 @@ impl RedisQueue {
             client,
             conn,
             blocking: Mutex::new(Vec::new()),
+            prefix: prefix.to_string(),
             queue_key: format!("{prefix}:queue"),
             down: AtomicBool::new(false),
             shown_url: crate::store::redact_url(url),
         })
     }
 
-    /// The sorted set's key, for operators (and tests that delete it).
+    /// The `default` queue's sorted set, for operators (and tests that delete it).
     pub fn queue_key(&self) -> &str {
         &self.queue_key
+    }
+
+    /// The sorted set of a named queue: `{prefix}:queue` for `default` (as before queues had
+    /// names), `{prefix}:queue:NAME` for the others. Names are validated where they come in
+    /// (letters, digits, `_ - .`), so one cannot reach into another key.
+    pub fn key_for(&self, queue: &str) -> String {
+        if queue == crate::job::DEFAULT_QUEUE {
+            self.queue_key.clone()
+        } else {
+            format!("{}:{queue}", self.queue_key)
+        }
+    }
+
+    /// The set of the named queues pushed to.
+    fn names_key(&self) -> String {
+        format!("{}:queues", self.prefix)
     }
 
     /// Logs the transitions of Redis's health and passes the result through.
@@ -119,16 +142,15 @@ impl RedisQueue {
         }
     }
 
-    /// Takes up to `max` IDs without waiting.
-    async fn pop_now(&self, max: usize) -> Result<Vec<Uuid>> {
+    /// Takes up to `max` IDs of the set `key` without waiting.
+    async fn pop_now(&self, key: &str, max: usize) -> Result<Vec<Uuid>> {
         let mut conn = self.conn.clone();
-        let r: redis::RedisResult<Vec<(String, f64)>> =
-            conn.zpopmin(&self.queue_key, max as isize).await;
+        let r: redis::RedisResult<Vec<(String, f64)>> = conn.zpopmin(key, max as isize).await;
         Ok(parse_ids(self.watch(r)?))
     }
 
     /// Waits up to `wait` for one ID on a connection of its own.
-    async fn pop_blocking(&self, wait: Duration) -> Result<Option<Uuid>> {
+    async fn pop_blocking(&self, key: &str, wait: Duration) -> Result<Option<Uuid>> {
         // BZPOPMIN takes seconds as a double (Redis 6+); 0 would mean forever.
         let secs = wait.as_secs_f64().max(0.01);
         let idle = self
@@ -138,7 +160,7 @@ impl RedisQueue {
             .pop();
         if let Some(mut conn) = idle {
             let r: redis::RedisResult<Option<(String, String, f64)>> =
-                conn.bzpopmin(&self.queue_key, secs).await;
+                conn.bzpopmin(key, secs).await;
             // An idle connection may predate a Redis restart; if it fails, say nothing yet
             // and try a fresh one, which tells whether Redis itself is down.
             if let Ok(got) = r {
@@ -156,7 +178,7 @@ impl RedisQueue {
             .await;
         let mut conn = self.watch(r)?;
         let r: redis::RedisResult<Option<(String, String, f64)>> =
-            conn.bzpopmin(&self.queue_key, secs).await;
+            conn.bzpopmin(key, secs).await;
         // A failed connection is dropped, not kept: the next pop opens a fresh one.
         let got = self.watch(r)?;
         self.keep(conn);
@@ -178,29 +200,41 @@ impl Queue for RedisQueue {
         if items.is_empty() {
             return Ok(0);
         }
-        let mut cmd = redis::cmd("ZADD");
-        cmd.arg(&self.queue_key).arg("NX");
+        // One ZADD per named queue, in one pipeline: still one round trip.
+        let mut by_queue: std::collections::BTreeMap<&str, Vec<&Due>> = Default::default();
         for d in items {
-            cmd.arg(score(d)).arg(d.id.to_string());
+            by_queue.entry(d.queue.as_str()).or_default().push(d);
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("SADD")
+            .arg(self.names_key())
+            .arg(by_queue.keys().collect::<Vec<_>>())
+            .ignore();
+        for (queue, dues) in &by_queue {
+            let cmd = pipe.cmd("ZADD").arg(self.key_for(queue)).arg("NX");
+            for d in dues {
+                cmd.arg(score(d)).arg(d.id.to_string());
+            }
         }
         let mut conn = self.conn.clone();
-        let r: redis::RedisResult<usize> = cmd.query_async(&mut conn).await;
-        self.watch(r)
+        let r: redis::RedisResult<Vec<usize>> = pipe.query_async(&mut conn).await;
+        self.watch(r).map(|added| added.into_iter().sum())
     }
 
-    async fn pop(&self, max: usize, wait: Duration) -> Result<Vec<Uuid>> {
+    async fn pop(&self, queue: &str, max: usize, wait: Duration) -> Result<Vec<Uuid>> {
         let max = max.max(1);
-        let got = self.pop_now(max).await?;
+        let key = self.key_for(queue);
+        let got = self.pop_now(&key, max).await?;
         if !got.is_empty() || wait.is_zero() {
             return Ok(got);
         }
-        let Some(first) = self.pop_blocking(wait).await? else {
+        let Some(first) = self.pop_blocking(&key, wait).await? else {
             return Ok(Vec::new());
         };
         let mut out = vec![first];
         if max > 1 {
             // The first ID is ours already; if topping up fails, return what we have.
-            if let Ok(more) = self.pop_now(max - 1).await {
+            if let Ok(more) = self.pop_now(&key, max - 1).await {
                 out.extend(more);
             }
         }
@@ -209,8 +243,22 @@ impl Queue for RedisQueue {
 
     async fn depth(&self) -> Result<u64> {
         let mut conn = self.conn.clone();
-        let r: redis::RedisResult<u64> = conn.zcard(&self.queue_key).await;
-        self.watch(r)
+        let r: redis::RedisResult<Vec<String>> = conn.smembers(self.names_key()).await;
+        let mut keys: Vec<String> = self
+            .watch(r)?
+            .iter()
+            .filter(|q| crate::job::validate_queue(q).is_ok())
+            .map(|q| self.key_for(q))
+            .collect();
+        if !keys.contains(&self.queue_key) {
+            keys.push(self.queue_key.clone());
+        }
+        let mut pipe = redis::pipe();
+        for k in &keys {
+            pipe.cmd("ZCARD").arg(k);
+        }
+        let r: redis::RedisResult<Vec<u64>> = pipe.query_async(&mut conn).await;
+        self.watch(r).map(|n| n.into_iter().sum())
     }
 
     fn backend(&self) -> &'static str {
@@ -232,10 +280,7 @@ mod tests {
     fn due_at(ms: u64, priority: i16) -> Due {
         let ts =
             uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, (ms % 1000) as u32 * 1_000_000);
-        Due {
-            id: Uuid::new_v7(ts),
-            priority,
-        }
+        Due::new(Uuid::new_v7(ts), priority)
     }
 
     #[test]

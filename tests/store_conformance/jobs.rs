@@ -99,6 +99,7 @@ async fn batches_count_their_jobs(backend: Backend) {
         max_attempts: Some(2),
         priority: 3,
         run_at: None,
+        queue: None,
     };
     let sub = ts
         .store
@@ -147,7 +148,7 @@ async fn batches_count_their_jobs(backend: Backend) {
 
 async fn lock_chunk_takes_only_pending_due_jobs(backend: Backend) {
     let ts = TestStore::new(backend).await;
-    let mut slot = ts.store.slot("node-t").await.unwrap();
+    let mut slot = ts.store.slot("node-t", &crate::common::scope()).await.unwrap();
     let later = Utc::now() + chrono::Duration::hours(1);
     let ids = insert(
         &ts,
@@ -179,7 +180,7 @@ async fn lock_chunk_takes_only_pending_due_jobs(backend: Backend) {
 
 async fn a_locked_job_is_skipped_until_its_transaction_ends(backend: Backend) {
     let ts = TestStore::new(backend).await;
-    let mut slot = ts.store.slot("node-a").await.unwrap();
+    let mut slot = ts.store.slot("node-a", &crate::common::scope()).await.unwrap();
     let id = insert(&ts, vec![NewJob::new("noop", json!({}))]).await[0];
     let first = slot.lock(&[id]).await.unwrap();
     assert_eq!(first.jobs.len(), 1);
@@ -187,7 +188,7 @@ async fn a_locked_job_is_skipped_until_its_transaction_ends(backend: Backend) {
     // second writer waits for the first transaction. Either way it must not get the job.
     let store = ts.store.clone();
     let second = tokio::spawn(async move {
-        let mut other = store.slot("node-b").await.unwrap();
+        let mut other = store.slot("node-b", &crate::common::scope()).await.unwrap();
         let c = other.lock(&[id]).await.unwrap();
         let n = c.jobs.len();
         c.finish(&[]).await.unwrap();
@@ -202,7 +203,7 @@ async fn a_locked_job_is_skipped_until_its_transaction_ends(backend: Backend) {
 
 async fn a_dropped_chunk_leaves_its_jobs_untouched(backend: Backend) {
     let ts = TestStore::new(backend).await;
-    let mut slot = ts.store.slot("node-t").await.unwrap();
+    let mut slot = ts.store.slot("node-t", &crate::common::scope()).await.unwrap();
     let id = insert(&ts, vec![NewJob::new("noop", json!({}))]).await[0];
     let chunk = slot.lock(&[id]).await.unwrap();
     assert_eq!(chunk.jobs.len(), 1);
@@ -226,7 +227,7 @@ async fn a_dropped_chunk_leaves_its_jobs_untouched(backend: Backend) {
 
 async fn finish_chunk_records_every_outcome(backend: Backend) {
     let ts = TestStore::new(backend).await;
-    let mut slot = ts.store.slot("node-x").await.unwrap();
+    let mut slot = ts.store.slot("node-x", &crate::common::scope()).await.unwrap();
     let ids = insert(&ts, (0..4).map(|i| NewJob::new("noop", json!(i))).collect()).await;
     let before = Utc::now();
     let chunk = slot.lock(&ids).await.unwrap();
@@ -274,7 +275,7 @@ async fn finish_chunk_records_every_outcome(backend: Backend) {
     // The delayed retry is not due; the immediate one is, and keeps its attempt count.
     let due: Vec<Uuid> = ts
         .store
-        .due_pending(100, Duration::from_secs(10))
+        .due_pending(100, Duration::from_secs(10), &crate::common::scope())
         .await
         .unwrap()
         .iter()
@@ -345,7 +346,7 @@ async fn retry_and_cancel_follow_the_rules(backend: Backend) {
 
 async fn a_running_job_cannot_be_cancelled(backend: Backend) {
     let ts = TestStore::new(backend).await;
-    let mut slot = ts.store.slot("node-t").await.unwrap();
+    let mut slot = ts.store.slot("node-t", &crate::common::scope()).await.unwrap();
     let id = insert(&ts, vec![NewJob::new("noop", json!({}))]).await[0];
     let chunk = slot.lock(&[id]).await.unwrap();
     let e = ts.store.cancel(id).await.unwrap_err();

@@ -20,10 +20,10 @@ use uuid::Uuid;
 
 use super::{
     decode_status, validate_batch, validate_schema, BatchOptions, JobFilter, NodeBeat, Outcome,
-    PruneRule, Selection, Slot, Store, Wake, INSERT_CHUNK,
+    PendingGroup, PruneRule, Queued, Scope, Selection, Slot, Store, Wake, INSERT_CHUNK,
 };
 use crate::error::{Error, Result};
-use crate::job::{Due, Job, JobDetail, JobStatus, NewJob, Submitted};
+use crate::job::{Due, Job, JobDetail, JobStatus, NewJob, Submitted, DEFAULT_QUEUE};
 use crate::processor::Policy;
 use crate::report::{BatchReport, NodeReport, TypeCounts};
 use futures::stream::BoxStream;
@@ -122,6 +122,20 @@ impl PgStore {
         conn: &mut PgConnection,
         jobs: &[NewJob],
     ) -> Result<Vec<Uuid>> {
+        Ok(self
+            .insert_queued_in(conn, jobs)
+            .await?
+            .into_iter()
+            .map(|q| q.id)
+            .collect())
+    }
+
+    /// [`PgStore::insert_jobs_in`], saying which queue each job went into.
+    async fn insert_queued_in(
+        &self,
+        conn: &mut PgConnection,
+        jobs: &[NewJob],
+    ) -> Result<Vec<Queued>> {
         let mut ids = Vec::with_capacity(jobs.len());
         for chunk in jobs.chunks(INSERT_CHUNK) {
             let mut cids = Vec::with_capacity(chunk.len());
@@ -130,6 +144,7 @@ impl PgStore {
             let mut max = Vec::with_capacity(chunk.len());
             let mut run_at = Vec::with_capacity(chunk.len());
             let mut prio = Vec::with_capacity(chunk.len());
+            let mut queues = Vec::with_capacity(chunk.len());
             for j in chunk {
                 j.validate().map_err(Error::Invalid)?;
                 cids.push(Uuid::now_v7());
@@ -138,17 +153,27 @@ impl PgStore {
                 max.push(j.max_attempts);
                 run_at.push(j.run_at);
                 prio.push(j.priority);
+                queues.push(j.queue.as_deref());
             }
-            sqlx::query(&self.sql.insert_jobs)
+            let rows = sqlx::query(&self.sql.insert_jobs)
                 .bind(&cids)
                 .bind(&types)
                 .bind(&targets)
                 .bind(&max)
                 .bind(&run_at)
                 .bind(&prio)
-                .execute(&mut *conn)
+                .bind(&queues)
+                .fetch_all(&mut *conn)
                 .await?;
-            ids.extend(cids);
+            // RETURNING promises no order: match the queues back to the IDs.
+            let mut by_id = std::collections::HashMap::with_capacity(rows.len());
+            for r in &rows {
+                by_id.insert(r.try_get::<Uuid, _>(0)?, r.try_get::<String, _>(1)?);
+            }
+            for id in cids {
+                let queue = by_id.remove(&id).unwrap_or_else(|| DEFAULT_QUEUE.to_string());
+                ids.push(Queued { id, queue });
+            }
         }
         Ok(ids)
     }
@@ -218,6 +243,7 @@ fn due_from_row(r: &sqlx::postgres::PgRow) -> Result<Due> {
     Ok(Due {
         id: r.try_get(0)?,
         priority: r.try_get(1)?,
+        queue: r.try_get(2)?,
     })
 }
 
@@ -231,9 +257,9 @@ impl Store for PgStore {
         self.migrate_inner().await
     }
 
-    async fn insert_jobs(&self, jobs: &[NewJob]) -> Result<Vec<Uuid>> {
+    async fn insert_queued(&self, jobs: &[NewJob]) -> Result<Vec<Queued>> {
         let mut tx = self.pool.begin().await?;
-        let ids = self.insert_jobs_in(&mut tx, jobs).await?;
+        let ids = self.insert_queued_in(&mut tx, jobs).await?;
         tx.commit().await?;
         Ok(ids)
     }
@@ -247,6 +273,11 @@ impl Store for PgStore {
         let max_attempts = validate_batch(job_type, &targets, &opts)?;
         let batch_id = Uuid::now_v7();
         let mut tx = self.pool.begin().await?;
+        let queue: String = sqlx::query_scalar(&self.sql.resolve_queue)
+            .bind(&opts.queue)
+            .bind(job_type)
+            .fetch_one(&mut *tx)
+            .await?;
         sqlx::query(&self.sql.insert_batch_row)
             .bind(batch_id)
             .bind(&opts.name)
@@ -265,6 +296,7 @@ impl Store for PgStore {
                 .bind(opts.run_at)
                 .bind(opts.priority)
                 .bind(batch_id)
+                .bind(&queue)
                 .execute(&mut *tx)
                 .await?;
             ids.extend(cids);
@@ -273,11 +305,12 @@ impl Store for PgStore {
         Ok(Submitted {
             batch_id: Some(batch_id),
             ids,
+            queue,
         })
     }
 
-    async fn slot(&self, node_id: &str) -> Result<Box<dyn Slot>> {
-        Ok(Box::new(self.open_slot(node_id).await?))
+    async fn slot(&self, node_id: &str, scope: &Scope) -> Result<Box<dyn Slot>> {
+        Ok(Box::new(self.open_slot(node_id, scope).await?))
     }
 
     async fn settle(&self, outcomes: &[Outcome], node_id: &str) -> Result<u64> {
@@ -287,10 +320,17 @@ impl Store for PgStore {
         Ok(n)
     }
 
-    async fn due_pending(&self, limit: i64, node_stale: Duration) -> Result<Vec<Due>> {
+    async fn due_pending(
+        &self,
+        limit: i64,
+        node_stale: Duration,
+        scope: &Scope,
+    ) -> Result<Vec<Due>> {
         let rows = sqlx::query(&self.sql.due_pending)
             .bind(limit)
             .bind(ms(node_stale))
+            .bind(&scope.queue)
+            .bind(&scope.types[..])
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(due_from_row).collect()
@@ -305,14 +345,14 @@ impl Store for PgStore {
     }
 
     async fn publish_policy(&self, policy: &Policy) -> Result<()> {
-        let (types, max): (Vec<&str>, Vec<i32>) = policy
-            .types()
-            .into_iter()
-            .map(|(t, o)| (t, o.max_attempts))
-            .unzip();
+        let all = policy.types();
+        let types: Vec<&str> = all.iter().map(|(t, _)| *t).collect();
+        let max: Vec<i32> = all.iter().map(|(_, o)| o.max_attempts).collect();
+        let queues: Vec<Option<&str>> = types.iter().map(|t| policy.queue(t)).collect();
         sqlx::query(&self.sql.publish_policy)
             .bind(types)
             .bind(max)
+            .bind(queues)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -331,6 +371,8 @@ impl Store for PgStore {
             .bind(b.in_flight)
             .bind(b.processed)
             .bind(b.failed)
+            .bind(sqlx::types::Json(&b.queues))
+            .bind(sqlx::types::Json(&b.types))
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -499,9 +541,52 @@ impl Store for PgStore {
                     failed: r.try_get("failed")?,
                     started_at: r.try_get("started_at")?,
                     last_heartbeat: r.try_get("last_seen")?,
+                    queues: r
+                        .try_get::<sqlx::types::Json<_>, _>("queues")
+                        .map(|j| j.0)
+                        .unwrap_or_default(),
+                    types: r
+                        .try_get::<sqlx::types::Json<_>, _>("types")
+                        .map(|j| j.0)
+                        .unwrap_or_default(),
                 })
             })
             .collect()
+    }
+
+    async fn pending_groups(&self) -> Result<Vec<PendingGroup>> {
+        sqlx::query(&self.sql.pending_groups)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(PendingGroup {
+                    queue: r.try_get("queue")?,
+                    job_type: r.try_get("type")?,
+                    pending: r.try_get("pending")?,
+                    since: r.try_get("since")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn fail_unrunnable(
+        &self,
+        queue: &str,
+        job_type: &str,
+        older: Duration,
+        reason: &str,
+        limit: i64,
+    ) -> Result<u64> {
+        Ok(sqlx::query(&self.sql.fail_unrunnable)
+            .bind(queue)
+            .bind(job_type)
+            .bind(reason)
+            .bind(ms(older))
+            .bind(limit)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     async fn job_detail(&self, id: Uuid) -> Result<Option<JobDetail>> {

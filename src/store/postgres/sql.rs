@@ -40,39 +40,54 @@ macro_rules! history_append {
 }
 
 pub const JOB_COLUMNS: &str = "id, type, target, status, attempts, max_attempts, run_at, \
-    priority, batch_id, last_error, created_at, updated_at, finished_at, node_id";
+    priority, batch_id, queue, last_error, created_at, updated_at, finished_at, node_id";
 
 pub const INSERT_BATCH_ROW: &str =
     "INSERT INTO {s}.batches (id, name, type, total) VALUES ($1, $2, $3, $4)";
 
+/// A batch's queue, resolved once before its rows go in: its own (`$1`), else its type's
+/// (`$2`), else `default` (the rule every insert path applies).
+pub const RESOLVE_QUEUE: &str = "SELECT COALESCE($1::text, \
+    (SELECT t.queue FROM {s}.job_types t WHERE t.type = $2), 'default')";
+
 /// One statement per chunk of a batch: the type and options are shared scalars. A batch that
 /// does not set `max_attempts` takes its type's policy, or 3 (the one rule of every insert).
+/// `$8` is the queue [`RESOLVE_QUEUE`] found.
 pub const INSERT_BATCH_JOBS: &str = "INSERT INTO {s}.jobs \
-    (id, type, target, max_attempts, run_at, priority, batch_id) \
+    (id, type, target, max_attempts, run_at, priority, batch_id, queue) \
     SELECT u.id, $2, u.target, \
     COALESCE($4, (SELECT t.max_attempts FROM {s}.job_types t WHERE t.type = $2), 3), \
-    COALESCE($5, now()), $6, $7 \
+    COALESCE($5, now()), $6, $7, $8 \
     FROM UNNEST($1::uuid[], $3::jsonb[]) AS u(id, target)";
 
-/// One statement per chunk of mixed jobs, with the same policy rule per job.
+/// One statement per chunk of mixed jobs, with the same policy rule per job (its
+/// `max_attempts` and its queue). Returns each job's queue, for the push after commit.
 pub const INSERT_JOBS: &str = "INSERT INTO {s}.jobs \
-    (id, type, target, max_attempts, run_at, priority) \
+    (id, type, target, max_attempts, run_at, priority, queue) \
     SELECT u.id, u.type, u.target, \
     COALESCE(u.max_attempts, (SELECT t.max_attempts FROM {s}.job_types t WHERE t.type = u.type), 3), \
-    COALESCE(u.run_at, now()), u.priority \
-    FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::int[], $5::timestamptz[], $6::smallint[]) \
-    AS u(id, type, target, max_attempts, run_at, priority)";
+    COALESCE(u.run_at, now()), u.priority, \
+    COALESCE(u.queue, (SELECT t.queue FROM {s}.job_types t WHERE t.type = u.type), 'default') \
+    FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::int[], $5::timestamptz[], $6::smallint[], \
+    $7::text[]) AS u(id, type, target, max_attempts, run_at, priority, queue) \
+    RETURNING id, queue";
 
-/// Publishes a node's type policy: `$1` types, `$2` their max_attempts.
-pub const PUBLISH_POLICY: &str = "INSERT INTO {s}.job_types (type, max_attempts) \
-    SELECT * FROM UNNEST($1::text[], $2::int[]) \
-    ON CONFLICT (type) DO UPDATE SET max_attempts = EXCLUDED.max_attempts, updated_at = now() \
-    WHERE job_types.max_attempts IS DISTINCT FROM EXCLUDED.max_attempts";
+/// Publishes a node's type policy: `$1` types, `$2` their max_attempts, `$3` their queues
+/// (NULL: `default`).
+pub const PUBLISH_POLICY: &str = "INSERT INTO {s}.job_types (type, max_attempts, queue) \
+    SELECT * FROM UNNEST($1::text[], $2::int[], $3::text[]) \
+    ON CONFLICT (type) DO UPDATE SET max_attempts = EXCLUDED.max_attempts, \
+    queue = EXCLUDED.queue, updated_at = now() \
+    WHERE job_types.max_attempts IS DISTINCT FROM EXCLUDED.max_attempts \
+    OR job_types.queue IS DISTINCT FROM EXCLUDED.queue";
 
 /// The heart of the design: lock the popped IDs that are still pending and due, skipping any
-/// row another transaction holds. A duplicate or stale ID simply finds nothing.
+/// row another transaction holds. A duplicate or stale ID simply finds nothing, and so does
+/// an ID of a queue this runner does not serve (`$2`) or of a type this node has no processor
+/// for (`$3`): such a job stays pending, untouched and uncharged, for a node that can run it.
 pub const LOCK_CHUNK: &str = "SELECT {cols}, txid_current() AS xid FROM {s}.jobs \
     WHERE id = ANY($1) AND status = 'pending' AND run_at <= now() \
+    AND queue = $2 AND type = ANY($3) \
     FOR UPDATE SKIP LOCKED";
 
 /// Lease mode's claim, in the chunk's transaction: the jobs become `running`, owned by the
@@ -168,31 +183,38 @@ pub const RECORD_OUTCOMES: &str = concat!(
     "WHERE j.id = o.id AND j.id = ANY($1) AND j.status = 'pending'"
 );
 
-/// Pending, due jobs for the queue, highest priority and oldest first, without those a live
-/// node's runner has said it is running (its intent record): offering them again would only
-/// make runners find them locked.
-pub const DUE_PENDING: &str = "SELECT id, priority FROM {s}.jobs \
-    WHERE status = 'pending' AND run_at <= now() \
+/// Pending, due jobs of one queue (`$3`) and the types this node can run (`$4`) for the ID
+/// queue, highest priority and oldest first, without those a live node's runner has said it
+/// is running (its intent record): offering them again would only make runners find them
+/// locked. Like the claim, it reads the head of `jobs_queue_due_idx` for that one queue.
+pub const DUE_PENDING: &str = "SELECT id, priority, queue FROM {s}.jobs \
+    WHERE status = 'pending' AND queue = $3 AND type = ANY($4) AND run_at <= now() \
     AND id NOT IN (SELECT unnest(h.ids) FROM {s}.holds h JOIN {s}.nodes n ON n.id = h.node_id \
                    WHERE n.last_seen >= now() - $2 * interval '1 millisecond') \
     ORDER BY priority DESC, run_at, id LIMIT $1";
 
 /// Of `$1`, the jobs that are pending and due, with their priority: what a push after commit
 /// should carry.
-pub const DUE_AMONG: &str = "SELECT id, priority FROM {s}.jobs \
+pub const DUE_AMONG: &str = "SELECT id, priority, queue FROM {s}.jobs \
     WHERE id = ANY($1) AND status = 'pending' AND run_at <= now()";
 
-/// The database path to work: the most urgent pending, due jobs no other transaction holds,
-/// locked in the chunk's own transaction. The partial index `jobs_due_idx` is in exactly this
-/// order, so the scan stops after `$1` rows however many jobs the table has finished.
+/// The database path to work: the most urgent pending, due jobs of one queue (`$2`) and of the
+/// types this node has processors for (`$3`) that no other transaction holds, locked in the
+/// chunk's own transaction. The partial index `jobs_queue_due_idx` (queue, priority DESC,
+/// run_at, id) is in exactly this order within a queue, so the scan starts at this queue's
+/// head, never touches another queue's entries, and stops after `$1` rows however many jobs
+/// the table has finished. The type is a filter on that scan: jobs of the queue whose type
+/// this node cannot run are stepped over (see the README on routing types to queues).
 pub const CLAIM_CHUNK: &str = "SELECT {cols}, txid_current() AS xid FROM {s}.jobs \
-    WHERE status = 'pending' AND run_at <= now() \
+    WHERE status = 'pending' AND queue = $2 AND type = ANY($3) AND run_at <= now() \
     ORDER BY priority DESC, run_at, id LIMIT $1 \
     FOR UPDATE SKIP LOCKED";
 
+/// `$8` the queues the node serves (`{"name": runners}`), `$9` the types it can run: written
+/// when the row is made (they do not change while the node runs).
 pub const HEARTBEAT: &str = "INSERT INTO {s}.nodes \
-    (id, host, pid, concurrency, in_flight, processed, failed, last_seen) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, now()) \
+    (id, host, pid, concurrency, in_flight, processed, failed, last_seen, queues, types) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, now(), $8, $9) \
     ON CONFLICT (id) DO UPDATE SET in_flight = EXCLUDED.in_flight, \
     processed = EXCLUDED.processed, failed = EXCLUDED.failed, \
     concurrency = EXCLUDED.concurrency, last_seen = now()";
@@ -318,7 +340,7 @@ pub const TYPE_COUNTS: &str = "SELECT type, \
     FROM {s}.jobs GROUP BY type ORDER BY type";
 
 pub const NODES: &str = "SELECT id, host, pid, concurrency, in_flight, processed, failed, \
-    started_at, last_seen FROM {s}.nodes \
+    started_at, last_seen, queues, types FROM {s}.nodes \
     WHERE last_seen >= now() - $1 * interval '1 millisecond' ORDER BY started_at, id";
 
 /// Jobs finished in each of the last 30 ten-second buckets (bucket 0 is the oldest).
@@ -340,7 +362,7 @@ pub const RETRY_JOBS: &str = "WITH picked AS (SELECT id FROM {s}.jobs \
     ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
     UPDATE {s}.jobs AS j SET status = 'pending', attempts = 0, run_at = now(), \
     finished_at = NULL, updated_at = now() \
-    FROM picked WHERE j.id = picked.id RETURNING j.id, j.priority";
+    FROM picked WHERE j.id = picked.id RETURNING j.id, j.priority, j.queue";
 
 /// A bulk cancel: up to `$3` pending jobs matching the filters. A job running right now has
 /// its row locked by its chunk, so SKIP LOCKED leaves it alone (and does not wait for it).
@@ -357,6 +379,22 @@ pub const CANCEL_JOBS: &str = "WITH picked AS (SELECT id FROM {s}.jobs \
 pub const PRUNE_FINISHED: &str = "DELETE FROM {s}.jobs WHERE id IN (SELECT id FROM {s}.jobs \
     WHERE finished_at < now() - $1 * interval '1 millisecond' AND status = $2 \
     AND ($3::text IS NULL OR type = $3) AND NOT (type = ANY($4::text[])) LIMIT $5)";
+
+/// Pending jobs by queue and type, with the earliest time one of them was due: the status
+/// report compares these against what the live nodes can run. A report, not a hot path: it
+/// reads the pending jobs' index, as the counts by type read the table.
+pub const PENDING_GROUPS: &str = "SELECT queue, type, count(*) AS pending, \
+    min(run_at) AS since FROM {s}.jobs WHERE status = 'pending' GROUP BY queue, type \
+    ORDER BY queue, type";
+
+/// Fails up to `$5` pending jobs of queue `$1` and type `$2` due for longer than `$4`
+/// milliseconds, with the reason `$3`: no node has had a processor for the type for that long.
+/// Jobs locked right now are stepped around.
+pub const FAIL_UNRUNNABLE: &str = "UPDATE {s}.jobs SET status = 'failed', last_error = $3, \
+    finished_at = now(), updated_at = now() \
+    WHERE id IN (SELECT id FROM {s}.jobs WHERE status = 'pending' AND queue = $1 AND type = $2 \
+                 AND run_at < now() - $4 * interval '1 millisecond' LIMIT $5 \
+                 FOR UPDATE SKIP LOCKED) AND status = 'pending'";
 
 /// Declares the statements' substituted copies once: a field per statement, filled from the
 /// constant of the same name in upper case.
@@ -379,6 +417,9 @@ macro_rules! statements {
 
 statements! {
     insert_batch_row = INSERT_BATCH_ROW,
+    resolve_queue = RESOLVE_QUEUE,
+    pending_groups = PENDING_GROUPS,
+    fail_unrunnable = FAIL_UNRUNNABLE,
     insert_batch_jobs = INSERT_BATCH_JOBS,
     insert_jobs = INSERT_JOBS,
     lock_chunk = LOCK_CHUNK,

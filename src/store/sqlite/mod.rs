@@ -44,11 +44,11 @@ use uuid::Uuid;
 
 use self::rows::{batch_from_row, fmt_time, job_from_row, modifier, node_from_row};
 use super::{
-    decode_status, validate_batch, BatchOptions, JobFilter, NodeBeat, Outcome, PruneRule,
-    Selection, Slot, Store, Wake, INSERT_CHUNK,
+    decode_status, validate_batch, BatchOptions, JobFilter, NodeBeat, Outcome, PendingGroup,
+    PruneRule, Queued, Scope, Selection, Slot, Store, Wake, INSERT_CHUNK,
 };
 use crate::error::{Error, Result};
-use crate::job::{Due, Job, JobDetail, JobStatus, NewJob, Submitted};
+use crate::job::{Due, Job, JobDetail, JobStatus, NewJob, Submitted, DEFAULT_QUEUE};
 use crate::processor::Policy;
 use crate::report::{BatchReport, NodeReport, TypeCounts};
 use futures::stream::BoxStream;
@@ -143,7 +143,12 @@ impl SqliteStore {
         targets: &[serde_json::Value],
         max_attempts: Option<i32>,
         opts: &BatchOptions,
-    ) -> Result<Vec<Uuid>> {
+    ) -> Result<(Vec<Uuid>, String)> {
+        let queue: String = sqlx::query_scalar(sql::RESOLVE_QUEUE)
+            .bind(&opts.queue)
+            .bind(job_type)
+            .fetch_one(&mut **tx)
+            .await?;
         sqlx::query(sql::INSERT_BATCH_ROW)
             .bind(batch_id.to_string())
             .bind(&opts.name)
@@ -167,11 +172,12 @@ impl SqliteStore {
                 .bind(&run_at)
                 .bind(opts.priority)
                 .bind(batch_id.to_string())
+                .bind(&queue)
                 .execute(&mut **tx)
                 .await?;
             ids.extend(cids);
         }
-        Ok(ids)
+        Ok((ids, queue))
     }
 }
 
@@ -208,6 +214,7 @@ fn due_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Due> {
     Ok(Due {
         id: rows::uuid(r.try_get::<String, _>(0)?)?,
         priority: r.try_get(1)?,
+        queue: r.try_get(2)?,
     })
 }
 
@@ -234,12 +241,14 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn insert_jobs(&self, jobs: &[NewJob]) -> Result<Vec<Uuid>> {
+    async fn insert_queued(&self, jobs: &[NewJob]) -> Result<Vec<Queued>> {
         for j in jobs {
             j.validate().map_err(Error::Invalid)?;
         }
         let mut w = self.write().await?;
         let mut ids = Vec::with_capacity(jobs.len());
+        // RETURNING promises no order: each job's queue, matched back to its ID.
+        let mut queues = std::collections::HashMap::with_capacity(jobs.len());
         for chunk in jobs.chunks(INSERT_CHUNK) {
             let mut rows = Vec::with_capacity(chunk.len());
             for j in chunk {
@@ -250,15 +259,28 @@ impl Store for SqliteStore {
                     j.target.to_string(),
                     j.max_attempts,
                     j.run_at.map(fmt_time),
-                    j.priority
+                    j.priority,
+                    j.queue
                 ]));
                 ids.push(id);
             }
-            sqlx::query(sql::INSERT_JOBS)
+            let inserted = sqlx::query(sql::INSERT_JOBS)
                 .bind(serde_json::Value::from(rows).to_string())
-                .execute(&mut *w.tx)
+                .fetch_all(&mut *w.tx)
                 .await?;
+            for r in &inserted {
+                queues.insert(rows::uuid(r.try_get(0)?)?, r.try_get::<String, _>(1)?);
+            }
         }
+        let ids = ids
+            .into_iter()
+            .map(|id| Queued {
+                id,
+                queue: queues
+                    .remove(&id)
+                    .unwrap_or_else(|| DEFAULT_QUEUE.to_string()),
+            })
+            .collect();
         w.tx.commit().await?;
         Ok(ids)
     }
@@ -272,18 +294,19 @@ impl Store for SqliteStore {
         let max_attempts = validate_batch(job_type, &targets, &opts)?;
         let batch_id = Uuid::now_v7();
         let mut w = self.write().await?;
-        let ids = self
+        let (ids, queue) = self
             .insert_batch_in(&mut w.tx, batch_id, job_type, &targets, max_attempts, &opts)
             .await?;
         w.tx.commit().await?;
         Ok(Submitted {
             batch_id: Some(batch_id),
             ids,
+            queue,
         })
     }
 
-    async fn slot(&self, node_id: &str) -> Result<Box<dyn Slot>> {
-        Ok(Box::new(self.open_slot(node_id)))
+    async fn slot(&self, node_id: &str, scope: &Scope) -> Result<Box<dyn Slot>> {
+        Ok(Box::new(self.open_slot(node_id, scope)))
     }
 
     async fn settle(&self, outcomes: &[Outcome], node_id: &str) -> Result<u64> {
@@ -293,10 +316,17 @@ impl Store for SqliteStore {
         Ok(n)
     }
 
-    async fn due_pending(&self, limit: i64, node_stale: Duration) -> Result<Vec<Due>> {
+    async fn due_pending(
+        &self,
+        limit: i64,
+        node_stale: Duration,
+        scope: &Scope,
+    ) -> Result<Vec<Due>> {
         let rows = sqlx::query(sql::DUE_PENDING)
             .bind(limit)
             .bind(modifier(node_stale, -1))
+            .bind(&scope.queue)
+            .bind(rows::types_json(&scope.types))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(due_from_row).collect()
@@ -314,7 +344,7 @@ impl Store for SqliteStore {
         let rows: Vec<serde_json::Value> = policy
             .types()
             .into_iter()
-            .map(|(t, o)| serde_json::json!([t, o.max_attempts]))
+            .map(|(t, o)| serde_json::json!([t, o.max_attempts, policy.queue(t)]))
             .collect();
         let mut w = self.write().await?;
         sqlx::query(sql::PUBLISH_POLICY)
@@ -339,6 +369,8 @@ impl Store for SqliteStore {
             .bind(b.in_flight)
             .bind(b.processed)
             .bind(b.failed)
+            .bind(serde_json::to_string(&b.queues).map_err(invalid)?)
+            .bind(serde_json::to_string(&b.types).map_err(invalid)?)
             .execute(&mut *w.tx)
             .await?;
         w.tx.commit().await?;
@@ -533,6 +565,53 @@ impl Store for SqliteStore {
             .iter()
             .map(node_from_row)
             .collect()
+    }
+
+    async fn pending_groups(&self) -> Result<Vec<PendingGroup>> {
+        sqlx::query(sql::PENDING_GROUPS)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(PendingGroup {
+                    queue: r.try_get("queue")?,
+                    job_type: r.try_get("type")?,
+                    pending: r.try_get("pending")?,
+                    since: rows::time(r, "since")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn fail_unrunnable(
+        &self,
+        queue: &str,
+        job_type: &str,
+        older: Duration,
+        reason: &str,
+        limit: i64,
+    ) -> Result<u64> {
+        // What our chunks hold right now is running: left alone, as in a bulk cancel.
+        let running: Vec<Uuid> = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        let mut w = self.write().await?;
+        let n = sqlx::query(sql::FAIL_UNRUNNABLE)
+            .bind(queue)
+            .bind(job_type)
+            .bind(reason)
+            .bind(modifier(older, -1))
+            .bind(limit)
+            .bind(rows::ids_json(&running))
+            .execute(&mut *w.tx)
+            .await?
+            .rows_affected();
+        w.tx.commit().await?;
+        Ok(n)
     }
 
     async fn job_detail(&self, id: Uuid) -> Result<Option<JobDetail>> {

@@ -16,7 +16,7 @@ macro_rules! now {
 macro_rules! cols {
     () => {
         "id, type, target, status, attempts, max_attempts, run_at, priority, batch_id, \
-         last_error, created_at, updated_at, finished_at, node_id"
+         queue, last_error, created_at, updated_at, finished_at, node_id"
     };
 }
 
@@ -60,15 +60,20 @@ pub const INSERT_BATCH_ROW: &str = concat!(
     ")"
 );
 
+/// A batch's queue, resolved once before its rows go in: its own (`$1`), else its type's
+/// (`$2`), else `default`.
+pub const RESOLVE_QUEUE: &str =
+    "SELECT COALESCE($1, (SELECT t.queue FROM job_types t WHERE t.type = $2), 'default')";
+
 /// One statement per chunk of a batch: `$1` is `[[id, target JSON text], …]`; the type and
-/// options are shared scalars.
+/// options are shared scalars, `$7` the queue [`RESOLVE_QUEUE`] found.
 pub const INSERT_BATCH_JOBS: &str = concat!(
-    "INSERT INTO jobs (id, type, target, max_attempts, run_at, priority, batch_id, ",
+    "INSERT INTO jobs (id, type, target, max_attempts, run_at, priority, batch_id, queue, ",
     "created_at, updated_at) ",
     "SELECT value ->> 0, $2, value ->> 1, ",
     "COALESCE($3, (SELECT t.max_attempts FROM job_types t WHERE t.type = $2), 3), COALESCE($4, ",
     now!(),
-    "), $5, $6, ",
+    "), $5, $6, $7, ",
     now!(),
     ", ",
     now!(),
@@ -76,19 +81,21 @@ pub const INSERT_BATCH_JOBS: &str = concat!(
 );
 
 /// One statement per chunk of mixed jobs: `$1` is
-/// `[[id, type, target JSON text, max_attempts, run_at or null, priority], …]`.
+/// `[[id, type, target JSON text, max_attempts, run_at or null, priority, queue or null], …]`.
+/// Returns each job's queue (its own, its type's or `default`), for the push after commit.
 pub const INSERT_JOBS: &str = concat!(
-    "INSERT INTO jobs (id, type, target, max_attempts, run_at, priority, created_at, ",
+    "INSERT INTO jobs (id, type, target, max_attempts, run_at, priority, queue, created_at, ",
     "updated_at) ",
     "SELECT value ->> 0, value ->> 1, value ->> 2, ",
     "COALESCE(value ->> 3, (SELECT t.max_attempts FROM job_types t WHERE t.type = value ->> 1), 3), ",
     "COALESCE(value ->> 4, ",
     now!(),
     "), value ->> 5, ",
+    "COALESCE(value ->> 6, (SELECT t.queue FROM job_types t WHERE t.type = value ->> 1), 'default'), ",
     now!(),
     ", ",
     now!(),
-    " FROM json_each($1) ORDER BY key"
+    " FROM json_each($1) WHERE true ORDER BY key RETURNING id, queue"
 );
 
 /// The heart of the design, SQLite edition. There is no `FOR UPDATE SKIP LOCKED`: SQLite
@@ -96,12 +103,14 @@ pub const INSERT_JOBS: &str = concat!(
 /// transaction that it holds (with its in-process writer lock) until `finish_chunk` commits.
 /// No other transaction, in this process or another, can change these rows before then, so
 /// "pending and due, read inside the write transaction" is exactly the guarantee that
-/// PostgreSQL's row lock gives: a duplicate or stale ID finds nothing.
+/// PostgreSQL's row lock gives: a duplicate or stale ID finds nothing. So does an ID of
+/// another queue than `$2` or of a type not in `$3` (a JSON array): it stays pending.
 pub const LOCK_CHUNK: &str = concat!(
     "SELECT ",
     cols!(),
     " FROM jobs WHERE id IN (SELECT value FROM json_each($1)) ",
-    "AND status = 'pending' AND run_at <= ",
+    "AND status = 'pending' AND queue = $2 AND type IN (SELECT value FROM json_each($3)) ",
+    "AND run_at <= ",
     now!()
 );
 
@@ -214,8 +223,10 @@ pub const RECORD_OUTCOMES: &str = concat!(
 
 /// Pending, due jobs for the queue, without those a live node's runner has recorded it is
 /// running (`$2`, a negative modifier, is the node timeout).
+/// Only queue `$3` and the types in `$4` (a JSON array), from `jobs_queue_due_idx`.
 pub const DUE_PENDING: &str = concat!(
-    "SELECT id, priority FROM jobs WHERE status = 'pending' AND run_at <= ",
+    "SELECT id, priority, queue FROM jobs WHERE status = 'pending' AND queue = $3 ",
+    "AND type IN (SELECT value FROM json_each($4)) AND run_at <= ",
     now!(),
     " AND id NOT IN (SELECT u.value FROM holds h JOIN nodes n ON n.id = h.node_id, ",
     "json_each(h.ids) AS u WHERE n.last_seen >= strftime('%Y-%m-%d %H:%M:%f', 'now', $2))",
@@ -224,36 +235,41 @@ pub const DUE_PENDING: &str = concat!(
 
 /// Of `$1` (a JSON array of IDs), the jobs pending and due, with their priority.
 pub const DUE_AMONG: &str = concat!(
-    "SELECT id, priority FROM jobs WHERE id IN (SELECT value FROM json_each($1)) ",
+    "SELECT id, priority, queue FROM jobs WHERE id IN (SELECT value FROM json_each($1)) ",
     "AND status = 'pending' AND run_at <= ",
     now!()
 );
 
-/// The most urgent pending, due jobs: a claim reads them with the store's write turn held
-/// (so no chunk of this process holds them), then locks them as popped IDs are locked.
+/// The most urgent pending, due jobs of queue `$2` and the types in `$3` (a JSON array): a
+/// claim reads them with the store's write turn held (so no chunk of this process holds
+/// them), then locks them as popped IDs are locked. `jobs_queue_due_idx` (queue, priority
+/// DESC, run_at, id) gives this order within the queue: other queues are never read.
 pub const CLAIMABLE: &str = concat!(
-    "SELECT id FROM jobs WHERE status = 'pending' AND run_at <= ",
+    "SELECT id FROM jobs WHERE status = 'pending' AND queue = $2 ",
+    "AND type IN (SELECT value FROM json_each($3)) AND run_at <= ",
     now!(),
     " ORDER BY priority DESC, run_at, id LIMIT $1"
 );
 
-/// Publishes the type policy: `$1` is `[[type, max_attempts], …]`.
+/// Publishes the type policy: `$1` is `[[type, max_attempts, queue or null], …]`.
 pub const PUBLISH_POLICY: &str = concat!(
-    "INSERT INTO job_types (type, max_attempts, updated_at) ",
-    "SELECT value ->> 0, value ->> 1, ",
+    "INSERT INTO job_types (type, max_attempts, queue, updated_at) ",
+    "SELECT value ->> 0, value ->> 1, value ->> 2, ",
     now!(),
     " FROM json_each($1) WHERE true ",
     "ON CONFLICT (type) DO UPDATE SET max_attempts = excluded.max_attempts, ",
-    "updated_at = excluded.updated_at WHERE job_types.max_attempts <> excluded.max_attempts"
+    "queue = excluded.queue, updated_at = excluded.updated_at ",
+    "WHERE job_types.max_attempts <> excluded.max_attempts ",
+    "OR job_types.queue IS NOT excluded.queue"
 );
 
 pub const HEARTBEAT: &str = concat!(
     "INSERT INTO nodes (id, host, pid, concurrency, in_flight, processed, failed, ",
-    "started_at, last_seen) VALUES ($1, $2, $3, $4, $5, $6, $7, ",
+    "started_at, last_seen, queues, types) VALUES ($1, $2, $3, $4, $5, $6, $7, ",
     now!(),
     ", ",
     now!(),
-    ") ON CONFLICT (id) DO UPDATE SET in_flight = excluded.in_flight, ",
+    ", $8, $9) ON CONFLICT (id) DO UPDATE SET in_flight = excluded.in_flight, ",
     "processed = excluded.processed, failed = excluded.failed, ",
     "concurrency = excluded.concurrency, last_seen = excluded.last_seen"
 );
@@ -376,7 +392,7 @@ pub const TYPE_COUNTS: &str = "SELECT type, \
     FROM jobs GROUP BY type ORDER BY type";
 
 pub const NODES: &str = "SELECT id, host, pid, concurrency, in_flight, processed, failed, \
-    started_at, last_seen FROM nodes \
+    started_at, last_seen, queues, types FROM nodes \
     WHERE last_seen >= strftime('%Y-%m-%d %H:%M:%f', 'now', $1) ORDER BY started_at, id";
 
 /// Jobs finished in each of the last 30 ten-second buckets (bucket 0 is the oldest).
@@ -406,7 +422,7 @@ pub const RETRY_JOBS: &str = concat!(
     now!(),
     " WHERE id IN (SELECT id FROM jobs WHERE status IN ('failed', 'cancelled') ",
     "AND ($1 IS NULL OR status = $1) AND ($2 IS NULL OR type = $2) ",
-    "AND ($3 IS NULL OR batch_id = $3) ORDER BY id LIMIT $4) RETURNING id, priority"
+    "AND ($3 IS NULL OR batch_id = $3) ORDER BY id LIMIT $4) RETURNING id, priority, queue"
 );
 
 /// A bulk cancel: up to `$4` pending jobs matching the filters, except those in `$3` (a JSON
@@ -426,3 +442,22 @@ pub const CANCEL_JOBS: &str = concat!(
 pub const PRUNE_FINISHED: &str = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
     WHERE finished_at < strftime('%Y-%m-%d %H:%M:%f', 'now', $1) AND status = $2 \
     AND ($3 IS NULL OR type = $3) AND type NOT IN (SELECT value FROM json_each($4)) LIMIT $5)";
+
+/// Pending jobs by queue and type, with the earliest `run_at` among them (see the PostgreSQL
+/// statement of the same name).
+pub const PENDING_GROUPS: &str = "SELECT queue, type, count(*) AS pending, \
+    min(run_at) AS since FROM jobs WHERE status = 'pending' GROUP BY queue, type \
+    ORDER BY queue, type";
+
+/// Fails up to `$5` pending jobs of queue `$1` and type `$2` due before `$4` (a negative
+/// modifier), with the reason `$3`, except those in `$6` (a JSON array of the IDs this
+/// store's chunks hold).
+pub const FAIL_UNRUNNABLE: &str = concat!(
+    "UPDATE jobs SET status = 'failed', last_error = $3, finished_at = ",
+    now!(),
+    ", updated_at = ",
+    now!(),
+    " WHERE id IN (SELECT id FROM jobs WHERE status = 'pending' AND queue = $1 AND type = $2 ",
+    "AND run_at < strftime('%Y-%m-%d %H:%M:%f', 'now', $4) ",
+    "AND id NOT IN (SELECT value FROM json_each($6)) LIMIT $5)"
+);

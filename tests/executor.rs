@@ -375,7 +375,137 @@ async fn the_types_policy_applies_on_every_insert_path(b: Backend) {
     assert_eq!(attempts(batch.ids[0]).await, 7);
 }
 
+/// A node serves a subset: its named queues and the types it has processors for. The rest
+/// stays pending and uncharged, shown as unrunnable; with a deadline, a type no node knows
+/// fails with the reason, while a known type in a queue nobody serves keeps waiting.
+async fn a_node_runs_only_its_queues_and_types(b: Backend) {
+    let ts = TestStore::new(b).await;
+    let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::default());
+    let mut config = skiplock::NodeConfig::default();
+    config.unrunnable.fail_after = Some(Duration::from_secs(1));
+    let w = Node::builder(ts.store.clone(), queue.clone())
+        .config(config)
+        .queues([("default", 2), ("media", 1)])
+        .start()
+        .await
+        .unwrap();
+    let client = Client::new(ts.store.clone(), queue);
+    let ids = client
+        .submit_many(&[
+            NewJob::new("noop", serde_json::json!(1)),
+            NewJob::new("sleep", serde_json::json!({"ms": 1})).queue("media"),
+            NewJob::new("noop", serde_json::json!(2)).queue("elsewhere"),
+            NewJob::new("nobody_knows", serde_json::json!(3)).queue("media"),
+        ])
+        .await
+        .unwrap();
+    let store = ts.store.clone();
+    let ran = common::wait_until(Duration::from_secs(20), || {
+        let store = store.clone();
+        let ids = ids.clone();
+        async move {
+            let mut st = Vec::new();
+            for id in &ids {
+                st.push(store.job(*id).await.unwrap().unwrap().status);
+            }
+            st == [
+                JobStatus::Succeeded,
+                JobStatus::Succeeded,
+                JobStatus::Pending,
+                JobStatus::Failed,
+            ]
+        }
+    })
+    .await;
+    assert!(ran, "the node ran its own and failed the unknown type after the deadline");
+    let report = ts.store.report(Duration::from_secs(10)).await.unwrap();
+    w.shutdown(Duration::from_secs(5)).await;
+    let waiting = ts.store.job(ids[2]).await.unwrap().unwrap();
+    assert_eq!((waiting.attempts, waiting.last_error), (0, None));
+    let failed = ts.store.job(ids[3]).await.unwrap().unwrap();
+    assert!(
+        failed.last_error.unwrap().starts_with("no processor for type nobody_knows"),
+        "the reason is recorded"
+    );
+    let un: Vec<_> = report
+        .unrunnable
+        .iter()
+        .map(|u| (u.queue.as_str(), u.job_type.as_str(), u.type_known, u.queue_served))
+        .collect();
+    assert_eq!(un, vec![("elsewhere", "noop", true, false)]);
+    let node = &report.nodes[0];
+    assert_eq!(node.concurrency, 3);
+    assert_eq!(node.queues.get("media"), Some(&1));
+    assert!(node.types.contains(&"sleep".to_string()));
+}
+
+/// A queue with concurrency 1 never runs two of its jobs at once, while other queues run.
+async fn a_queue_of_concurrency_one_runs_one_job_at_a_time(b: Backend) {
+    let ts = TestStore::new(b).await;
+    let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::default());
+    let running = Arc::new(std::sync::atomic::AtomicI32::new(0));
+    let most = Arc::new(std::sync::atomic::AtomicI32::new(0));
+    let mut reg = Registry::with_builtins();
+    reg.register(
+        "serial",
+        Gauge {
+            running: running.clone(),
+            most: most.clone(),
+        },
+        quick(3),
+    )
+    .unwrap();
+    reg.set_queue("serial", "one").unwrap();
+    let w = Node::builder(ts.store.clone(), queue.clone())
+        .registry(reg)
+        .queues([("one", 1), ("default", 4)])
+        .start()
+        .await
+        .unwrap();
+    let client = Client::new(ts.store.clone(), queue);
+    client
+        .submit_batch(
+            "serial",
+            (0..30).map(|i| serde_json::json!(i)).collect(),
+            BatchOptions::default(),
+        )
+        .await
+        .unwrap();
+    client
+        .submit_batch(
+            "sleep",
+            (0..30).map(|_| serde_json::json!({"ms": 5})).collect(),
+            BatchOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert!(ts.wait_all_finished(Duration::from_secs(30)).await);
+    w.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(ts.count_status("succeeded").await, 60);
+    assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 1, "never two at once");
+}
+
+/// Counts its own jobs running at once, and the most it saw.
+struct Gauge {
+    running: Arc<std::sync::atomic::AtomicI32>,
+    most: Arc<std::sync::atomic::AtomicI32>,
+}
+
+#[async_trait]
+impl Processor for Gauge {
+    async fn process(&self, _job: &Job, _tx: &mut JobTx<'_>) -> Result<(), ProcessError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.running.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        self.running.fetch_sub(1, SeqCst);
+        Ok(())
+    }
+}
+
 for_each_backend!(
+    a_node_runs_only_its_queues_and_types,
+    a_queue_of_concurrency_one_runs_one_job_at_a_time,
     the_types_policy_applies_on_every_insert_path,
     exactly_once_with_duplicate_ids,
     chunked_exactly_once,

@@ -193,7 +193,7 @@ impl StatusReport {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{:<40} {:<16} {:>6} {:>9} {:>10} {:>8}  LAST HEARTBEAT",
+            "{:<40} {:<16} {:>6} {:>9} {:>10} {:>8}  LAST HEARTBEAT  QUEUES",
             "NODE", "HOST", "CONC", "IN FLIGHT", "PROCESSED", "FAILED"
         );
         if self.nodes.is_empty() {
@@ -202,14 +202,19 @@ impl StatusReport {
         for n in &self.nodes {
             let _ = writeln!(
                 out,
-                "{:<40} {:<16} {:>6} {:>9} {:>10} {:>8}  {}",
+                "{:<40} {:<16} {:>6} {:>9} {:>10} {:>8}  {:<14}  {}",
                 n.id,
                 truncate(&n.host, 16),
                 n.concurrency,
                 n.in_flight,
                 n.processed,
                 n.failed,
-                n.last_heartbeat.format("%H:%M:%S")
+                n.last_heartbeat.format("%H:%M:%S"),
+                n.queues
+                    .iter()
+                    .map(|(q, c)| format!("{q}={c}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
             );
         }
         if !self.unrunnable.is_empty() {

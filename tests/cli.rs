@@ -410,7 +410,8 @@ async fn bad_configs_flags_and_urls_fail_fast_with_a_clear_line() {
         ("a b=1", "may only contain"),
         ("x';DROP TABLE jobs;--=1", "may only contain"),
     ] {
-        must_fail(&ts, &["worker", "--queues", queues], says);
+        let flag = format!("--queues={queues}");
+        must_fail(&ts, &["worker", &flag], says);
     }
     let huge = format!("{}=1", "q".repeat(100_000));
     must_fail(&ts, &["worker", "--queues", &huge], "longer than 64");
@@ -425,7 +426,7 @@ async fn bad_configs_flags_and_urls_fail_fast_with_a_clear_line() {
     must_fail(&ts, &["--config", &qbad, "worker"], "[types.noop] queue");
     must_fail(
         &ts,
-        &["worker", "--fail-unrunnable-after", "-1d"],
+        &["worker", "--fail-unrunnable-after=-1d"],
         "--fail-unrunnable-after",
     );
     for (queue, says) in [

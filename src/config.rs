@@ -260,7 +260,9 @@ pub fn parse_queues(spec: &str) -> std::result::Result<Vec<(String, usize)>, Str
         let part = part.trim();
         let Some((name, n)) = part.split_once('=') else {
             let shown: String = part.chars().take(40).collect();
-            return Err(format!("{shown:?}: expected NAME=CONCURRENCY, such as default=16"));
+            return Err(format!(
+                "{shown:?}: expected NAME=CONCURRENCY, such as default=16"
+            ));
         };
         entries.push((name.trim().to_string(), n.trim().to_string()));
     }
@@ -269,13 +271,18 @@ pub fn parse_queues(spec: &str) -> std::result::Result<Vec<(String, usize)>, Str
 
 /// Checks queue entries (name, concurrency as written): valid names, each once, each with a
 /// concurrency from 1 to [`crate::executor::MAX_CONCURRENCY`], at most [`MAX_QUEUES`].
-fn check_queues(entries: Vec<(String, String)>) -> std::result::Result<Vec<(String, usize)>, String> {
+fn check_queues(
+    entries: Vec<(String, String)>,
+) -> std::result::Result<Vec<(String, usize)>, String> {
     use crate::executor::MAX_CONCURRENCY;
     if entries.is_empty() {
         return Err("no queues given: a node must serve at least one".into());
     }
     if entries.len() > MAX_QUEUES {
-        return Err(format!("{} queues; a node serves at most {MAX_QUEUES}", entries.len()));
+        return Err(format!(
+            "{} queues; a node serves at most {MAX_QUEUES}",
+            entries.len()
+        ));
     }
     let mut out: Vec<(String, usize)> = Vec::with_capacity(entries.len());
     for (name, n) in entries {
@@ -427,9 +434,14 @@ mod tests {
             assert!(e.contains(says), "{bad:?}: {e}");
         }
         let huge = format!("{}=1", "q".repeat(10_000));
-        assert!(parse_queues(&huge).unwrap_err().len() < 300, "the error stays short");
+        assert!(
+            parse_queues(&huge).unwrap_err().len() < 300,
+            "the error stays short"
+        );
         let many: Vec<String> = (0..=MAX_QUEUES).map(|i| format!("q{i}=1")).collect();
-        assert!(parse_queues(&many.join(",")).unwrap_err().contains("at most"));
+        assert!(parse_queues(&many.join(","))
+            .unwrap_err()
+            .contains("at most"));
         let c = FileConfig::parse("[queues]\ndefault = 2\nmedia = 1").unwrap();
         assert_eq!(c.queues().unwrap().unwrap().len(), 2);
         for bad in [

@@ -414,11 +414,24 @@ mod tests {
         assert!(validate_queue("default").is_ok());
         assert!(validate_queue("media-2.eu_west").is_ok());
         assert!(validate_queue(&"q".repeat(MAX_QUEUE_LEN)).is_ok());
-        for bad in ["", "a b", "a=4", "a,b", "a:b", "{q}", "x'; DROP TABLE jobs;--", "\u{0}", "é"] {
+        for bad in [
+            "",
+            "a b",
+            "a=4",
+            "a,b",
+            "a:b",
+            "{q}",
+            "x'; DROP TABLE jobs;--",
+            "\u{0}",
+            "é",
+        ] {
             assert!(validate_queue(bad).is_err(), "accepted {bad:?}");
         }
         assert!(validate_queue(&"q".repeat(MAX_QUEUE_LEN + 1)).is_err());
-        assert!(NewJob::new("noop", serde_json::json!({})).queue("a b").validate().is_err());
+        assert!(NewJob::new("noop", serde_json::json!({}))
+            .queue("a b")
+            .validate()
+            .is_err());
     }
 
     #[test]

@@ -33,7 +33,12 @@ async fn failed_batch(app: &TestApp, n: usize) -> (String, Vec<Uuid>) {
         .await
         .unwrap();
     let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
-    let mut slot = app.db.store.slot("node-api", &common::scope()).await.unwrap();
+    let mut slot = app
+        .db
+        .store
+        .slot("node-api", &common::scope())
+        .await
+        .unwrap();
     let chunk = slot.lock(&ids).await.unwrap();
     let outs: Vec<Outcome> = chunk
         .jobs
@@ -46,7 +51,10 @@ async fn failed_batch(app: &TestApp, n: usize) -> (String, Vec<Uuid>) {
         .collect();
     chunk.finish(&outs).await.unwrap();
     // Drain the queue of the submission's pushes, so the test sees only the retry's.
-    let _ = app.queue.pop("default", 10_000, Duration::from_millis(10)).await;
+    let _ = app
+        .queue
+        .pop("default", 10_000, Duration::from_millis(10))
+        .await;
     (batch, ids)
 }
 

@@ -435,14 +435,29 @@ async fn bad_configs_flags_and_urls_fail_fast_with_a_clear_line() {
         ("a=1", "may only contain"),
         ("x';DROP TABLE jobs;--", "may only contain"),
     ] {
-        must_fail(&ts, &["submit", "noop", "--target", "{}", "--queue", queue], says);
+        must_fail(
+            &ts,
+            &["submit", "noop", "--target", "{}", "--queue", queue],
+            says,
+        );
     }
     must_fail(
         &ts,
-        &["submit", "noop", "--target", "{}", "--queue", &"q".repeat(100_000)],
+        &[
+            "submit",
+            "noop",
+            "--target",
+            "{}",
+            "--queue",
+            &"q".repeat(100_000),
+        ],
         "longer than 64",
     );
-    assert_eq!(ts.count_status("pending").await, 0, "no refused submit inserted a job");
+    assert_eq!(
+        ts.count_status("pending").await,
+        0,
+        "no refused submit inserted a job"
+    );
     must_fail(
         &ts,
         &["worker", "--chunk-size", "0"],

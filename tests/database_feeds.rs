@@ -294,11 +294,15 @@ async fn the_sql_functions_apply_the_policy_and_refuse_bad_input() {
         async move { store.job(id).await.unwrap().unwrap().queue }
     };
     assert_eq!(queue(a).await, "default");
-    let d = one(format!("SELECT \"{s}\".add_job('sleep', '{{}}')")).await.unwrap();
-    assert_eq!(queue(d).await, "slow-lane", "the type's queue");
-    let e = one(format!("SELECT \"{s}\".add_job('sleep', '{{}}', queue => 'media')"))
+    let d = one(format!("SELECT \"{s}\".add_job('sleep', '{{}}')"))
         .await
         .unwrap();
+    assert_eq!(queue(d).await, "slow-lane", "the type's queue");
+    let e = one(format!(
+        "SELECT \"{s}\".add_job('sleep', '{{}}', queue => 'media')"
+    ))
+    .await
+    .unwrap();
     assert_eq!(queue(e).await, "media", "the job's own queue wins");
     let f = one(format!(
         "SELECT \"{s}\".add_job('noop', '{{}}', NULL, 0::smallint, NULL, NULL, 'media.eu-1')"
@@ -355,7 +359,10 @@ async fn the_sql_functions_apply_the_policy_and_refuse_bad_input() {
             "invalid queue",
         ),
         (
-            format!("SELECT \"{s}\".add_job('noop', queue => '{}')", "q".repeat(100_000)),
+            format!(
+                "SELECT \"{s}\".add_job('noop', queue => '{}')",
+                "q".repeat(100_000)
+            ),
             "invalid queue",
         ),
         (

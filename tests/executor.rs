@@ -273,7 +273,14 @@ async fn unknown_type_waits_and_rejected_target_fails_with_reason(b: Backend) {
     let un: Vec<_> = report
         .unrunnable
         .iter()
-        .map(|g| (g.queue.as_str(), g.job_type.as_str(), g.pending, g.type_known))
+        .map(|g| {
+            (
+                g.queue.as_str(),
+                g.job_type.as_str(),
+                g.pending,
+                g.type_known,
+            )
+        })
         .collect();
     assert_eq!(un, vec![("default", "nobody_handles_this", 1, false)]);
     let bad = ts.store.job(bad).await.unwrap().unwrap();
@@ -417,20 +424,33 @@ async fn a_node_runs_only_its_queues_and_types(b: Backend) {
         }
     })
     .await;
-    assert!(ran, "the node ran its own and failed the unknown type after the deadline");
+    assert!(
+        ran,
+        "the node ran its own and failed the unknown type after the deadline"
+    );
     let report = ts.store.report(Duration::from_secs(10)).await.unwrap();
     w.shutdown(Duration::from_secs(5)).await;
     let waiting = ts.store.job(ids[2]).await.unwrap().unwrap();
     assert_eq!((waiting.attempts, waiting.last_error), (0, None));
     let failed = ts.store.job(ids[3]).await.unwrap().unwrap();
     assert!(
-        failed.last_error.unwrap().starts_with("no processor for type nobody_knows"),
+        failed
+            .last_error
+            .unwrap()
+            .starts_with("no processor for type nobody_knows"),
         "the reason is recorded"
     );
     let un: Vec<_> = report
         .unrunnable
         .iter()
-        .map(|u| (u.queue.as_str(), u.job_type.as_str(), u.type_known, u.queue_served))
+        .map(|u| {
+            (
+                u.queue.as_str(),
+                u.job_type.as_str(),
+                u.type_known,
+                u.queue_served,
+            )
+        })
         .collect();
     assert_eq!(un, vec![("elsewhere", "noop", true, false)]);
     let node = &report.nodes[0];
@@ -482,7 +502,11 @@ async fn a_queue_of_concurrency_one_runs_one_job_at_a_time(b: Backend) {
     assert!(ts.wait_all_finished(Duration::from_secs(30)).await);
     w.shutdown(Duration::from_secs(5)).await;
     assert_eq!(ts.count_status("succeeded").await, 60);
-    assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 1, "never two at once");
+    assert_eq!(
+        most.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "never two at once"
+    );
 }
 
 /// Counts its own jobs running at once, and the most it saw.

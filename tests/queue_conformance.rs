@@ -65,9 +65,7 @@ impl Drop for Fresh {
 }
 
 fn due(n: usize, priority: i16) -> Vec<Due> {
-    (0..n)
-        .map(|_| Due::new(Uuid::now_v7(), priority))
-        .collect()
+    (0..n).map(|_| Due::new(Uuid::now_v7(), priority)).collect()
 }
 
 fn due_in(queue: &str, n: usize) -> Vec<Due> {
@@ -108,12 +106,22 @@ async fn a_push_wakes_only_its_queue(kind: Kind) {
     tokio::time::sleep(Duration::from_millis(100)).await;
     f.queue.push(&due_in("default", 2)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!waiter.is_finished(), "a push to default woke a media popper");
+    assert!(
+        !waiter.is_finished(),
+        "a push to default woke a media popper"
+    );
     let media = due_in("media", 1);
     f.queue.push(&media).await.unwrap();
     let got = waiter.await.unwrap().unwrap();
     assert_eq!(got, vec![media[0].id]);
-    assert_eq!(f.queue.pop("default", 5, Duration::ZERO).await.unwrap().len(), 2);
+    assert_eq!(
+        f.queue
+            .pop("default", 5, Duration::ZERO)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 async fn dedup(kind: Kind) {
@@ -159,10 +167,16 @@ async fn pop_takes_at_most_max(kind: Kind) {
     let q = &f.queue;
     let items = due(10, 0);
     q.push(&items).await.unwrap();
-    let first = q.pop("default", 3, Duration::from_millis(100)).await.unwrap();
+    let first = q
+        .pop("default", 3, Duration::from_millis(100))
+        .await
+        .unwrap();
     assert_eq!(first, items[..3].iter().map(|d| d.id).collect::<Vec<_>>());
     assert_eq!(q.depth().await.unwrap(), 7);
-    let rest = q.pop("default", 100, Duration::from_millis(100)).await.unwrap();
+    let rest = q
+        .pop("default", 100, Duration::from_millis(100))
+        .await
+        .unwrap();
     assert_eq!(rest.len(), 7);
     assert_eq!(q.depth().await.unwrap(), 0);
     // max 0 is treated as 1, never as "nothing".
@@ -173,7 +187,11 @@ async fn pop_takes_at_most_max(kind: Kind) {
 async fn empty_pop_waits_then_times_out(kind: Kind) {
     let f = Fresh::new(kind).await;
     let started = Instant::now();
-    let got = f.queue.pop("default", 4, Duration::from_millis(400)).await.unwrap();
+    let got = f
+        .queue
+        .pop("default", 4, Duration::from_millis(400))
+        .await
+        .unwrap();
     let took = started.elapsed();
     assert!(got.is_empty());
     assert!(
@@ -181,7 +199,12 @@ async fn empty_pop_waits_then_times_out(kind: Kind) {
         "returned after {took:?}"
     );
     assert!(took < Duration::from_secs(5), "returned after {took:?}");
-    assert!(f.queue.pop("default", 4, Duration::ZERO).await.unwrap().is_empty());
+    assert!(f
+        .queue
+        .pop("default", 4, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn blocked_pop_wakes_on_push(kind: Kind) {
@@ -235,7 +258,10 @@ async fn concurrent_poppers_never_share_an_id(kind: Kind) {
             let mut mine = Vec::new();
             let mut empty = 0;
             while empty < 3 {
-                let got = q.pop("default", 1 + i % 7, Duration::from_millis(200)).await.unwrap();
+                let got = q
+                    .pop("default", 1 + i % 7, Duration::from_millis(200))
+                    .await
+                    .unwrap();
                 if got.is_empty() {
                     empty += 1;
                 } else {

@@ -120,7 +120,10 @@ async fn two_services_with_different_processors_share_one_database() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("NO LIVE NODE CAN RUN") && text.contains("resize"), "{text}");
+    assert!(
+        text.contains("NO LIVE NODE CAN RUN") && text.contains("resize"),
+        "{text}"
+    );
 
     let mut a = NodeProc::start(dir.path(), "a", worker(&c, &a_cfg, "default=2,media=1"));
     // A publishes resize's queue: jobs that name none go to `media` through its policy.
@@ -167,7 +170,9 @@ async fn two_services_with_different_processors_share_one_database() {
         }
     }
     assert!(
-        by_node.iter().any(|(t, pid, _)| t == "thumb" && *pid == b_pid),
+        by_node
+            .iter()
+            .any(|(t, pid, _)| t == "thumb" && *pid == b_pid),
         "B ran thumbs: {by_node:?}"
     );
     let once: (i64, i64) = sqlx::query_as(&format!(
@@ -178,8 +183,18 @@ async fn two_services_with_different_processors_share_one_database() {
     .await
     .unwrap();
     assert_eq!(once, (245, 245), "one effect per job");
-    assert_eq!(overlapping_runs(&ts).await, 0, "media has concurrency 1 on A");
-    assert!(ts.store.report(Duration::from_secs(2)).await.unwrap().unrunnable.is_empty());
+    assert_eq!(
+        overlapping_runs(&ts).await,
+        0,
+        "media has concurrency 1 on A"
+    );
+    assert!(ts
+        .store
+        .report(Duration::from_secs(2))
+        .await
+        .unwrap()
+        .unrunnable
+        .is_empty());
     assert!(a.alive() && b.alive());
 }
 
@@ -203,7 +218,10 @@ async fn a_killed_node_s_queue_is_finished_by_a_survivor_serving_it() {
         })
         .await
     );
-    let client = Client::new(ts.store.clone(), Arc::new(skiplock::queue::memory::MemoryQueue::default()));
+    let client = Client::new(
+        ts.store.clone(),
+        Arc::new(skiplock::queue::memory::MemoryQueue::default()),
+    );
     let targets: Vec<_> = (0..300).map(|i| serde_json::json!({ "i": i })).collect();
     let sub = client
         .submit_batch("resize", targets, BatchOptions::default())
@@ -247,7 +265,10 @@ async fn a_killed_node_s_queue_is_finished_by_a_survivor_serving_it() {
     let c_pid = cc.pid().unwrap().to_string();
     assert!(runners.contains(&c_pid), "{runners:?}");
     for r in &runners {
-        assert!(*r == a_pid || *r == c_pid, "only A and C ran resize: {runners:?}");
+        assert!(
+            *r == a_pid || *r == c_pid,
+            "only A and C ran resize: {runners:?}"
+        );
     }
     assert!(b.alive() && cc.alive());
 }

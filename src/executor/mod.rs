@@ -318,9 +318,7 @@ async fn runner(ctx: Arc<Ctx>, lane: Arc<Lane>, stop: CancellationToken) {
         }
         // 2. Nothing queued (or the queue is down): the database path.
         let result = match popped {
-            Ok(ids) if !ids.is_empty() => run_ids(&ctx, &lane, &mut slot, ids)
-                .await
-                .map(|_| false),
+            Ok(ids) if !ids.is_empty() => run_ids(&ctx, &lane, &mut slot, ids).await.map(|_| false),
             _ => claim(&ctx, &lane, &mut slot).await.map(|n| n == 0),
         };
         match result {

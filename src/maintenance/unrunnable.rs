@@ -45,7 +45,10 @@ pub struct UnrunnableJobs {
 
 impl UnrunnableJobs {
     pub fn new(store: Arc<dyn Store>, config: UnrunnableConfig) -> Result<Self> {
-        if config.fail_after.is_some_and(|d| d < Duration::from_secs(1)) {
+        if config
+            .fail_after
+            .is_some_and(|d| d < Duration::from_secs(1))
+        {
             return Err(Error::Config(
                 "fail-unrunnable-after must be at least a second".into(),
             ));
@@ -75,10 +78,7 @@ impl UnrunnableJobs {
         let groups = self.store.unrunnable(&nodes).await?;
         let now = Instant::now();
         let ripe: Vec<_> = {
-            let mut since = self
-                .unknown_since
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut since = self.unknown_since.lock().unwrap_or_else(|e| e.into_inner());
             since.retain(|t, _| groups.iter().any(|g| !g.type_known && g.job_type == *t));
             groups
                 .into_iter()

@@ -177,8 +177,7 @@ impl RedisQueue {
             .get_multiplexed_async_connection_with_config(&cfg)
             .await;
         let mut conn = self.watch(r)?;
-        let r: redis::RedisResult<Option<(String, String, f64)>> =
-            conn.bzpopmin(key, secs).await;
+        let r: redis::RedisResult<Option<(String, String, f64)>> = conn.bzpopmin(key, secs).await;
         // A failed connection is dropped, not kept: the next pop opens a fresh one.
         let got = self.watch(r)?;
         self.keep(conn);

@@ -310,8 +310,12 @@ pub trait Store: Send + Sync + 'static {
     /// Pending jobs within `scope` that are due, highest priority and oldest first: what the
     /// queue should hold. Leaves out jobs a live node (heard from within `node_stale`) has
     /// recorded it is running.
-    async fn due_pending(&self, limit: i64, node_stale: Duration, scope: &Scope)
-        -> Result<Vec<Due>>;
+    async fn due_pending(
+        &self,
+        limit: i64,
+        node_stale: Duration,
+        scope: &Scope,
+    ) -> Result<Vec<Due>>;
 
     /// Of `ids`, those pending and due now, with their priorities (to push after a commit).
     async fn due_among(&self, ids: &[Uuid]) -> Result<Vec<Due>>;
@@ -446,14 +450,12 @@ impl dyn Store {
             .await?
             .into_iter()
             .filter(|g| {
-                !nodes.iter().any(|n| {
-                    n.queues.contains_key(&g.queue) && n.types.iter().any(|t| *t == g.job_type)
-                })
+                !nodes
+                    .iter()
+                    .any(|n| n.queues.contains_key(&g.queue) && n.types.contains(&g.job_type))
             })
             .map(|g| Unrunnable {
-                type_known: nodes
-                    .iter()
-                    .any(|n| n.types.iter().any(|t| *t == g.job_type)),
+                type_known: nodes.iter().any(|n| n.types.contains(&g.job_type)),
                 queue_served: nodes.iter().any(|n| n.queues.contains_key(&g.queue)),
                 waiting_secs: (now - g.since).num_milliseconds().max(0) as f64 / 1000.0,
                 queue: g.queue,
@@ -462,7 +464,7 @@ impl dyn Store {
                 since: g.since,
             })
             .collect();
-        out.sort_by(|a, b| a.since.cmp(&b.since));
+        out.sort_by_key(|u| u.since);
         Ok(out)
     }
 

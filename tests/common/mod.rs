@@ -241,8 +241,8 @@ pub fn scope() -> skiplock::store::Scope {
         "default",
         &[
             "alpha", "beta", "bad", "culprit", "denied", "effect", "fail", "fine", "forever",
-            "hook", "later", "long", "noop", "nul", "other", "panics", "poison", "sleep", "slow", "thumbs",
-            "x", "t",
+            "hook", "later", "long", "noop", "nul", "other", "panics", "poison", "sleep", "slow",
+            "thumbs", "x", "t",
         ],
     )
 }
@@ -252,6 +252,10 @@ pub fn scope() -> skiplock::store::Scope {
 pub fn scope_of(queue: &str, types: &[&str]) -> skiplock::store::Scope {
     skiplock::store::Scope {
         queue: queue.to_string(),
-        types: types.iter().map(|t| t.to_string()).collect::<Vec<_>>().into(),
+        types: types
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .into(),
     }
 }

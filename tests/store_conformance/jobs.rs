@@ -148,7 +148,11 @@ async fn batches_count_their_jobs(backend: Backend) {
 
 async fn lock_chunk_takes_only_pending_due_jobs(backend: Backend) {
     let ts = TestStore::new(backend).await;
-    let mut slot = ts.store.slot("node-t", &crate::common::scope()).await.unwrap();
+    let mut slot = ts
+        .store
+        .slot("node-t", &crate::common::scope())
+        .await
+        .unwrap();
     let later = Utc::now() + chrono::Duration::hours(1);
     let ids = insert(
         &ts,
@@ -180,7 +184,11 @@ async fn lock_chunk_takes_only_pending_due_jobs(backend: Backend) {
 
 async fn a_locked_job_is_skipped_until_its_transaction_ends(backend: Backend) {
     let ts = TestStore::new(backend).await;
-    let mut slot = ts.store.slot("node-a", &crate::common::scope()).await.unwrap();
+    let mut slot = ts
+        .store
+        .slot("node-a", &crate::common::scope())
+        .await
+        .unwrap();
     let id = insert(&ts, vec![NewJob::new("noop", json!({}))]).await[0];
     let first = slot.lock(&[id]).await.unwrap();
     assert_eq!(first.jobs.len(), 1);
@@ -203,7 +211,11 @@ async fn a_locked_job_is_skipped_until_its_transaction_ends(backend: Backend) {
 
 async fn a_dropped_chunk_leaves_its_jobs_untouched(backend: Backend) {
     let ts = TestStore::new(backend).await;
-    let mut slot = ts.store.slot("node-t", &crate::common::scope()).await.unwrap();
+    let mut slot = ts
+        .store
+        .slot("node-t", &crate::common::scope())
+        .await
+        .unwrap();
     let id = insert(&ts, vec![NewJob::new("noop", json!({}))]).await[0];
     let chunk = slot.lock(&[id]).await.unwrap();
     assert_eq!(chunk.jobs.len(), 1);
@@ -227,7 +239,11 @@ async fn a_dropped_chunk_leaves_its_jobs_untouched(backend: Backend) {
 
 async fn finish_chunk_records_every_outcome(backend: Backend) {
     let ts = TestStore::new(backend).await;
-    let mut slot = ts.store.slot("node-x", &crate::common::scope()).await.unwrap();
+    let mut slot = ts
+        .store
+        .slot("node-x", &crate::common::scope())
+        .await
+        .unwrap();
     let ids = insert(&ts, (0..4).map(|i| NewJob::new("noop", json!(i))).collect()).await;
     let before = Utc::now();
     let chunk = slot.lock(&ids).await.unwrap();
@@ -346,7 +362,11 @@ async fn retry_and_cancel_follow_the_rules(backend: Backend) {
 
 async fn a_running_job_cannot_be_cancelled(backend: Backend) {
     let ts = TestStore::new(backend).await;
-    let mut slot = ts.store.slot("node-t", &crate::common::scope()).await.unwrap();
+    let mut slot = ts
+        .store
+        .slot("node-t", &crate::common::scope())
+        .await
+        .unwrap();
     let id = insert(&ts, vec![NewJob::new("noop", json!({}))]).await[0];
     let chunk = slot.lock(&[id]).await.unwrap();
     let e = ts.store.cancel(id).await.unwrap_err();

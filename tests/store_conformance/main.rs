@@ -28,7 +28,11 @@ pub(crate) async fn settle(
     ids: &[Uuid],
     outcome: impl Fn(Uuid) -> Outcome,
 ) -> usize {
-    let mut slot = ts.store.slot("node-t", &crate::common::scope()).await.unwrap();
+    let mut slot = ts
+        .store
+        .slot("node-t", &crate::common::scope())
+        .await
+        .unwrap();
     let chunk = slot.lock(ids).await.unwrap();
     let outs: Vec<Outcome> = chunk.jobs.iter().map(|j| outcome(j.id)).collect();
     chunk.finish(&outs).await.unwrap();

@@ -14,9 +14,7 @@ use super::rows::job_from_row;
 use super::sql::Statements;
 use super::{record_outcomes, PgStore};
 use crate::error::Result;
-use crate::store::{
-    ChunkTx, CommitProbe, JobConn, Locked, Outcome, Scope, Slot, ROLLBACK_JOB,
-};
+use crate::store::{ChunkTx, CommitProbe, JobConn, Locked, Outcome, Scope, Slot, ROLLBACK_JOB};
 use crate::Job;
 
 /// A runner's kept connection: a chunk costs no pool checkout and no release ping.

@@ -171,7 +171,9 @@ impl PgStore {
                 by_id.insert(r.try_get::<Uuid, _>(0)?, r.try_get::<String, _>(1)?);
             }
             for id in cids {
-                let queue = by_id.remove(&id).unwrap_or_else(|| DEFAULT_QUEUE.to_string());
+                let queue = by_id
+                    .remove(&id)
+                    .unwrap_or_else(|| DEFAULT_QUEUE.to_string());
                 ids.push(Queued { id, queue });
             }
         }

@@ -15,9 +15,7 @@ use super::rows::{ids_json, job_from_row, modifier, types_json};
 use super::{record_outcomes, sql, SqliteStore};
 use crate::error::Result;
 use crate::job::Job;
-use crate::store::{
-    ChunkTx, CommitProbe, JobConn, Locked, Outcome, Scope, Slot, ROLLBACK_JOB,
-};
+use crate::store::{ChunkTx, CommitProbe, JobConn, Locked, Outcome, Scope, Slot, ROLLBACK_JOB};
 
 /// How long after a job's time limit its running SQL statement is interrupted.
 const INTERRUPT_GRACE: Duration = Duration::from_millis(100);

@@ -1,10 +1,11 @@
 //! The Redis queue for many nodes: one sorted set of job IDs per named queue (`{prefix}:queue`
 //! for `default`, `{prefix}:queue:NAME` for the others), scored so that the lowest score is
 //! the highest priority and, within a priority, the oldest job. A runner pops only the set of
-//! the queue it serves; the names in use are kept in the set `{prefix}:queues` (for the
-//! depth).
+//! the queue it serves; the names other than `default` are kept in the set `{prefix}:queues`
+//! (added once per process and name), for the depth.
 //!
-//! - `push` is one `ZADD NX` for the whole slice: one round trip, and an ID already queued is
+//! - `push` is one `ZADD NX` per named queue in the slice (nearly always one: one round
+//!   trip), and an ID already queued is
 //!   neither added twice nor moved. The score is the priority, then the job's age read from
 //!   its UUIDv7 ID, so an ID the reconciler re-offers (after a crash, a flush) goes back to
 //!   its place near the front instead of behind the whole backlog.
@@ -73,6 +74,9 @@ pub struct RedisQueue {
     prefix: String,
     /// The `default` queue's sorted set.
     queue_key: String,
+    /// Named queues this process has added to `{prefix}:queues`. Held only for a lookup or
+    /// an insert, never across an await.
+    named: Mutex<std::collections::HashSet<String>>,
     /// Whether the last command failed, so an outage is logged once when it starts and once
     /// when it ends, not once per failed call.
     down: AtomicBool,
@@ -90,6 +94,7 @@ impl RedisQueue {
             blocking: Mutex::new(Vec::new()),
             prefix: prefix.to_string(),
             queue_key: format!("{prefix}:queue"),
+            named: Mutex::new(std::collections::HashSet::new()),
             down: AtomicBool::new(false),
             shown_url: crate::store::redact_url(url),
         })
@@ -114,6 +119,28 @@ impl RedisQueue {
     /// The set of the named queues pushed to.
     fn names_key(&self) -> String {
         format!("{}:queues", self.prefix)
+    }
+
+    /// Adds a named queue other than `default` to the set of names (for the depth), once per
+    /// process and name: pushes to a queue cost one command, as before queues had names.
+    async fn remember(&self, queue: &str) -> Result<()> {
+        if queue == crate::job::DEFAULT_QUEUE
+            || self
+                .named
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(queue)
+        {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let r: redis::RedisResult<()> = conn.sadd(self.names_key(), queue).await;
+        self.watch(r)?;
+        self.named
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(queue.to_string());
+        Ok(())
     }
 
     /// Logs the transitions of Redis's health and passes the result through.
@@ -199,25 +226,26 @@ impl Queue for RedisQueue {
         if items.is_empty() {
             return Ok(0);
         }
-        // One ZADD per named queue, in one pipeline: still one round trip.
+        // One ZADD per named queue (a push is nearly always to one queue: one round trip). Not
+        // a pipeline: one caught by an outage on the reconnecting connection left it failing
+        // after Redis came back (tests/faults.rs, redis_down_for_a_while).
         let mut by_queue: std::collections::BTreeMap<&str, Vec<&Due>> = Default::default();
         for d in items {
             by_queue.entry(d.queue.as_str()).or_default().push(d);
         }
-        let mut pipe = redis::pipe();
-        pipe.cmd("SADD")
-            .arg(self.names_key())
-            .arg(by_queue.keys().collect::<Vec<_>>())
-            .ignore();
+        let mut added = 0;
         for (queue, dues) in &by_queue {
-            let cmd = pipe.cmd("ZADD").arg(self.key_for(queue)).arg("NX");
+            self.remember(queue).await?;
+            let mut cmd = redis::cmd("ZADD");
+            cmd.arg(self.key_for(queue)).arg("NX");
             for d in dues {
                 cmd.arg(score(d)).arg(d.id.to_string());
             }
+            let mut conn = self.conn.clone();
+            let r: redis::RedisResult<usize> = cmd.query_async(&mut conn).await;
+            added += self.watch(r)?;
         }
-        let mut conn = self.conn.clone();
-        let r: redis::RedisResult<Vec<usize>> = pipe.query_async(&mut conn).await;
-        self.watch(r).map(|added| added.into_iter().sum())
+        Ok(added)
     }
 
     async fn pop(&self, queue: &str, max: usize, wait: Duration) -> Result<Vec<Uuid>> {
@@ -252,12 +280,14 @@ impl Queue for RedisQueue {
         if !keys.contains(&self.queue_key) {
             keys.push(self.queue_key.clone());
         }
-        let mut pipe = redis::pipe();
+        // One ZCARD per named queue, not a pipeline: a pipeline caught by an outage on the
+        // reconnecting connection could leave it failing after Redis came back.
+        let mut total = 0;
         for k in &keys {
-            pipe.cmd("ZCARD").arg(k);
+            let r: redis::RedisResult<u64> = conn.zcard(k).await;
+            total += self.watch(r)?;
         }
-        let r: redis::RedisResult<Vec<u64>> = pipe.query_async(&mut conn).await;
-        self.watch(r).map(|n| n.into_iter().sum())
+        Ok(total)
     }
 
     fn backend(&self) -> &'static str {

@@ -15,6 +15,7 @@ use crate::{insert, ok, settle};
 crate::for_each_backend!(
     inserted_jobs_read_back_exactly,
     invalid_jobs_insert_nothing,
+    jobs_take_their_queue_by_the_one_rule,
     batches_count_their_jobs,
     lock_chunk_takes_only_pending_due_jobs,
     a_locked_job_is_skipped_until_its_transaction_ends,
@@ -88,7 +89,114 @@ async fn invalid_jobs_insert_nothing(backend: Backend) {
         .insert_batch("bad type", vec![json!(1)], BatchOptions::default())
         .await;
     assert!(matches!(r, Err(Error::Invalid(_))), "{r:?}");
+    for q in [
+        "",
+        "a b",
+        "a:b",
+        "x'; DROP TABLE jobs;--",
+        &"q".repeat(100_000),
+    ] {
+        let bad = vec![
+            NewJob::new("fine", json!(1)),
+            NewJob::new("fine", json!(2)).queue(q),
+        ];
+        assert!(matches!(
+            ts.store.insert_jobs(&bad).await,
+            Err(Error::Invalid(_))
+        ));
+        let opts = BatchOptions {
+            queue: Some(q.to_string()),
+            ..BatchOptions::default()
+        };
+        let r = ts.store.insert_batch("fine", vec![json!(1)], opts).await;
+        assert!(matches!(r, Err(Error::Invalid(_))), "{r:?}");
+    }
     assert_eq!(ts.count_status("pending").await, 0);
+}
+
+/// Each job's queue: its own, else its type's (published policy), else `default`; the insert
+/// says which, and a batch too.
+async fn jobs_take_their_queue_by_the_one_rule(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let mut reg = skiplock::Registry::with_builtins();
+    reg.set_queue("sleep", "slow").unwrap();
+    ts.store.publish_policy(&reg.policy()).await.unwrap();
+    let queued = ts
+        .store
+        .insert_queued(&[
+            NewJob::new("noop", json!(1)),
+            NewJob::new("sleep", json!(2)),
+            NewJob::new("sleep", json!(3)).queue("media"),
+        ])
+        .await
+        .unwrap();
+    let queues: Vec<&str> = queued.iter().map(|q| q.queue.as_str()).collect();
+    assert_eq!(queues, ["default", "slow", "media"]);
+    for q in &queued {
+        assert_eq!(ts.store.job(q.id).await.unwrap().unwrap().queue, q.queue);
+    }
+    let sub = ts
+        .store
+        .insert_batch("sleep", vec![json!(1)], BatchOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(sub.queue, "slow");
+    // A slot keeps to its scope: another queue's job, or a type outside it, is not locked
+    // (nor claimed), and stays pending and uncharged.
+    let mut media = ts
+        .store
+        .slot("node-q", &crate::common::scope_of("media", &["noop"]))
+        .await
+        .unwrap();
+    let locked = media.lock(&[queued[0].id, queued[2].id]).await.unwrap();
+    assert!(
+        locked.jobs.is_empty(),
+        "noop is in default; sleep is not this node's type"
+    );
+    locked.finish(&[]).await.unwrap();
+    let claimed = media.claim(10).await.unwrap();
+    assert!(claimed.jobs.is_empty());
+    claimed.finish(&[]).await.unwrap();
+    drop(media);
+    let mut slow = ts
+        .store
+        .slot("node-q", &crate::common::scope_of("media", &["sleep"]))
+        .await
+        .unwrap();
+    let claimed = slow.claim(10).await.unwrap();
+    let ids: Vec<_> = claimed.jobs.iter().map(|j| j.id).collect();
+    assert_eq!(ids, vec![queued[2].id]);
+    claimed.finish(&[]).await.unwrap();
+    let j = ts.store.job(queued[0].id).await.unwrap().unwrap();
+    assert_eq!((j.status, j.attempts), (JobStatus::Pending, 0));
+    // Due jobs for the queue, and what is pending by queue and type.
+    let due = ts
+        .store
+        .due_pending(
+            10,
+            Duration::from_secs(10),
+            &crate::common::scope_of("slow", &["sleep"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 2);
+    assert!(due.iter().all(|d| d.queue == "slow"));
+    let groups: Vec<(String, String, i64)> = ts
+        .store
+        .pending_groups()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| (g.queue, g.job_type, g.pending))
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            ("default".to_string(), "noop".to_string(), 1),
+            ("media".to_string(), "sleep".to_string(), 1),
+            ("slow".to_string(), "sleep".to_string(), 2),
+        ]
+    );
 }
 
 async fn batches_count_their_jobs(backend: Backend) {

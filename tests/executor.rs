@@ -459,6 +459,41 @@ async fn a_node_runs_only_its_queues_and_types(b: Backend) {
     assert!(node.types.contains(&"sleep".to_string()));
 }
 
+/// An ID of a type the node cannot run, pushed to a queue it serves (by another process),
+/// is dropped, not charged and not pushed back; the node's reconciler never offers it, so it
+/// does not go round between the queue and the node.
+async fn a_popped_id_the_node_cannot_run_is_dropped_uncharged(b: Backend) {
+    let ts = TestStore::new(b).await;
+    let (w, client) = start(&ts, Registry::with_builtins(), 2, 1).await;
+    let ids = ts
+        .store
+        .insert_jobs(&[NewJob::new("only_elsewhere", serde_json::json!({}))])
+        .await
+        .unwrap();
+    let r = w.reconcile().await.unwrap();
+    assert_eq!(
+        r.offered, 0,
+        "the reconciler offers only what this node runs"
+    );
+    client.queue().push(&[Due::new(ids[0], 0)]).await.unwrap();
+    let dropped = common::wait_until(Duration::from_secs(10), || async {
+        w.metrics()
+            .dropped_ids
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    })
+    .await;
+    assert!(dropped, "a runner popped the ID and dropped it");
+    assert_eq!(client.queue().depth().await.unwrap(), 0, "not pushed back");
+    assert_eq!(w.reconcile().await.unwrap().offered, 0);
+    w.shutdown(Duration::from_secs(5)).await;
+    let j = ts.store.job(ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        (j.status, j.attempts, j.last_error),
+        (JobStatus::Pending, 0, None)
+    );
+}
+
 /// A queue with concurrency 1 never runs two of its jobs at once, while other queues run.
 async fn a_queue_of_concurrency_one_runs_one_job_at_a_time(b: Backend) {
     let ts = TestStore::new(b).await;
@@ -529,6 +564,7 @@ impl Processor for Gauge {
 
 for_each_backend!(
     a_node_runs_only_its_queues_and_types,
+    a_popped_id_the_node_cannot_run_is_dropped_uncharged,
     a_queue_of_concurrency_one_runs_one_job_at_a_time,
     the_types_policy_applies_on_every_insert_path,
     exactly_once_with_duplicate_ids,

@@ -124,7 +124,10 @@ async fn the_dashboard_shows_a_batch_in_a_real_browser() {
         "the job no node can run is listed:\n{dom}"
     );
     assert!(dom.contains("no node has a processor for the type"));
-    assert!(dom.contains("default=16"), "the node's queues are shown");
+    assert!(
+        dom.contains(">default=4<"),
+        "the node's queues are shown:\n{dom}"
+    );
     assert!(
         dom.contains("<polyline"),
         "the throughput sparkline is drawn"

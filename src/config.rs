@@ -30,7 +30,8 @@ pub struct FileConfig {
     /// Prefix of Redis keys and channels (`skiplock` by default).
     pub redis_prefix: Option<String>,
     pub concurrency: Option<usize>,
-    pub chunk_size: Option<usize>,
+    /// `"auto"` (the default), `"auto:MAX"`, or a fixed number of jobs per transaction.
+    pub chunk_size: Option<ChunkSetting>,
     pub bind: Option<String>,
     pub schema: Option<String>,
     pub api_token: Option<String>,
@@ -488,6 +489,72 @@ mod tests {
         ] {
             let c = FileConfig::parse(bad).unwrap();
             assert!(c.registry().is_err(), "accepted: {bad}");
+        }
+    }
+}
+
+/// `--chunk-size` and the config file's `chunk_size`: `auto` (adaptive, up to
+/// [`crate::executor::DEFAULT_MAX_CHUNK`]), `auto:MAX`, or a fixed number of jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkSetting {
+    Auto { max: usize },
+    Fixed(usize),
+}
+
+impl Default for ChunkSetting {
+    fn default() -> Self {
+        ChunkSetting::Auto {
+            max: crate::executor::DEFAULT_MAX_CHUNK,
+        }
+    }
+}
+
+impl ChunkSetting {
+    /// Applies it to an executor's configuration (checked there, by `validate`).
+    pub fn apply(self, executor: &mut crate::executor::ExecutorConfig) {
+        let (size, adaptive) = match self {
+            ChunkSetting::Auto { max } => (max, true),
+            ChunkSetting::Fixed(n) => (n, false),
+        };
+        executor.chunk_size = size;
+        executor.adaptive = adaptive;
+    }
+}
+
+impl std::str::FromStr for ChunkSetting {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad =
+            || format!("chunk size must be `auto`, `auto:MAX` or a number of jobs, got {s:?}");
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("auto") {
+            return Ok(ChunkSetting::default());
+        }
+        if let Some(max) = t.strip_prefix("auto:") {
+            return max
+                .trim()
+                .parse()
+                .map(|max| ChunkSetting::Auto { max })
+                .map_err(|_| bad());
+        }
+        t.parse().map(ChunkSetting::Fixed).map_err(|_| bad())
+    }
+}
+
+impl<'de> Deserialize<'de> for ChunkSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(i64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => usize::try_from(n).map(ChunkSetting::Fixed).map_err(|_| {
+                serde::de::Error::custom(format!("chunk size must be between 1 and 10000, got {n}"))
+            }),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
         }
     }
 }

@@ -75,8 +75,24 @@ impl NodeBuilder {
         self
     }
 
+    /// A fixed chunk size: every transaction locks up to `n` jobs, whatever the backlog.
     pub fn chunk_size(mut self, n: usize) -> Self {
         self.config.executor.chunk_size = n;
+        self.config.executor.adaptive = false;
+        self
+    }
+
+    /// The chunk size as the command line and config file give it.
+    pub fn chunks(mut self, setting: crate::config::ChunkSetting) -> Self {
+        setting.apply(&mut self.config.executor);
+        self
+    }
+
+    /// Adaptive chunks (the default) of at most `max` jobs: one job per transaction while
+    /// jobs trickle in, growing toward `max` while a backlog lasts.
+    pub fn adaptive_chunks(mut self, max: usize) -> Self {
+        self.config.executor.chunk_size = max;
+        self.config.executor.adaptive = true;
         self
     }
 
@@ -87,6 +103,8 @@ impl NodeBuilder {
         c.heartbeat.lease_ttl = c.reconciler.node_stale;
         c.executor.lease_ttl = c.reconciler.node_stale;
         c.unrunnable.node_stale = c.reconciler.node_stale;
+        // Succeeded jobs kept for zero time are deleted by the chunk that completes them.
+        c.executor.delete_succeeded = c.pruner.retention.deleted_at_once();
         c.executor.validate()?;
         let served = c.executor.served();
         let types = crate::executor::node_types(&self.registry);
@@ -190,6 +208,7 @@ impl NodeBuilder {
                 .collect::<Vec<_>>()
                 .join(","),
             chunk = c.executor.chunk_size,
+            adaptive = c.executor.adaptive,
             "node started"
         );
         Ok(Node {

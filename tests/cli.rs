@@ -357,6 +357,41 @@ async fn bad_configs_flags_and_urls_fail_fast_with_a_clear_line() {
     );
     let garbage = p("garbage.toml", "[[[ not toml");
     must_fail(&ts, &["--config", &garbage, "worker"], "garbage.toml");
+    for (name, body, needle) in [
+        (
+            "chunk-neg.toml",
+            "chunk_size = -1\n",
+            "chunk size must be between 1",
+        ),
+        (
+            "chunk-zero.toml",
+            "chunk_size = 0\n",
+            "chunk size must be between 1",
+        ),
+        (
+            "chunk-huge.toml",
+            "chunk_size = 99999999999\n",
+            "chunk size must be between 1",
+        ),
+        (
+            "chunk-word.toml",
+            "chunk_size = \"lots\"\n",
+            "chunk size must be `auto`",
+        ),
+        (
+            "chunk-empty.toml",
+            "chunk_size = \"\"\n",
+            "chunk size must be `auto`",
+        ),
+        (
+            "chunk-auto0.toml",
+            "chunk_size = \"auto:0\"\n",
+            "chunk size must be between 1",
+        ),
+    ] {
+        let f = p(name, body);
+        must_fail(&ts, &["--config", &f, "worker"], needle);
+    }
     let noproc = p("noproc.toml", "[types.orphan]\nmax_attempts = 2\n");
     must_fail(
         &ts,
@@ -463,6 +498,23 @@ async fn bad_configs_flags_and_urls_fail_fast_with_a_clear_line() {
         &["worker", "--chunk-size", "0"],
         "chunk size must be between 1",
     );
+    must_fail(
+        &ts,
+        &["worker", "--chunk-size", "auto:0"],
+        "chunk size must be between 1",
+    );
+    must_fail(
+        &ts,
+        &["worker", "--chunk-size", "auto:99999"],
+        "chunk size must be between 1",
+    );
+    for bad in ["lots", "", "-3", "auto:", "auto:x", "auto;DROP TABLE jobs"] {
+        must_fail(
+            &ts,
+            &["worker", &format!("--chunk-size={bad}")],
+            "chunk size must be `auto`, `auto:MAX` or a number",
+        );
+    }
     let out = Command::new(common::bin())
         .args(["--database-url", "mysql://localhost/x", "migrate"])
         .output()

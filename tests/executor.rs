@@ -575,4 +575,136 @@ for_each_backend!(
     unknown_type_waits_and_rejected_target_fails_with_reason,
     scheduled_jobs_wait_and_priority_orders,
     graceful_shutdown_rolls_back_what_cannot_finish,
+    succeeded_kept_zero_time_are_deleted_as_they_complete,
 );
+
+/// Rows a chunk's commit finished share its transaction id (`xmin`): how many transactions a
+/// batch's jobs took.
+async fn transactions_used(ts: &TestStore, batch: uuid::Uuid) -> i64 {
+    sqlx::query_scalar(&format!(
+        "SELECT count(DISTINCT xmin::text) FROM \"{}\".jobs WHERE batch_id = $1",
+        ts.schema
+    ))
+    .bind(batch)
+    .fetch_one(ts.pg.as_ref().unwrap())
+    .await
+    .unwrap()
+}
+
+/// The default chunk size adapts: a backlog is taken many jobs per transaction, while a
+/// node told to run one job per transaction does exactly that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn adaptive_chunks_take_a_backlog_in_few_transactions() {
+    for adaptive in [true, false] {
+        let ts = TestStore::new(Backend::Postgres).await;
+        let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::default());
+        let client = Client::new(ts.store.clone(), queue.clone());
+        let sub = client
+            .submit_batch(
+                "noop",
+                (0..3000).map(|i| serde_json::json!(i)).collect(),
+                BatchOptions::default(),
+            )
+            .await
+            .unwrap();
+        let b = Node::builder(ts.store.clone(), queue)
+            .registry(Registry::with_builtins())
+            .concurrency(4);
+        let node = if adaptive { b } else { b.chunk_size(1) }
+            .start()
+            .await
+            .unwrap();
+        assert!(ts.wait_all_finished(Duration::from_secs(120)).await);
+        node.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(ts.counts().await.succeeded, 3000);
+        let txs = transactions_used(&ts, sub.batch_id.unwrap()).await;
+        if adaptive {
+            assert!(txs <= 300, "a 3000-job backlog took {txs} transactions");
+        } else {
+            assert_eq!(txs, 3000);
+        }
+    }
+}
+
+/// `[retention] succeeded = "0s"`: a success deletes its row in the chunk that completes it
+/// (its effects commit with the delete); failures are kept; the report and the batch's
+/// progress stay exact without the rows; another type can keep its successes.
+async fn succeeded_kept_zero_time_are_deleted_as_they_complete(b: Backend) {
+    use skiplock::maintenance::retention::{Keep, Retention};
+    let ts = TestStore::new(b).await;
+    let table = ts.create_effects().await;
+    let mut reg = Registry::with_builtins();
+    reg.register(
+        "effect",
+        Effect {
+            table: table.clone(),
+            fail: false,
+        },
+        quick(3),
+    )
+    .unwrap();
+    let mut retention = Retention::default();
+    retention
+        .set(JobStatus::Succeeded, Keep::For(Duration::ZERO))
+        .unwrap();
+    retention
+        .set_type(
+            "kept",
+            JobStatus::Succeeded,
+            Keep::For(Duration::from_secs(3600)),
+        )
+        .unwrap();
+    reg.register("kept", Effect { table, fail: false }, quick(3))
+        .unwrap();
+    let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::default());
+    let mut config = skiplock::NodeConfig::default();
+    config.pruner.retention = retention;
+    let w = Node::builder(ts.store.clone(), queue.clone())
+        .config(config)
+        .registry(reg)
+        .concurrency(4)
+        .start()
+        .await
+        .unwrap();
+    let client = Client::new(ts.store.clone(), queue);
+    let batch = client
+        .submit_batch(
+            "effect",
+            (0..200).map(|i| serde_json::json!({ "i": i })).collect(),
+            BatchOptions::default(),
+        )
+        .await
+        .unwrap();
+    let failing = client
+        .submit(NewJob::new("fail", serde_json::json!({"message": "no"})).max_attempts(1))
+        .await
+        .unwrap();
+    let kept = client
+        .submit(NewJob::new("kept", serde_json::json!({"i": -1})))
+        .await
+        .unwrap();
+    let done = common::wait_until(Duration::from_secs(60), || async {
+        let r = ts
+            .store
+            .batch(batch.batch_id.unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        r.succeeded == 200
+            && ts.store.job(failing).await.unwrap().map(|j| j.status) == Some(JobStatus::Failed)
+            && ts.store.job(kept).await.unwrap().map(|j| j.status) == Some(JobStatus::Succeeded)
+    })
+    .await;
+    w.shutdown(Duration::from_secs(5)).await;
+    assert!(
+        done,
+        "the batch, the failure and the kept job did not all finish"
+    );
+    // Every success wrote its effect, exactly once, and its row is gone.
+    assert_eq!(ts.effects().await, (201, 201));
+    for id in &batch.ids {
+        assert!(ts.store.job(*id).await.unwrap().is_none(), "{id} was kept");
+    }
+    let c = ts.counts().await;
+    assert_eq!((c.pending, c.succeeded, c.failed), (0, 1, 1));
+}

@@ -92,7 +92,7 @@ async fn three_nodes_twenty_thousand_jobs_under_faults() {
                 // elsewhere.
                 let s = &ts.schema;
                 let held: Vec<uuid::Uuid> = sqlx::query_scalar(&format!(
-                    "SELECT COALESCE(array_agg(DISTINCT u), '{{}}') FROM \"{s}\".holds h \
+                    "SELECT COALESCE(array_agg(DISTINCT u), '{{}}') FROM \"{s}\".intents h \
                      JOIN \"{s}\".nodes n ON n.id = h.node_id, unnest(h.ids) AS u \
                      WHERE n.pid = $1"
                 ))

@@ -349,3 +349,59 @@ async fn a_job_that_kills_its_worker_instantly_ends_failed_as_poison() {
     assert_eq!(j.attempts, 2);
     assert!(j.last_error.unwrap().starts_with("abandoned: node"));
 }
+
+/// Intent records cost no WAL (an UNLOGGED table) and do not pile up: each chunk appends one,
+/// and the node's heartbeat deletes every slot's superseded ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn intent_records_are_unlogged_and_pruned_to_one_per_slot() {
+    let ts = TestStore::new(Backend::Postgres).await;
+    let pg = ts.pg.clone().unwrap();
+    let s = ts.schema.clone();
+    let persistence: String = sqlx::query_scalar(
+        "SELECT relpersistence::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relname = 'intents'",
+    )
+    .bind(&s)
+    .fetch_one(&pg)
+    .await
+    .unwrap();
+    assert_eq!(persistence, "u", "intents must be UNLOGGED");
+    let (w, client) = worker_with(&ts, "", 4).await;
+    // One job at a time: every chunk writes its own record.
+    for i in 0..40 {
+        let id = client
+            .submit(NewJob::new("noop", serde_json::json!(i)))
+            .await
+            .unwrap();
+        assert!(
+            common::wait_until(Duration::from_secs(30), || async {
+                ts.store.job(id).await.unwrap().unwrap().status == JobStatus::Succeeded
+            })
+            .await
+        );
+    }
+    let per_slot_max = || async {
+        sqlx::query_scalar::<_, i64>(&format!(
+            "SELECT COALESCE(max(n), 0) FROM (SELECT count(*) AS n FROM \"{s}\".intents \
+             GROUP BY slot) c"
+        ))
+        .fetch_one(&pg)
+        .await
+        .unwrap()
+    };
+    // Within a few heartbeats, each slot keeps only its newest record.
+    assert!(
+        common::wait_until(Duration::from_secs(15), || async {
+            per_slot_max().await == 1
+        })
+        .await,
+        "superseded intent records were not pruned: {} for one slot",
+        per_slot_max().await
+    );
+    w.shutdown(Duration::from_secs(5)).await;
+    let left: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM \"{s}\".intents"))
+        .fetch_one(&pg)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "a node that stops removes its records");
+}

@@ -9,6 +9,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::{BenchConfig, Scratch};
+use crate::config::ChunkSetting;
 use crate::error::Result;
 use crate::job::Due;
 use crate::job::{Job, NewJob};
@@ -22,7 +23,9 @@ pub struct Latency {
     /// The load actually offered, jobs/s.
     pub rate: f64,
     pub concurrency: usize,
+    /// Jobs per transaction: fixed, or the adaptive size's ceiling.
     pub chunk: usize,
+    pub adaptive: bool,
     pub samples: usize,
     pub p50_ms: f64,
     pub p95_ms: f64,
@@ -49,7 +52,7 @@ impl Processor for Probe {
 /// otherwise only the database tells the node (an external producer).
 pub async fn measure(
     cfg: &BenchConfig,
-    (concurrency, chunk): (usize, usize),
+    (concurrency, chunk): (usize, ChunkSetting),
     rate: f64,
     queue: Arc<dyn Queue>,
     pushed: bool,
@@ -62,7 +65,7 @@ pub async fn measure(
     let w = Node::builder(store.clone(), queue.clone())
         .registry(reg)
         .concurrency(concurrency)
-        .chunk_size(chunk)
+        .chunks(chunk)
         .start()
         .await?;
     let tick = Duration::from_millis(2);
@@ -111,7 +114,10 @@ pub async fn measure(
     Ok(Latency {
         rate: offered,
         concurrency,
-        chunk,
+        chunk: match chunk {
+            ChunkSetting::Auto { max } | ChunkSetting::Fixed(max) => max,
+        },
+        adaptive: matches!(chunk, ChunkSetting::Auto { .. }),
         samples: ms.len(),
         p50_ms: pct(0.50),
         p95_ms: pct(0.95),

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::config::ChunkSetting;
 use crate::error::{Error, Result};
 use crate::job::Due;
 use crate::node::Node;
@@ -39,20 +40,26 @@ pub struct BenchConfig {
     /// Jobs processed per processing setting.
     pub jobs: usize,
     /// (concurrency, chunk) settings to sweep.
-    pub sweep: Vec<(usize, usize)>,
+    pub sweep: Vec<(usize, ChunkSetting)>,
     /// How long the latency phase runs.
     pub latency_secs: u64,
     /// Skip the child-process memory phase.
     pub skip_memory: bool,
     /// For the claims-at-scale phase: (pending, finished) rows to fill the table with first.
     pub backlog: Option<(u64, u64)>,
+    /// Run the processing phases with succeeded jobs kept for zero time: deleted by the
+    /// chunk that completes them.
+    pub delete_succeeded: bool,
 }
 
 /// One processing setting's result.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProcessingRow {
     pub concurrency: usize,
+    /// Jobs per transaction: the fixed size, or the adaptive size's ceiling.
     pub chunk: usize,
+    /// Whether the chunk size adapted (the default setting).
+    pub adaptive: bool,
     pub jobs: usize,
     pub skiplock_jobs_per_sec: f64,
     pub raw_jobs_per_sec: f64,
@@ -72,6 +79,8 @@ pub struct ProcessingRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub queue: String,
+    /// Whether successes deleted their rows at completion (`--delete-succeeded`).
+    pub delete_succeeded: bool,
     pub enqueue_jobs: usize,
     pub enqueue_jobs_per_sec: f64,
     pub processing: Vec<ProcessingRow>,
@@ -148,19 +157,28 @@ where
     let steps = cfg.sweep.len() as f64;
     let mut peak: f64 = 0.0;
     for (i, &(concurrency, chunk)) in cfg.sweep.iter().enumerate() {
+        let (max, adaptive) = match chunk {
+            ChunkSetting::Auto { max } => (max, true),
+            ChunkSetting::Fixed(n) => (n, false),
+        };
         progress(
-            &format!("processing c={concurrency} k={chunk}"),
+            &format!(
+                "processing c={concurrency} k={}",
+                chunk_label(max, adaptive)
+            ),
             i as f64 / steps,
         );
         let ours = processing_rate(cfg, concurrency, chunk, make_queue().await?, true).await?;
-        let raw = raw_rate(cfg, concurrency, chunk).await?;
+        // The raw SQL at the adaptive size's ceiling: what a backlog lets it reach.
+        let raw = raw_rate(cfg, concurrency, max).await?;
         let external = processing_rate(cfg, concurrency, chunk, make_queue().await?, false).await?;
         let queue = make_queue().await?;
         let lease = processing_rate_in(cfg, concurrency, chunk, queue, true, Mode::Lease).await?;
         peak = peak.max(ours);
         processing.push(ProcessingRow {
             concurrency,
-            chunk,
+            chunk: max,
+            adaptive,
             jobs: cfg.jobs,
             skiplock_jobs_per_sec: ours,
             raw_jobs_per_sec: raw,
@@ -172,29 +190,27 @@ where
         });
     }
 
+    // Pickup latency at half the peak of the default (adaptive) setting when the sweep has
+    // it, as users run it; otherwise of the fastest setting.
+    let at_half = |rate: fn(&ProcessingRow) -> f64| {
+        processing
+            .iter()
+            .find(|r| r.adaptive)
+            .or_else(|| processing.iter().max_by(|a, b| rate(a).total_cmp(&rate(b))))
+            .map(|r| ((r.concurrency, r.setting()), rate(r) / 2.0))
+            .unwrap_or(((16, ChunkSetting::default()), peak / 2.0))
+    };
     let latency = if cfg.latency_secs > 0 {
         progress("pickup latency", 0.0);
-        let best = processing
-            .iter()
-            .max_by(|a, b| a.skiplock_jobs_per_sec.total_cmp(&b.skiplock_jobs_per_sec))
-            .map(|r| (r.concurrency, r.chunk))
-            .unwrap_or((16, 1));
-        Some(latency::measure(cfg, best, peak / 2.0, make_queue().await?, true).await?)
+        let (best, half) = at_half(|r| r.skiplock_jobs_per_sec);
+        Some(latency::measure(cfg, best, half, make_queue().await?, true).await?)
     } else {
         None
     };
     let external_latency = if cfg.latency_secs > 0 {
         progress("pickup latency, external producer", 0.0);
-        let best = processing
-            .iter()
-            .max_by(|a, b| a.external_jobs_per_sec.total_cmp(&b.external_jobs_per_sec))
-            .map(|r| (r.concurrency, r.chunk))
-            .unwrap_or((16, 1));
-        let peak = processing
-            .iter()
-            .map(|r| r.external_jobs_per_sec)
-            .fold(0.0, f64::max);
-        Some(latency::measure(cfg, best, peak / 2.0, make_queue().await?, false).await?)
+        let (best, half) = at_half(|r| r.external_jobs_per_sec);
+        Some(latency::measure(cfg, best, half, make_queue().await?, false).await?)
     } else {
         None
     };
@@ -208,7 +224,14 @@ where
     let scale = match cfg.backlog {
         Some((pending, finished)) => {
             progress("claims at scale", 0.0);
-            let (c, k) = cfg.sweep.last().copied().unwrap_or((16, 100));
+            let (c, k) = cfg
+                .sweep
+                .last()
+                .copied()
+                .unwrap_or((16, ChunkSetting::Fixed(100)));
+            let k = match k {
+                ChunkSetting::Auto { max } | ChunkSetting::Fixed(max) => max,
+            };
             Some(scale::measure(cfg, c, k, pending, finished).await?)
         }
         None => None,
@@ -216,6 +239,7 @@ where
     progress("done", 1.0);
     Ok(BenchReport {
         queue: queue_name,
+        delete_succeeded: cfg.delete_succeeded,
         enqueue_jobs: cfg.enqueue_jobs,
         enqueue_jobs_per_sec: enqueue_rate,
         processing,
@@ -226,12 +250,32 @@ where
     })
 }
 
+/// How a chunk setting shows in the table: `auto:1000` for the adaptive default.
+fn chunk_label(size: usize, adaptive: bool) -> String {
+    if adaptive {
+        format!("auto:{size}")
+    } else {
+        size.to_string()
+    }
+}
+
+impl ProcessingRow {
+    /// The setting this row ran with.
+    pub fn setting(&self) -> ChunkSetting {
+        if self.adaptive {
+            ChunkSetting::Auto { max: self.chunk }
+        } else {
+            ChunkSetting::Fixed(self.chunk)
+        }
+    }
+}
+
 /// Inserts the jobs (and, `pushed`, queues their IDs as the submitting process would), then
 /// times a node from start to the last outcome.
 async fn processing_rate(
     cfg: &BenchConfig,
     concurrency: usize,
-    chunk: usize,
+    chunk: ChunkSetting,
     queue: Arc<dyn Queue>,
     pushed: bool,
 ) -> Result<f64> {
@@ -242,7 +286,7 @@ async fn processing_rate(
 async fn processing_rate_in(
     cfg: &BenchConfig,
     concurrency: usize,
-    chunk: usize,
+    chunk: ChunkSetting,
     queue: Arc<dyn Queue>,
     pushed: bool,
     mode: Mode,
@@ -264,11 +308,23 @@ async fn processing_rate_in(
             ..registry.options("noop")
         },
     )?;
+    let mut config = crate::node::NodeConfig::default();
+    if cfg.delete_succeeded {
+        config
+            .pruner
+            .retention
+            .set(
+                crate::job::JobStatus::Succeeded,
+                crate::maintenance::retention::Keep::For(Duration::ZERO),
+            )
+            .map_err(Error::Config)?;
+    }
     let started = Instant::now();
     let w = Node::builder(store, queue)
+        .config(config)
         .registry(registry)
         .concurrency(concurrency)
-        .chunk_size(chunk)
+        .chunks(chunk)
         .start()
         .await?;
     let n = cfg.jobs as u64;
@@ -295,6 +351,12 @@ impl BenchReport {
         use std::fmt::Write as _;
         let mut o = String::new();
         let _ = writeln!(o, "queue: {}", self.queue);
+        if self.delete_succeeded {
+            let _ = writeln!(
+                o,
+                "succeeded jobs: deleted by the chunk that completes them"
+            );
+        }
         let _ = writeln!(
             o,
             "enqueue: {} jobs at {:.0} jobs/s",
@@ -320,7 +382,7 @@ impl BenchReport {
                 o,
                 "{:>11} {:>6} {:>8} {:>16.0} {:>14.0} {:>7.0}% {:>15.0} {:>7.0}% {:>12.0} {:>7.0}%",
                 r.concurrency,
-                r.chunk,
+                chunk_label(r.chunk, r.adaptive),
                 r.jobs,
                 r.skiplock_jobs_per_sec,
                 r.raw_jobs_per_sec,
@@ -340,7 +402,13 @@ impl BenchReport {
                     o,
                     "pickup latency, {what}, at {:.0} jobs/s (c={} k={}), {} jobs: \
                      p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
-                    l.rate, l.concurrency, l.chunk, l.samples, l.p50_ms, l.p95_ms, l.p99_ms
+                    l.rate,
+                    l.concurrency,
+                    chunk_label(l.chunk, l.adaptive),
+                    l.samples,
+                    l.p50_ms,
+                    l.p95_ms,
+                    l.p99_ms
                 );
             }
         }

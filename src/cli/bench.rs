@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::Settings;
 use crate::bench::{self, BenchConfig};
+use crate::config::ChunkSetting;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -17,11 +18,12 @@ pub struct BenchArgs {
     /// Jobs in the enqueue run.
     #[arg(long, default_value_t = 100_000)]
     pub enqueue_jobs: usize,
-    /// Settings to sweep, as CONCURRENCY:CHUNK pairs.
+    /// Settings to sweep, as CONCURRENCY:CHUNK pairs; CHUNK `auto` is the default adaptive
+    /// size (up to 1000), `auto:MAX` another ceiling.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "16:1,64:1,16:10,16:100,32:100"
+        default_value = "16:auto,16:1,64:1,16:100,16:1000"
     )]
     pub sweep: Vec<String>,
     /// Seconds of steady load for the pickup-latency run (0 skips it).
@@ -34,6 +36,10 @@ pub struct BenchArgs {
     /// 1000000:10000000; takes minutes), beside the same on an empty table.
     #[arg(long)]
     pub backlog: Option<String>,
+    /// Run the processing phases with `[retention] succeeded = "0s"`: each success deletes
+    /// its row in the chunk that completes it.
+    #[arg(long)]
+    pub delete_succeeded: bool,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -45,14 +51,20 @@ pub async fn run(s: &Settings, a: BenchArgs) -> anyhow::Result<()> {
     }
     let mut sweep = Vec::new();
     for p in &a.sweep {
-        let parsed = p
-            .split_once(':')
-            .and_then(|(c, k)| Some((c.trim().parse().ok()?, k.trim().parse().ok()?)));
+        let parsed = p.split_once(':').and_then(|(c, k)| {
+            Some((
+                c.trim().parse::<usize>().ok()?,
+                k.trim().parse::<ChunkSetting>().ok()?,
+            ))
+        });
+        let size = |k: ChunkSetting| match k {
+            ChunkSetting::Auto { max } | ChunkSetting::Fixed(max) => max,
+        };
         match parsed {
-            Some((c, k)) if (1..=1024).contains(&c) && (1..=10_000).contains(&k) => {
+            Some((c, k)) if (1..=1024).contains(&c) && (1..=10_000).contains(&size(k)) => {
                 sweep.push((c, k))
             }
-            _ => bail!("--sweep takes CONCURRENCY:CHUNK pairs like 16:1,16:100; got {p:?}"),
+            _ => bail!("--sweep takes CONCURRENCY:CHUNK pairs like 16:1,16:100,16:auto; got {p:?}"),
         }
     }
     let backlog = match &a.backlog {
@@ -73,6 +85,7 @@ pub async fn run(s: &Settings, a: BenchArgs) -> anyhow::Result<()> {
         latency_secs: a.latency_secs,
         skip_memory: a.skip_memory,
         backlog,
+        delete_succeeded: a.delete_succeeded,
     };
     let bar = ProgressBar::new(1000);
     bar.set_style(

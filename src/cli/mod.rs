@@ -21,7 +21,8 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
 use crate::config::{
-    FileConfig, DEFAULT_BIND, DEFAULT_CONCURRENCY, DEFAULT_DATABASE_URL, DEFAULT_SCHEMA,
+    ChunkSetting, FileConfig, DEFAULT_BIND, DEFAULT_CONCURRENCY, DEFAULT_DATABASE_URL,
+    DEFAULT_SCHEMA,
 };
 use crate::events::{EventBus, LocalBus, RedisBus};
 use crate::processor::Registry;
@@ -175,8 +176,8 @@ impl Settings {
             .unwrap_or(DEFAULT_CONCURRENCY)
     }
 
-    pub fn chunk_size(&self, flag: Option<usize>) -> usize {
-        flag.or(self.file.chunk_size).unwrap_or(1)
+    pub fn chunk_size(&self, flag: Option<ChunkSetting>) -> ChunkSetting {
+        flag.or(self.file.chunk_size).unwrap_or_default()
     }
 
     pub fn bind(&self, flag: Option<String>) -> String {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use super::Settings;
+use crate::config::ChunkSetting;
 use crate::events::EventBus;
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeConfig};
@@ -35,9 +36,11 @@ pub struct NodeArgs {
     /// 36h, 7d or never) [default: never]
     #[arg(long, env = "SKIPLOCK_FAIL_UNRUNNABLE_AFTER")]
     pub fail_unrunnable_after: Option<String>,
-    /// Jobs locked per transaction; 1 runs each job in its own transaction [default: 1]
+    /// Jobs locked per transaction: `auto` sizes each runner's chunks to the backlog (one job
+    /// while jobs trickle in, up to 1000 while a backlog lasts; `auto:MAX` sets the ceiling),
+    /// a number fixes it (1 runs each job in its own transaction) [default: auto]
     #[arg(long, env = "SKIPLOCK_CHUNK_SIZE")]
-    pub chunk_size: Option<usize>,
+    pub chunk_size: Option<ChunkSetting>,
     /// Do not create or upgrade tables on start.
     #[arg(long)]
     pub no_migrate: bool,
@@ -146,7 +149,7 @@ impl NodeArgs {
         config.executor.concurrency = s.concurrency(self.concurrency);
         config.executor.queues = self.resolve_queues(s)?;
         config.unrunnable.fail_after = self.resolve_fail_after(s)?;
-        config.executor.chunk_size = s.chunk_size(self.chunk_size);
+        s.chunk_size(self.chunk_size).apply(&mut config.executor);
         if let Some(ms) = self.poll_ms {
             config.executor.poll = Duration::from_millis(ms);
         }

@@ -287,7 +287,7 @@ pub(super) fn settled(
 
 fn event_status(o: &Outcome) -> EventStatus {
     match o {
-        Outcome::Succeeded { .. } => EventStatus::Succeeded,
+        Outcome::Succeeded { .. } | Outcome::SucceededDeleted { .. } => EventStatus::Succeeded,
         Outcome::Retry { .. } => EventStatus::Retrying,
         Outcome::Failed { .. } => EventStatus::Failed,
     }
@@ -359,6 +359,9 @@ pub(super) fn decide(
     took: Duration,
 ) -> Outcome {
     let e = match result {
+        Ok(()) if ctx.config.delete_succeeded.deletes(&job.job_type) => {
+            return Outcome::SucceededDeleted { id: job.id }
+        }
         Ok(()) => return Outcome::Succeeded { id: job.id },
         Err(e) => e,
     };

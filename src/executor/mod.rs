@@ -7,6 +7,7 @@
 mod chunk;
 mod lease;
 mod publisher;
+mod sizing;
 mod wake;
 
 use std::sync::Arc;
@@ -39,9 +40,15 @@ pub struct ExecutorConfig {
     /// never runs two jobs at once on this node. Empty (the default): `default` with
     /// `concurrency` runners, which is every job unless something names another queue.
     pub queues: Vec<(String, usize)>,
-    /// IDs popped and locked per transaction. 1 is the single-job flow; more means fewer
-    /// commits and much higher throughput for short jobs. Default 1.
+    /// Jobs locked per transaction: with `adaptive`, the most a runner takes; otherwise
+    /// exactly what it asks for. 1 is the single-job flow; more means fewer commits and much
+    /// higher throughput for short jobs. Default 1000, adaptive.
     pub chunk_size: usize,
+    /// Whether each runner sizes its chunks to the work (see [`sizing`]): one job while jobs
+    /// trickle in, growing toward `chunk_size` while a backlog lasts, and no more than about
+    /// 100 ms of work at the jobs' measured pace. Default on; a fixed `chunk_size` turns it
+    /// off (`NodeBuilder::chunk_size`).
+    pub adaptive: bool,
     /// The fallback poll: how long an idle runner waits (on the queue, and for a wake-up from
     /// the database) before it claims from the store anyway. Wake-ups make this rarely
     /// matter; without them (LISTEN off) it is the pickup latency. Default 1 s.
@@ -53,6 +60,9 @@ pub struct ExecutorConfig {
     /// How long a lease-mode claim lasts before the heartbeat renews it. Set by the node to
     /// its node timeout. Default 10 s.
     pub lease_ttl: Duration,
+    /// Which types' successes delete their row at completion instead of keeping it (their
+    /// succeeded retention is zero). Set by the node from its retention. Default none.
+    pub delete_succeeded: DeleteSucceeded,
     /// Pause after a store or queue error, so a database outage is not a busy loop; doubles
     /// while errors continue, up to 4x. Default 500 ms.
     pub error_pause: Duration,
@@ -63,12 +73,31 @@ impl Default for ExecutorConfig {
         ExecutorConfig {
             concurrency: 16,
             queues: Vec::new(),
-            chunk_size: 1,
+            chunk_size: DEFAULT_MAX_CHUNK,
+            adaptive: true,
             poll: Duration::from_secs(1),
             listen: true,
             lease_ttl: Duration::from_secs(10),
+            delete_succeeded: DeleteSucceeded::default(),
             error_pause: Duration::from_millis(500),
         }
+    }
+}
+
+/// Which job types' successful `tx`-mode attempts delete their row in the chunk's
+/// transaction: those whose succeeded jobs are kept for zero time (`[retention] succeeded =
+/// "0s"`). Lease-mode successes are kept and pruned like any finished job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeleteSucceeded {
+    /// Every type not listed in `except`.
+    pub all: bool,
+    /// With `all`: the types that keep theirs; without: the types that delete.
+    pub except: std::collections::BTreeSet<String>,
+}
+
+impl DeleteSucceeded {
+    pub fn deletes(&self, job_type: &str) -> bool {
+        self.all != self.except.contains(job_type)
     }
 }
 
@@ -76,6 +105,9 @@ impl Default for ExecutorConfig {
 pub const MAX_CONCURRENCY: usize = 1024;
 /// Most jobs locked in one transaction.
 pub const MAX_CHUNK: usize = 10_000;
+/// The adaptive chunk size's ceiling unless set: past it, a commit is already a small share
+/// of a chunk of short jobs.
+pub const DEFAULT_MAX_CHUNK: usize = 1000;
 
 impl ExecutorConfig {
     /// The queues served, with their runners: `queues`, or `default` with `concurrency`.
@@ -278,7 +310,7 @@ pub fn node_types(registry: &Registry) -> Arc<[String]> {
 
 async fn runner(ctx: Arc<Ctx>, lane: Arc<Lane>, stop: CancellationToken) {
     let queue = lane.scope.queue.as_str();
-    let max = ctx.config.chunk_size;
+    let mut sizing = sizing::Sizing::new(ctx.config.chunk_size, ctx.config.adaptive);
     let mut wake = ctx.wake.subscribe();
     // Consecutive failed rounds; drives the backoff and the sparse logging.
     let mut errors = 0u32;
@@ -293,6 +325,7 @@ async fn runner(ctx: Arc<Ctx>, lane: Arc<Lane>, stop: CancellationToken) {
     let mut queue_retry: Option<tokio::time::Instant> = None;
     while !stop.is_cancelled() {
         let ask_queue = queue_retry.is_none_or(|t| tokio::time::Instant::now() >= t);
+        let max = sizing.next();
         // 1. The fast path: IDs pushed to the queue. Waits only when idle, and then also for
         //    a wake-up from the database or the poll interval, whichever comes first.
         let popped = match (idle, ask_queue) {
@@ -317,13 +350,18 @@ async fn runner(ctx: Arc<Ctx>, lane: Arc<Lane>, stop: CancellationToken) {
                 .then(|| tokio::time::Instant::now() + ctx.config.poll);
         }
         // 2. Nothing queued (or the queue is down): the database path.
+        let started = tokio::time::Instant::now();
         let result = match popped {
-            Ok(ids) if !ids.is_empty() => run_ids(&ctx, &lane, &mut slot, ids).await.map(|_| false),
-            _ => claim(&ctx, &lane, &mut slot).await.map(|n| n == 0),
+            Ok(ids) if !ids.is_empty() => {
+                let n = ids.len();
+                run_ids(&ctx, &lane, &mut slot, ids).await.map(|_| n)
+            }
+            _ => claim(&ctx, &lane, &mut slot, max).await,
         };
         match result {
-            Ok(found_nothing) => {
-                idle = found_nothing;
+            Ok(got) => {
+                sizing.ran(max, got, started.elapsed());
+                idle = got == 0;
                 if logged > 0 {
                     info!("runner recovered after {errors} failed rounds");
                 }
@@ -405,15 +443,21 @@ async fn refill_task(
     }
 }
 
-/// Claims a chunk straight from the store and runs it; returns how many jobs it ran.
-async fn claim(ctx: &Ctx, lane: &Lane, slot: &mut Option<Box<dyn Slot>>) -> Result<usize> {
+/// Claims a chunk of up to `max` jobs straight from the store and runs it; returns how many
+/// jobs it ran.
+async fn claim(
+    ctx: &Ctx,
+    lane: &Lane,
+    slot: &mut Option<Box<dyn Slot>>,
+    max: usize,
+) -> Result<usize> {
     let s = match slot {
         Some(s) => s,
         None => slot.insert(ctx.store.slot(&ctx.node.id, &lane.scope).await?),
     };
-    match chunk::run(ctx, s.as_mut(), chunk::Source::Claim(ctx.config.chunk_size)).await {
+    match chunk::run(ctx, s.as_mut(), chunk::Source::Claim(max)).await {
         Ok(Ran::Done(n)) => {
-            if n == ctx.config.chunk_size && n > 1 {
+            if n == max && n > 1 {
                 // A full claim: a backlog is waiting. Claiming it chunk by chunk makes every
                 // runner skip the rows the others hold at the head of the index; one read of
                 // the backlog into the queue lets them take disjoint chunks by ID instead.

@@ -67,7 +67,7 @@ impl Retention {
 
     /// Sets a status's retention for every type without an override.
     pub fn set(&mut self, status: JobStatus, keep: Keep) -> Result<(), String> {
-        check_finished(status)?;
+        check_keep(status, keep)?;
         self.by_status.insert(status, keep);
         Ok(())
     }
@@ -80,7 +80,7 @@ impl Retention {
         keep: Keep,
     ) -> Result<(), String> {
         validate_type(job_type)?;
-        check_finished(status)?;
+        check_keep(status, keep)?;
         self.by_type
             .entry(job_type.to_string())
             .or_default()
@@ -96,6 +96,21 @@ impl Retention {
             .or_else(|| self.by_status.get(&status))
             .copied()
             .unwrap_or(Keep::For(DEFAULT_RETENTION))
+    }
+
+    /// The types whose succeeded jobs are kept for zero time: their rows are deleted by the
+    /// chunk that completes them.
+    pub fn deleted_at_once(&self) -> crate::executor::DeleteSucceeded {
+        let zero = |k: Option<&Keep>| k == Some(&Keep::For(Duration::ZERO));
+        let all = zero(self.by_status.get(&JobStatus::Succeeded));
+        let except = self
+            .by_type
+            .iter()
+            .filter(|(_, m)| m.contains_key(&JobStatus::Succeeded))
+            .filter(|(_, m)| zero(m.get(&JobStatus::Succeeded)) != all)
+            .map(|(t, _)| t.clone())
+            .collect();
+        crate::executor::DeleteSucceeded { all, except }
     }
 
     /// The pruning rules: for each finished status, one per type with an override, then one
@@ -163,6 +178,20 @@ impl Retention {
     }
 }
 
+/// Zero is for succeeded jobs only (their rows are deleted as they complete): a failed or
+/// cancelled job must be seen before it goes.
+fn check_keep(status: JobStatus, keep: Keep) -> Result<(), String> {
+    check_finished(status)?;
+    if keep == Keep::For(Duration::ZERO) && status != JobStatus::Succeeded {
+        return Err(format!(
+            "invalid retention 0s for {status} jobs: at least 1s (a {status} job must be seen \
+             before it goes); only succeeded jobs may be kept 0s, which deletes them as they \
+             complete"
+        ));
+    }
+    Ok(())
+}
+
 fn check_finished(status: JobStatus) -> Result<(), String> {
     if FINISHED.contains(&status) {
         Ok(())
@@ -217,17 +246,45 @@ pub fn parse_keep(s: &str) -> Result<Keep, String> {
         .and_then(|n| n.checked_mul(per))
         .filter(|&n| n <= MAX_SECS)
         .ok_or_else(|| format!("invalid retention {shown:?}: at most 100 years (36500d)"))?;
-    if secs == 0 {
-        return Err(format!(
-            "invalid retention {shown:?}: at least 1s (a job must be seen finished before it goes)"
-        ));
-    }
     Ok(Keep::For(Duration::from_secs(secs)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_is_for_succeeded_jobs_only_and_deletes_them_at_once() {
+        let zero = Keep::For(Duration::ZERO);
+        let mut r = Retention::default();
+        assert_eq!(parse_keep("0s"), Ok(zero));
+        assert!(r.deleted_at_once() == Default::default());
+        assert!(r
+            .set(JobStatus::Failed, zero)
+            .unwrap_err()
+            .contains("at least 1s"));
+        assert!(r.set(JobStatus::Cancelled, zero).is_err());
+        assert!(r.set_type("t", JobStatus::Failed, zero).is_err());
+        r.set(JobStatus::Succeeded, zero).unwrap();
+        r.set_type(
+            "keep",
+            JobStatus::Succeeded,
+            Keep::For(Duration::from_secs(60)),
+        )
+        .unwrap();
+        r.set_type(
+            "also",
+            JobStatus::Failed,
+            Keep::For(Duration::from_secs(60)),
+        )
+        .unwrap();
+        let d = r.deleted_at_once();
+        assert!(d.deletes("anything") && d.deletes("also") && !d.deletes("keep"));
+        let mut only = Retention::default();
+        only.set_type("gone", JobStatus::Succeeded, zero).unwrap();
+        let d = only.deleted_at_once();
+        assert!(d.deletes("gone") && !d.deletes("other"));
+    }
 
     #[test]
     fn durations_parse_or_say_why_not() {
@@ -244,7 +301,6 @@ mod tests {
             ("1.5h", "whole number"),
             ("7 d", "whole number"),
             ("+7d", "whole number"),
-            ("0s", "at least 1s"),
             ("36501d", "100 years"),
             ("99999999999999999999999d", "100 years"),
             ("7d; DROP TABLE jobs", "whole number"),

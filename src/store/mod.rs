@@ -81,6 +81,12 @@ pub enum Outcome {
     Succeeded {
         id: Uuid,
     },
+    /// Succeeded, and its row is deleted in the same transaction instead of kept: retention
+    /// zero for its type's succeeded jobs. A delete writes no new row version and no index
+    /// entry; the report's counts and batch progress stay exact without the row.
+    SucceededDeleted {
+        id: Uuid,
+    },
     /// Back to `pending`, due again after `delay` (measured on the database's clock).
     /// `took` is how long the attempt ran, kept in the job's attempt history.
     Retry {
@@ -100,16 +106,17 @@ pub enum Outcome {
 impl Outcome {
     pub fn id(&self) -> Uuid {
         match self {
-            Outcome::Succeeded { id } | Outcome::Retry { id, .. } | Outcome::Failed { id, .. } => {
-                *id
-            }
+            Outcome::Succeeded { id }
+            | Outcome::SucceededDeleted { id }
+            | Outcome::Retry { id, .. }
+            | Outcome::Failed { id, .. } => *id,
         }
     }
 
     /// The status the row takes.
     pub fn status(&self) -> JobStatus {
         match self {
-            Outcome::Succeeded { .. } => JobStatus::Succeeded,
+            Outcome::Succeeded { .. } | Outcome::SucceededDeleted { .. } => JobStatus::Succeeded,
             Outcome::Retry { .. } => JobStatus::Pending,
             Outcome::Failed { .. } => JobStatus::Failed,
         }
@@ -117,7 +124,7 @@ impl Outcome {
 
     pub fn error(&self) -> Option<&str> {
         match self {
-            Outcome::Succeeded { .. } => None,
+            Outcome::Succeeded { .. } | Outcome::SucceededDeleted { .. } => None,
             Outcome::Retry { error, .. } | Outcome::Failed { error, .. } => Some(error),
         }
     }
@@ -134,12 +141,26 @@ impl Outcome {
     /// success: its attempt is not kept in the history.
     pub fn took_ms(&self) -> Option<i64> {
         match self {
-            Outcome::Succeeded { .. } => None,
+            Outcome::Succeeded { .. } | Outcome::SucceededDeleted { .. } => None,
             Outcome::Retry { took, .. } | Outcome::Failed { took, .. } => {
                 Some(took.as_millis().min(i64::MAX as u128) as i64)
             }
         }
     }
+}
+
+/// A chunk's outcomes split into the jobs whose rows are deleted (successes with retention
+/// zero) and the outcomes written to rows.
+pub(crate) fn split_deleted(outcomes: &[Outcome]) -> (Vec<Uuid>, Vec<Outcome>) {
+    let mut gone = Vec::new();
+    let mut kept = Vec::with_capacity(outcomes.len());
+    for o in outcomes {
+        match o {
+            Outcome::SucceededDeleted { id } => gone.push(*id),
+            other => kept.push(other.clone()),
+        }
+    }
+    (gone, kept)
 }
 
 /// A node's heartbeat: what it is and how it is doing. What it runs right now is recorded by
@@ -379,6 +400,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts by type × status.
     async fn type_counts(&self) -> Result<Vec<TypeCounts>>;
+    /// Folds the report's pending count changes into its totals (PostgreSQL appends a change
+    /// per statement; SQLite, with one writer, keeps its totals current as it goes). Returns
+    /// how many changes it folded; a fold already running elsewhere makes it return 0.
+    async fn fold_counts(&self) -> Result<u64> {
+        Ok(0)
+    }
 
     /// Jobs finished in each of the last 30 ten-second buckets, as (bucket, jobs) with
     /// bucket 29 the latest.
@@ -429,6 +456,11 @@ pub const PRUNE_CHUNK: i64 = 10_000;
 impl dyn Store {
     /// The status report: counts by type × status, recent batches, live nodes, throughput.
     pub async fn report(&self, node_stale: Duration) -> Result<StatusReport> {
+        // Folding first keeps the read small; a report that cannot write (a read-only role)
+        // still reads exact counts, only over more unfolded changes.
+        if let Err(e) = self.fold_counts().await {
+            tracing::debug!(error = %e, "report: cannot fold the count changes; reading them as they are");
+        }
         let nodes = self.nodes(node_stale).await?;
         Ok(StatusReport {
             types: self.type_counts().await?,

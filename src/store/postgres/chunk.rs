@@ -21,7 +21,7 @@ use crate::Job;
 pub(super) struct PgSlot {
     conn: PoolConnection<Postgres>,
     node_id: String,
-    /// This slot's intent record, a row of `holds`, overwritten by each chunk.
+    /// This slot's id in its intent records (rows of `intents`, one appended per chunk).
     slot: Uuid,
     /// The one queue this slot's runner serves and the types its node can run.
     scope: Scope,
@@ -57,16 +57,15 @@ impl Slot for PgSlot {
             sql,
             pool,
         } = self;
-        if !ids.is_empty() {
-            // Committed before the chunk's transaction opens, so it outlives a crash mid-job.
-            sqlx::query(&sql.record_hold)
-                .bind(*slot)
-                .bind(node_id.as_str())
-                .bind(ids)
-                .execute(&mut **conn)
-                .await?;
-        }
-        let mut tx = sqlx::Connection::begin(&mut **conn).await?;
+        let mut tx = if ids.is_empty() {
+            sqlx::Connection::begin(&mut **conn).await?
+        } else {
+            // The intent record, committed before the chunk's transaction opens (so it
+            // outlives a crash mid-job), travels with that transaction's BEGIN: one round
+            // trip for both.
+            let begin = hold_then_begin(&sql.hold_then_begin, *slot, node_id, ids);
+            sqlx::Connection::begin_with(&mut **conn, begin).await?
+        };
         let rows = sqlx::query(&sql.lock_chunk)
             .bind(ids)
             .bind(&scope.queue)
@@ -126,6 +125,27 @@ impl Slot for PgSlot {
             xid: None,
         }))
     }
+}
+
+/// `BEGIN; <the intent record>; COMMIT; BEGIN` as one simple query: the record commits on
+/// its own (asynchronously), then the chunk's transaction is open. A simple query carries no
+/// bind parameters, so the values are written as literals: ids and the slot are UUIDs we
+/// format, the node id is quoted (standard-conforming strings: a quote is doubled).
+fn hold_then_begin(template: &str, slot: Uuid, node_id: &str, ids: &[Uuid]) -> String {
+    let mut list = String::with_capacity(ids.len() * 37 + 2);
+    list.push('{');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            list.push(',');
+        }
+        list.push_str(&id.to_string());
+    }
+    list.push('}');
+    // The node id last, so that nothing in it is ever taken for a placeholder.
+    template
+        .replace("$ids", &format!("'{list}'"))
+        .replace("$slot", &format!("'{slot}'"))
+        .replace("$node", &format!("'{}'", node_id.replace('\'', "''")))
 }
 
 /// The locked rows as jobs, highest priority first, and their chunk transaction.
@@ -291,5 +311,28 @@ impl CommitProbe for PgProbe {
             .fetch_one(&self.pool)
             .await?;
         Ok(status.as_deref() == Some("committed"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_intent_literals_cannot_be_escaped_from() {
+        let slot = Uuid::nil();
+        let ids = [Uuid::max(), Uuid::nil()];
+        let sql = hold_then_begin(
+            "X $slot $node $ids Y",
+            slot,
+            "n'; DROP TABLE jobs; -- $ids $slot",
+            &ids,
+        );
+        assert_eq!(
+            sql,
+            "X '00000000-0000-0000-0000-000000000000' \
+             'n''; DROP TABLE jobs; -- $ids $slot' \
+             '{ffffffff-ffff-ffff-ffff-ffffffffffff,00000000-0000-0000-0000-000000000000}' Y"
+        );
     }
 }

@@ -5,7 +5,7 @@ mod chunk;
 mod listen;
 mod ops;
 mod rows;
-mod sql;
+pub mod sql;
 
 use rows::{batch_from_row, job_from_row};
 use sql::Statements;
@@ -18,6 +18,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection as _, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
+use super::split_deleted;
 use super::{
     decode_status, validate_batch, validate_schema, BatchOptions, JobFilter, NodeBeat, Outcome,
     PendingGroup, PruneRule, Queued, Scope, Selection, Slot, Store, Wake, INSERT_CHUNK,
@@ -212,8 +213,18 @@ async fn record_outcomes(
     outcomes: &[Outcome],
     node_id: &str,
 ) -> Result<u64> {
+    let (gone, kept) = split_deleted(outcomes);
+    let mut n = 0;
+    if !gone.is_empty() {
+        n += sqlx::query(&sql.delete_succeeded)
+            .bind(&gone)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    }
+    let outcomes = &kept[..];
     if outcomes.is_empty() {
-        return Ok(0);
+        return Ok(n);
     }
     let ids: Vec<Uuid> = outcomes.iter().map(Outcome::id).collect();
     let q = if outcomes
@@ -234,7 +245,7 @@ async fn record_outcomes(
             .bind(node_id)
             .bind(took)
     };
-    Ok(q.execute(conn).await?.rows_affected())
+    Ok(n + q.execute(conn).await?.rows_affected())
 }
 
 fn ms(d: Duration) -> f64 {
@@ -509,6 +520,14 @@ impl Store for PgStore {
             .iter()
             .map(batch_from_row)
             .collect()
+    }
+
+    async fn fold_counts(&self) -> Result<u64> {
+        let (n,): (i64,) = sqlx::query_as(&self.sql.fold_counts)
+            .bind(&self.schema)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
     }
 
     async fn type_counts(&self) -> Result<Vec<TypeCounts>> {

@@ -5,6 +5,16 @@
 //! these connections, and a `search_path` naming skiplock's schema would let its `jobs` table
 //! shadow a user's `jobs` (or the reverse, with the schema last). Migrations, which only touch
 //! skiplock's tables, do run under `SET LOCAL search_path` (see `migrations/postgres`).
+//!
+//! **Plans that cannot flip.** A statement that reaches jobs by id writes its status guard as
+//! `(status = 'pending') IS TRUE`: the same test (status is never NULL), but one the planner
+//! cannot match to a partial index's `WHERE status = 'pending'`. Written plainly, the guard
+//! lets the planner trade the primary key for a whole scan of `jobs_queue_due_idx` (or
+//! `jobs_lease_idx`) whenever its statistics say that index is empty, which they do after the
+//! table is analysed between bursts, the normal state of a healthy queue; each chunk then costs
+//! as much as the backlog. Only the claim, the reconciler and the rescue of expired leases
+//! name a status plainly: they are meant to walk those partial indexes. `tests/plans.rs`
+//! checks every one of them with `EXPLAIN` under empty, stale and fresh statistics.
 
 /// `j.attempt_history` with one failed attempt appended, trimmed to the newest 20
 /// (`ATTEMPT_HISTORY_LEN`: the jsonpath keeps `last - 19 to last`). Arguments are SQL
@@ -86,7 +96,7 @@ pub const PUBLISH_POLICY: &str = "INSERT INTO {s}.job_types (type, max_attempts,
 /// an ID of a queue this runner does not serve (`$2`) or of a type this node has no processor
 /// for (`$3`): such a job stays pending, untouched and uncharged, for a node that can run it.
 pub const LOCK_CHUNK: &str = "SELECT {cols}, txid_current() AS xid FROM {s}.jobs \
-    WHERE id = ANY($1) AND status = 'pending' AND run_at <= now() \
+    WHERE id = ANY($1) AND (status = 'pending') IS TRUE AND run_at <= now() \
     AND queue = $2 AND type = ANY($3) \
     FOR UPDATE SKIP LOCKED";
 
@@ -95,7 +105,7 @@ pub const LOCK_CHUNK: &str = "SELECT {cols}, txid_current() AS xid FROM {s}.jobs
 /// `$3` lease length in milliseconds.
 pub const LEASE_JOBS: &str = "UPDATE {s}.jobs SET status = 'running', attempts = attempts + 1, \
     node_id = $2, lease_until = clock_timestamp() + $3 * interval '1 millisecond', \
-    updated_at = clock_timestamp() WHERE id = ANY($1) AND status = 'pending'";
+    updated_at = clock_timestamp() WHERE id = ANY($1) AND (status = 'pending') IS TRUE";
 
 /// Lease mode's outcomes, fenced: a row changes only if it is still the same attempt of the
 /// same node's lease, so a node that lost its lease (paused, cut off) cannot overwrite the
@@ -120,7 +130,7 @@ pub const COMPLETE_LEASES: &str = concat!(
     "lease_until = NULL, updated_at = clock_timestamp() ",
     "FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::int[], $7::bigint[]) ",
     "AS o(id, status, error, delay_ms, attempt, took_ms) ",
-    "WHERE j.id = o.id AND j.id = ANY($1) AND j.status = 'running' ",
+    "WHERE j.id = o.id AND j.id = ANY($1) AND (j.status = 'running') IS TRUE ",
     "AND j.attempts = o.attempt AND j.node_id = $6 RETURNING j.id"
 );
 
@@ -128,12 +138,12 @@ pub const COMPLETE_LEASES: &str = concat!(
 /// cancelled or rescued meanwhile does not).
 pub const EXTEND_LEASES: &str = "UPDATE {s}.jobs SET \
     lease_until = clock_timestamp() + $3 * interval '1 millisecond' \
-    WHERE id = ANY($1) AND status = 'running' AND node_id = $2 RETURNING id";
+    WHERE id = ANY($1) AND (status = 'running') IS TRUE AND node_id = $2 RETURNING id";
 
 /// Leases given back at shutdown: the jobs did not finish, so their attempt is returned.
 pub const RELEASE_LEASES: &str = "UPDATE {s}.jobs SET status = 'pending', \
     attempts = GREATEST(attempts - 1, 0), run_at = now(), lease_until = NULL, \
-    updated_at = now() WHERE id = ANY($1) AND status = 'running' AND node_id = $2";
+    updated_at = now() WHERE id = ANY($1) AND (status = 'running') IS TRUE AND node_id = $2";
 
 /// Expired leases: their node stopped renewing them (killed, paused, cut off). The attempt
 /// was charged at the claim; spent attempts end the job `failed`, others run again now.
@@ -154,6 +164,10 @@ pub const XACT_STATUS: &str = "SELECT txid_status($1)";
 pub const RECORD_SUCCESSES: &str = "UPDATE {s}.jobs SET status = 'succeeded', \
     attempts = attempts + 1, finished_at = clock_timestamp(), updated_at = clock_timestamp(), \
     node_id = $2 WHERE id = ANY($1)";
+
+/// Successes whose type keeps succeeded jobs for zero time: deleted in the chunk's
+/// transaction (the rows are locked by it), by primary key.
+pub const DELETE_SUCCEEDED: &str = "DELETE FROM {s}.jobs WHERE id = ANY($1)";
 
 /// Every outcome of a chunk in one statement. `j.id = ANY($1)` is redundant with the join but
 /// lets the planner reach the rows through the primary key instead of hashing the table.
@@ -180,7 +194,7 @@ pub const RECORD_OUTCOMES: &str = concat!(
     "node_id = $5 ",
     "FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $6::bigint[]) ",
     "AS o(id, status, error, delay_ms, took_ms) ",
-    "WHERE j.id = o.id AND j.id = ANY($1) AND j.status = 'pending'"
+    "WHERE j.id = o.id AND j.id = ANY($1) AND (j.status = 'pending') IS TRUE"
 );
 
 /// Pending, due jobs of one queue (`$3`) and the types this node can run (`$4`) for the ID
@@ -189,14 +203,17 @@ pub const RECORD_OUTCOMES: &str = concat!(
 /// locked. Like the claim, it reads the head of `jobs_queue_due_idx` for that one queue.
 pub const DUE_PENDING: &str = "SELECT id, priority, queue FROM {s}.jobs \
     WHERE status = 'pending' AND queue = $3 AND type = ANY($4) AND run_at <= now() \
-    AND id NOT IN (SELECT unnest(h.ids) FROM {s}.holds h JOIN {s}.nodes n ON n.id = h.node_id \
+    AND id NOT IN (SELECT unnest(h.ids) FROM \
+                   (SELECT node_id, ids FROM {s}.intents UNION ALL \
+                    SELECT node_id, ids FROM {s}.holds) h \
+                   JOIN {s}.nodes n ON n.id = h.node_id \
                    WHERE n.last_seen >= now() - $2 * interval '1 millisecond') \
     ORDER BY priority DESC, run_at, id LIMIT $1";
 
 /// Of `$1`, the jobs that are pending and due, with their priority: what a push after commit
 /// should carry.
 pub const DUE_AMONG: &str = "SELECT id, priority, queue FROM {s}.jobs \
-    WHERE id = ANY($1) AND status = 'pending' AND run_at <= now()";
+    WHERE id = ANY($1) AND (status = 'pending') IS TRUE AND run_at <= now()";
 
 /// The database path to work: the most urgent pending, due jobs of one queue (`$2`) and of the
 /// types this node has processors for (`$3`) that no other transaction holds, locked in the
@@ -210,9 +227,13 @@ pub const CLAIM_CHUNK: &str = "SELECT {cols}, txid_current() AS xid FROM {s}.job
     ORDER BY priority DESC, run_at, id LIMIT $1 \
     FOR UPDATE SKIP LOCKED";
 
-/// `$8` the queues the node serves (`{"name": runners}`), `$9` the types it can run: written
-/// when the row is made (they do not change while the node runs).
-pub const HEARTBEAT: &str = "INSERT INTO {s}.nodes \
+/// The heartbeat, which also deletes this node's superseded intent records (each slot's
+/// newest one is the chunk it may be running), in the same round trip. `$8` the queues the
+/// node serves (`{"name": runners}`), `$9` the types it can run.
+pub const HEARTBEAT: &str = "WITH superseded AS (DELETE FROM {s}.intents i \
+    WHERE i.node_id = $1 AND i.seq < (SELECT max(l.seq) FROM {s}.intents l \
+                                      WHERE l.node_id = $1 AND l.slot = i.slot)) \
+    INSERT INTO {s}.nodes \
     (id, host, pid, concurrency, in_flight, processed, failed, last_seen, queues, types) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, now(), $8, $9) \
     ON CONFLICT (id) DO UPDATE SET in_flight = EXCLUDED.in_flight, \
@@ -221,14 +242,22 @@ pub const HEARTBEAT: &str = "INSERT INTO {s}.nodes \
 
 pub const REMOVE_NODE: &str = "DELETE FROM {s}.nodes WHERE id = $1";
 
-pub const REMOVE_HOLDS: &str = "DELETE FROM {s}.holds WHERE node_id = $1";
+pub const REMOVE_HOLDS: &str = "WITH i AS (DELETE FROM {s}.intents WHERE node_id = $1) \
+    DELETE FROM {s}.holds WHERE node_id = $1";
 
 /// A runner slot's intent record, committed on its own just before the chunk's transaction
-/// opens. `set_config(…, true)` makes this one statement's commit asynchronous: the record
-/// must survive the runner's process, not the database server, so it need not wait for fsync.
-pub const RECORD_HOLD: &str = "INSERT INTO {s}.holds (slot, node_id, ids) \
-    SELECT $1, $2, $3 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async \
-    ON CONFLICT (slot) DO UPDATE SET ids = EXCLUDED.ids, written_at = now()";
+/// opens: one appended row of the UNLOGGED `intents` (migration 0010), so it writes no WAL.
+/// `set_config(…, true)` makes this one statement's commit asynchronous: the record must
+/// survive the runner's process, not the database server, so it need not wait for a flush.
+pub const RECORD_HOLD: &str = "INSERT INTO {s}.intents (slot, node_id, ids) \
+    SELECT $1, $2, $3 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async";
+
+/// [`RECORD_HOLD`] and the chunk's `BEGIN` in one simple query, for the lock path, where
+/// the ids are known before the transaction opens. `$slot`, `$node` and `$ids` are replaced
+/// by quoted literals (`chunk.rs`), not bound.
+pub const HOLD_THEN_BEGIN: &str = "BEGIN; INSERT INTO {s}.intents (slot, node_id, ids) \
+    SELECT $slot::uuid, $node::text, $ids::uuid[] \
+    FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async; COMMIT; BEGIN";
 
 pub const DELETE_DEAD_NODES: &str =
     "DELETE FROM {s}.nodes WHERE last_seen < now() - $1 * interval '1 millisecond'";
@@ -273,17 +302,24 @@ pub const CHARGE_ABANDONED: &str = concat!(
     ", ",
     "node_id = v.node, updated_at = now() ",
     "FROM (SELECT j2.id, a.node FROM {s}.jobs j2 ",
-    "JOIN (SELECT u.id, h.node_id AS node, h.written_at AS since FROM {s}.holds h, ",
+    "JOIN (SELECT u.id, h.node_id AS node, h.written_at AS since FROM ",
+    "(SELECT node_id, ids, written_at FROM {s}.intents UNION ALL ",
+    "SELECT node_id, ids, written_at FROM {s}.holds) h, ",
     "unnest(h.ids) AS u(id) WHERE ",
     abandoned!(),
     ") AS a ON a.id = j2.id ",
-    "WHERE j2.status = 'pending' AND j2.updated_at < a.since ",
+    "WHERE (j2.status = 'pending') IS TRUE AND j2.updated_at < a.since ",
     "FOR UPDATE OF j2 SKIP LOCKED) AS v ",
     "WHERE j.id = v.id RETURNING j.status"
 );
 
 /// The abandoned records, once their jobs are charged (same transaction, same `now()`).
-pub const DELETE_ABANDONED: &str = concat!("DELETE FROM {s}.holds h WHERE ", abandoned!());
+pub const DELETE_ABANDONED: &str = concat!(
+    "WITH i AS (DELETE FROM {s}.intents h WHERE ",
+    abandoned!(),
+    ") DELETE FROM {s}.holds h WHERE ",
+    abandoned!()
+);
 
 pub const PRUNE: &str = "DELETE FROM {s}.jobs WHERE id IN (SELECT id FROM {s}.jobs \
     WHERE finished_at < now() - $1 * interval '1 millisecond' LIMIT $2)";
@@ -331,13 +367,29 @@ pub const RECENT_BATCHES: &str = "SELECT b.id, b.name, b.type, b.total, b.create
     LEFT JOIN {s}.jobs j ON j.batch_id = b.id AND j.status <> 'succeeded' \
     GROUP BY b.id, b.name, b.type, b.total, b.created_at ORDER BY b.created_at DESC";
 
+/// Counts by type and status: the folded `counts` plus the deltas not folded yet, read in
+/// one statement (one snapshot), so each change is seen exactly once. Costs a few rows per
+/// type, however many jobs the table holds (migration 0009).
 pub const TYPE_COUNTS: &str = "SELECT type, \
-    count(*) FILTER (WHERE status = 'pending') AS pending, \
-    count(*) FILTER (WHERE status = 'running') AS running, \
-    count(*) FILTER (WHERE status = 'succeeded') AS succeeded, \
-    count(*) FILTER (WHERE status = 'failed') AS failed, \
-    count(*) FILTER (WHERE status = 'cancelled') AS cancelled \
-    FROM {s}.jobs GROUP BY type ORDER BY type";
+    COALESCE(sum(n) FILTER (WHERE status = 'pending'), 0)::bigint AS pending, \
+    COALESCE(sum(n) FILTER (WHERE status = 'running'), 0)::bigint AS running, \
+    COALESCE(sum(n) FILTER (WHERE status = 'succeeded'), 0)::bigint AS succeeded, \
+    COALESCE(sum(n) FILTER (WHERE status = 'failed'), 0)::bigint AS failed, \
+    COALESCE(sum(n) FILTER (WHERE status = 'cancelled'), 0)::bigint AS cancelled \
+    FROM (SELECT type, status, n FROM {s}.counts \
+          UNION ALL SELECT type, status, n FROM {s}.count_deltas) c \
+    GROUP BY type HAVING sum(n) <> 0 ORDER BY type";
+
+/// Folds the count deltas into `counts`, one folder at a time per schema (`$1`): another
+/// node's fold in progress makes this one a no-op rather than a wait (or a deadlock between
+/// two folds upserting the same rows in different orders). Returns the deltas folded.
+pub const FOLD_COUNTS: &str = "WITH turn AS \
+    (SELECT pg_try_advisory_xact_lock(hashtext('skiplock.counts.' || $1)) AS mine), \
+    d AS (DELETE FROM {s}.count_deltas WHERE (SELECT mine FROM turn) RETURNING type, status, n), \
+    f AS (INSERT INTO {s}.counts (type, status, n) \
+          SELECT type, status, sum(n) FROM d GROUP BY type, status \
+          ON CONFLICT (type, status) DO UPDATE SET n = counts.n + EXCLUDED.n) \
+    SELECT count(*) FROM d";
 
 pub const NODES: &str = "SELECT id, host, pid, concurrency, in_flight, processed, failed, \
     started_at, last_seen, queues, types FROM {s}.nodes \
@@ -396,6 +448,14 @@ pub const FAIL_UNRUNNABLE: &str = "UPDATE {s}.jobs SET status = 'failed', last_e
                  AND run_at < now() - $4 * interval '1 millisecond' LIMIT $5 \
                  FOR UPDATE SKIP LOCKED) AND status = 'pending'";
 
+/// A statement as the store runs it in `schema`: the job columns and the quoted schema
+/// substituted. Public so that a plan can be checked (`EXPLAIN`) on the very text that runs.
+pub fn qualify(statement: &str, schema: &str) -> String {
+    statement
+        .replace("{cols}", JOB_COLUMNS)
+        .replace("{s}", &format!("\"{schema}\""))
+}
+
 /// Declares the statements' substituted copies once: a field per statement, filled from the
 /// constant of the same name in upper case.
 macro_rules! statements {
@@ -407,9 +467,7 @@ macro_rules! statements {
 
         impl Statements {
             pub(super) fn new(schema: &str) -> Self {
-                let s = format!("\"{schema}\"");
-                let f = |t: &str| t.replace("{cols}", JOB_COLUMNS).replace("{s}", &s);
-                Statements { $($field: f($konst),)* }
+                Statements { $($field: qualify($konst, schema),)* }
             }
         }
     };
@@ -434,11 +492,13 @@ statements! {
     rescue_expired = RESCUE_EXPIRED,
     release_leases = RELEASE_LEASES,
     record_successes = RECORD_SUCCESSES,
+    delete_succeeded = DELETE_SUCCEEDED,
     due_pending = DUE_PENDING,
     heartbeat = HEARTBEAT,
     remove_node = REMOVE_NODE,
     remove_holds = REMOVE_HOLDS,
     record_hold = RECORD_HOLD,
+    hold_then_begin = HOLD_THEN_BEGIN,
     delete_dead_nodes = DELETE_DEAD_NODES,
     charge_abandoned = CHARGE_ABANDONED,
     delete_abandoned = DELETE_ABANDONED,
@@ -451,6 +511,7 @@ statements! {
     batch = BATCH,
     recent_batches = RECENT_BATCHES,
     type_counts = TYPE_COUNTS,
+    fold_counts = FOLD_COUNTS,
     nodes = NODES,
     throughput = THROUGHPUT,
     get_job_detail = GET_JOB_DETAIL,

@@ -43,6 +43,7 @@ use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
 use self::rows::{batch_from_row, fmt_time, job_from_row, modifier, node_from_row};
+use super::split_deleted;
 use super::{
     decode_status, validate_batch, BatchOptions, JobFilter, NodeBeat, Outcome, PendingGroup,
     PruneRule, Queued, Scope, Selection, Slot, Store, Wake, INSERT_CHUNK,
@@ -187,8 +188,19 @@ async fn record_outcomes(
     outcomes: &[Outcome],
     node_id: &str,
 ) -> Result<u64> {
+    let (gone, kept) = split_deleted(outcomes);
+    let mut n = 0;
+    if !gone.is_empty() {
+        let ids: Vec<String> = gone.iter().map(Uuid::to_string).collect();
+        n += sqlx::query(sql::DELETE_SUCCEEDED)
+            .bind(serde_json::Value::from(ids).to_string())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    }
+    let outcomes = &kept[..];
     if outcomes.is_empty() {
-        return Ok(0);
+        return Ok(n);
     }
     let rows: Vec<serde_json::Value> = outcomes
         .iter()
@@ -202,7 +214,7 @@ async fn record_outcomes(
             ])
         })
         .collect();
-    Ok(sqlx::query(sql::RECORD_OUTCOMES)
+    Ok(n + sqlx::query(sql::RECORD_OUTCOMES)
         .bind(serde_json::Value::from(rows).to_string())
         .bind(node_id)
         .execute(conn)

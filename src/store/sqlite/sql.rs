@@ -199,6 +199,10 @@ pub const RESCUE_EXPIRED: &str = concat!(
     " RETURNING status"
 );
 
+/// Successes whose type keeps succeeded jobs for zero time: deleted in the chunk's write
+/// turn. `$1` is a JSON array of ids.
+pub const DELETE_SUCCEEDED: &str = "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each($1))";
+
 /// Every outcome of a chunk in one statement: `$1` is
 /// `[[id, status, error, delay_ms, took_ms], …]`. A failure (an outcome with an error) also
 /// appends its attempt to the job's history; a success leaves the history as it is.
@@ -383,13 +387,15 @@ pub const RECENT_BATCHES: &str = "SELECT b.id, b.name, b.type, b.total, b.create
     GROUP BY b.id, b.name, b.type, b.total, b.created_at \
     ORDER BY b.created_at DESC, b.id DESC";
 
+/// Counts by type and status, kept current by the jobs table's triggers (migration 0009):
+/// a few rows per type, however many jobs the table holds.
 pub const TYPE_COUNTS: &str = "SELECT type, \
-    count(*) FILTER (WHERE status = 'pending') AS pending, \
-    count(*) FILTER (WHERE status = 'running') AS running, \
-    count(*) FILTER (WHERE status = 'succeeded') AS succeeded, \
-    count(*) FILTER (WHERE status = 'failed') AS failed, \
-    count(*) FILTER (WHERE status = 'cancelled') AS cancelled \
-    FROM jobs GROUP BY type ORDER BY type";
+    COALESCE(sum(n) FILTER (WHERE status = 'pending'), 0) AS pending, \
+    COALESCE(sum(n) FILTER (WHERE status = 'running'), 0) AS running, \
+    COALESCE(sum(n) FILTER (WHERE status = 'succeeded'), 0) AS succeeded, \
+    COALESCE(sum(n) FILTER (WHERE status = 'failed'), 0) AS failed, \
+    COALESCE(sum(n) FILTER (WHERE status = 'cancelled'), 0) AS cancelled \
+    FROM counts GROUP BY type HAVING sum(n) <> 0 ORDER BY type";
 
 pub const NODES: &str = "SELECT id, host, pid, concurrency, in_flight, processed, failed, \
     started_at, last_seen, queues, types FROM nodes \

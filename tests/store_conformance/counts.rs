@@ -1,0 +1,186 @@
+//! The report's counts by type and status are kept as the jobs change, not counted from the
+//! table: after every kind of change, and under concurrent writers, they must equal a full
+//! count of `jobs`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use skiplock::store::{BatchOptions, Outcome, PruneRule, Selection};
+use skiplock::{JobStatus, NewJob};
+
+use crate::common::{Backend, TestStore};
+use crate::{insert, ok, settle};
+
+crate::for_each_backend!(
+    counts_follow_every_kind_of_change,
+    counts_stay_exact_under_concurrent_writers_and_folds,
+);
+
+type Tally = BTreeMap<(String, String), i64>;
+
+/// What a full count of the table says.
+async fn truth(ts: &TestStore) -> Tally {
+    let rows: Vec<(String, String, i64)> = match ts.backend {
+        Backend::Postgres => sqlx::query_as(&format!(
+            "SELECT type, status, count(*) FROM \"{}\".jobs GROUP BY 1, 2",
+            ts.schema
+        ))
+        .fetch_all(ts.pg.as_ref().unwrap())
+        .await
+        .unwrap(),
+        Backend::Sqlite => sqlx::query_as("SELECT type, status, count(*) FROM jobs GROUP BY 1, 2")
+            .fetch_all(ts.sqlite.as_ref().unwrap())
+            .await
+            .unwrap(),
+    };
+    rows.into_iter().map(|(t, s, n)| ((t, s), n)).collect()
+}
+
+/// What the report says.
+async fn reported(ts: &TestStore) -> Tally {
+    let r = ts.store.report(Duration::from_secs(10)).await.unwrap();
+    let mut out = Tally::new();
+    for c in r.types {
+        for (status, n) in [
+            ("pending", c.pending),
+            ("running", c.running),
+            ("succeeded", c.succeeded),
+            ("failed", c.failed),
+            ("cancelled", c.cancelled),
+        ] {
+            if n != 0 {
+                out.insert((c.job_type.clone(), status.to_string()), n);
+            }
+        }
+    }
+    out
+}
+
+async fn agree(ts: &TestStore, step: &str) {
+    assert_eq!(reported(ts).await, truth(ts).await, "after {step}");
+}
+
+async fn counts_follow_every_kind_of_change(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    agree(&ts, "nothing").await;
+    let a = insert(
+        &ts,
+        (0..20)
+            .map(|i| NewJob::new("alpha", json!(i)).max_attempts(1))
+            .collect(),
+    )
+    .await;
+    let b = ts
+        .store
+        .insert_batch(
+            "beta",
+            (0..10).map(|i| json!(i)).collect(),
+            BatchOptions::default(),
+        )
+        .await
+        .unwrap()
+        .ids;
+    agree(&ts, "inserts").await;
+    settle(&ts, &a[..5], ok).await;
+    agree(&ts, "successes").await;
+    settle(&ts, &a[5..10], |id| Outcome::Failed {
+        id,
+        error: "boom".into(),
+        took: Duration::from_millis(1),
+    })
+    .await;
+    settle(&ts, &b[..3], |id| Outcome::Retry {
+        id,
+        error: "later".into(),
+        delay: Duration::ZERO,
+        took: Duration::from_millis(1),
+    })
+    .await;
+    agree(&ts, "failures and retries").await;
+    // Lease mode: claimed (running), then completed.
+    {
+        let mut slot = ts.store.slot("node-l").await.unwrap();
+        let mut chunk = slot.lock(&b[3..6]).await.unwrap();
+        let ids: Vec<_> = chunk.jobs.iter().map(|j| j.id).collect();
+        chunk.tx.lease(&ids, Duration::from_secs(60)).await.unwrap();
+        chunk.tx.finish(&[]).await.unwrap();
+    }
+    agree(&ts, "leases taken").await;
+    ts.store.release_leases("node-l", &b[3..6]).await.unwrap();
+    agree(&ts, "leases given back").await;
+    ts.store.cancel(a[10]).await.unwrap();
+    ts.store.retry(a[5]).await.unwrap();
+    agree(&ts, "cancel and retry").await;
+    let sel = Selection {
+        job_type: Some("alpha".into()),
+        ..Default::default()
+    };
+    ts.store.cancel_matching(&sel, 3).await.unwrap();
+    ts.store
+        .retry_matching(
+            &Selection {
+                status: Some(JobStatus::Cancelled),
+                ..Default::default()
+            },
+            2,
+        )
+        .await
+        .unwrap();
+    agree(&ts, "bulk cancel and retry").await;
+    ts.store
+        .prune_rule(&PruneRule {
+            status: JobStatus::Succeeded,
+            job_type: None,
+            except_types: vec![],
+            older_than: Duration::ZERO,
+        })
+        .await
+        .unwrap();
+    agree(&ts, "pruning").await;
+    // Folding (a no-op on SQLite) changes nothing the report says.
+    ts.store.fold_counts().await.unwrap();
+    agree(&ts, "a fold").await;
+}
+
+async fn counts_stay_exact_under_concurrent_writers_and_folds(backend: Backend) {
+    let ts = Arc::new(TestStore::with_pool(backend, 12).await);
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..6 {
+        let ts = ts.clone();
+        tasks.spawn(async move {
+            for round in 0..10 {
+                let ids = insert(
+                    &ts,
+                    (0..10)
+                        .map(|i| NewJob::new(format!("t{}", (w + i) % 3), json!([w, round, i])))
+                        .collect(),
+                )
+                .await;
+                settle(&ts, &ids[..7], ok).await;
+                settle(&ts, &ids[7..], |id| Outcome::Failed {
+                    id,
+                    error: "no".into(),
+                    took: Duration::ZERO,
+                })
+                .await;
+            }
+        });
+    }
+    for _ in 0..3 {
+        let ts = ts.clone();
+        tasks.spawn(async move {
+            for _ in 0..20 {
+                ts.store.fold_counts().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    agree(&ts, "concurrent writers and folds").await;
+    let total: i64 = reported(&ts).await.values().sum();
+    assert_eq!(total, 600);
+}

@@ -146,10 +146,11 @@ impl NodeBuilder {
             c.pruner,
         )?);
         let unrunnable = Arc::new(UnrunnableJobs::new(self.store.clone(), c.unrunnable)?);
-        heartbeat.run_once().await?;
         // Every insert path (this process's, other processes', SQL's) applies the types'
-        // policy from the database, so the node publishes its own at start.
+        // policy from the database, so the node publishes its own at start: before its first
+        // heartbeat, so that a node others can see has its types' queues in force.
         self.store.publish_policy(&self.registry.policy()).await?;
+        heartbeat.run_once().await?;
 
         let stop = CancellationToken::new();
         let mut services = JoinSet::new();

@@ -13,8 +13,8 @@ WORKDIR /src
 
 # Dependencies first, against stub sources, so that editing the code reuses both the fetched
 # crates and their compiled layer.
-COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
+COPY Cargo.toml Cargo.lock build.rs ./
+RUN mkdir src migrations \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \
  && cargo fetch --locked \

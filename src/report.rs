@@ -135,6 +135,51 @@ impl Throughput {
     }
 }
 
+/// How the jobs table is kept (PostgreSQL): what autovacuum has to keep up with, and what
+/// keeps it from doing so. Dead rows are the old versions every completed job leaves behind;
+/// autovacuum removes them, unless it is off or an old transaction still might see them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TableHealth {
+    /// Live and dead row versions of `jobs`, as the statistics collector counts them.
+    pub live_rows: i64,
+    pub dead_rows: i64,
+    /// When autovacuum (or a manual VACUUM) last cleaned `jobs`.
+    pub last_vacuum: Option<DateTime<Utc>>,
+    /// Whether autovacuum runs for `jobs` (the server setting and the table's own).
+    pub autovacuum: bool,
+    /// Age in seconds of the oldest transaction open on the server (that this role can see),
+    /// other than the report's own: while it stays open, no dead row newer than it can go.
+    pub oldest_transaction_secs: Option<f64>,
+}
+
+impl TableHealth {
+    /// What an operator should hear about, if anything.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if !self.autovacuum {
+            w.push(
+                "autovacuum is off for the jobs table: dead rows pile up and every scan slows; \
+                 turn it on (see the README's performance section)"
+                    .to_string(),
+            );
+        }
+        if let Some(secs) = self.oldest_transaction_secs.filter(|s| *s >= 60.0) {
+            w.push(format!(
+                "a transaction has been open for {secs:.0} s: no dead row newer than it can be \
+                 cleaned until it ends (a session idle in transaction?)"
+            ));
+        }
+        let total = self.live_rows + self.dead_rows;
+        if total >= 100_000 && self.dead_rows * 2 > total {
+            w.push(format!(
+                "{} of the jobs table's {} row versions are dead: autovacuum is falling behind",
+                self.dead_rows, total
+            ));
+        }
+        w
+    }
+}
+
 /// The whole report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatusReport {
@@ -147,6 +192,9 @@ pub struct StatusReport {
     /// IDs waiting in the queue; `None` when the queue could not be asked.
     pub queue_depth: Option<u64>,
     pub throughput: Throughput,
+    /// The jobs table's upkeep (PostgreSQL only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<TableHealth>,
     pub generated_at: DateTime<Utc>,
 }
 
@@ -250,6 +298,26 @@ impl StatusReport {
             "queue depth: {depth}   jobs/s: {:.1} (last 10 s)  {:.1} (last minute)  {:.1} (last 5 min)",
             t.last_10s_per_sec, t.last_minute_per_sec, t.last_5min_per_sec
         );
+        if let Some(h) = &self.health {
+            let vacuumed = h.last_vacuum.map_or_else(
+                || "never".to_string(),
+                |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
+            );
+            let oldest = h
+                .oldest_transaction_secs
+                .map_or_else(|| "none".to_string(), |s| format!("{s:.1} s"));
+            let _ = writeln!(
+                out,
+                "jobs table: {} live rows, {} dead   last vacuum: {vacuumed}   autovacuum: {}   \
+                 oldest open transaction: {oldest}",
+                h.live_rows,
+                h.dead_rows,
+                if h.autovacuum { "on" } else { "OFF" }
+            );
+            for w in h.warnings() {
+                let _ = writeln!(out, "warning: {w}");
+            }
+        }
         out
     }
 }
@@ -267,6 +335,33 @@ fn truncate(s: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_upkeep_warns_about_what_keeps_dead_rows() {
+        let fine = TableHealth {
+            live_rows: 1_000_000,
+            dead_rows: 10_000,
+            last_vacuum: None,
+            autovacuum: true,
+            oldest_transaction_secs: Some(0.2),
+        };
+        assert!(fine.warnings().is_empty());
+        let off = TableHealth {
+            autovacuum: false,
+            ..fine.clone()
+        };
+        assert!(off.warnings()[0].contains("autovacuum is off"));
+        let pinned = TableHealth {
+            oldest_transaction_secs: Some(600.0),
+            ..fine.clone()
+        };
+        assert!(pinned.warnings()[0].contains("open for 600 s"));
+        let behind = TableHealth {
+            dead_rows: 3_000_000,
+            ..fine
+        };
+        assert!(behind.warnings()[0].contains("falling behind"));
+    }
 
     #[test]
     fn a_short_burst_shows_in_the_live_rate() {

@@ -405,3 +405,48 @@ async fn intent_records_are_unlogged_and_pruned_to_one_per_slot() {
         .unwrap();
     assert_eq!(left, 0, "a node that stops removes its records");
 }
+
+/// The report shows the jobs table's upkeep: whether autovacuum runs for it and how old the
+/// oldest open transaction is (a session idle in transaction keeps every dead row alive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_report_shows_table_upkeep_and_a_long_open_transaction() {
+    let ts = TestStore::new(Backend::Postgres).await;
+    let pg = ts.pg.clone().unwrap();
+    let server_autovacuum: bool = sqlx::query_scalar("SELECT current_setting('autovacuum')::bool")
+        .fetch_one(&pg)
+        .await
+        .unwrap();
+    // Another session opens a transaction and sits in it.
+    let mut idle = pg.acquire().await.unwrap();
+    sqlx::query("BEGIN").execute(&mut *idle).await.unwrap();
+    sqlx::query("SELECT txid_current()")
+        .execute(&mut *idle)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = ts.store.report(Duration::from_secs(10)).await.unwrap();
+    let h = r
+        .health
+        .clone()
+        .expect("PostgreSQL reports the jobs table's upkeep");
+    assert_eq!(h.autovacuum, server_autovacuum);
+    assert!(
+        h.oldest_transaction_secs.unwrap() >= 1.0,
+        "{:?}",
+        h.oldest_transaction_secs
+    );
+    assert!(r.render().contains("oldest open transaction"));
+    // Turned off for the table alone, it says so.
+    sqlx::query(&format!(
+        "ALTER TABLE \"{}\".jobs SET (autovacuum_enabled = false)",
+        ts.schema
+    ))
+    .execute(&pg)
+    .await
+    .unwrap();
+    let r = ts.store.report(Duration::from_secs(10)).await.unwrap();
+    let h = r.health.clone().unwrap();
+    assert!(!h.autovacuum);
+    assert!(r.render().contains("autovacuum is off for the jobs table"));
+    sqlx::query("ROLLBACK").execute(&mut *idle).await.unwrap();
+}

@@ -406,6 +406,10 @@ pub trait Store: Send + Sync + 'static {
     async fn fold_counts(&self) -> Result<u64> {
         Ok(0)
     }
+    /// The jobs table's upkeep, where the store has such a thing (PostgreSQL's autovacuum).
+    async fn table_health(&self) -> Result<Option<crate::report::TableHealth>> {
+        Ok(None)
+    }
 
     /// Jobs finished in each of the last 30 ten-second buckets, as (bucket, jobs) with
     /// bucket 29 the latest.
@@ -469,6 +473,7 @@ impl dyn Store {
             nodes,
             queue_depth: None,
             throughput: Throughput::from_buckets(self.finished_buckets().await?),
+            health: self.table_health().await?,
             generated_at: chrono::Utc::now(),
         })
     }

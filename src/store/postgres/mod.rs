@@ -530,6 +530,23 @@ impl Store for PgStore {
         Ok(n as u64)
     }
 
+    async fn table_health(&self) -> Result<Option<crate::report::TableHealth>> {
+        let row = sqlx::query(&self.sql.table_health)
+            .bind(&self.schema)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(crate::report::TableHealth {
+                live_rows: r.try_get("live_rows")?,
+                dead_rows: r.try_get("dead_rows")?,
+                last_vacuum: r.try_get("last_vacuum")?,
+                autovacuum: r.try_get("autovacuum")?,
+                oldest_transaction_secs: r.try_get("oldest_transaction_secs")?,
+            })
+        })
+        .transpose()
+    }
+
     async fn type_counts(&self) -> Result<Vec<TypeCounts>> {
         Ok(sqlx::query_as(&self.sql.type_counts)
             .fetch_all(&self.pool)

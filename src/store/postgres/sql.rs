@@ -380,6 +380,23 @@ pub const TYPE_COUNTS: &str = "SELECT type, \
           UNION ALL SELECT type, status, n FROM {s}.count_deltas) c \
     GROUP BY type HAVING sum(n) <> 0 ORDER BY type";
 
+/// The jobs table's upkeep: its live and dead rows, when it was last vacuumed, whether
+/// autovacuum runs for it, and the age of the oldest transaction open elsewhere. `$1` is the
+/// schema.
+pub const TABLE_HEALTH: &str = "SELECT COALESCE(s.n_live_tup, 0) AS live_rows, \
+    COALESCE(s.n_dead_tup, 0) AS dead_rows, \
+    GREATEST(s.last_autovacuum, s.last_vacuum) AS last_vacuum, \
+    current_setting('autovacuum')::bool AND COALESCE((SELECT option_value::bool \
+        FROM pg_options_to_table(c.reloptions) WHERE option_name = 'autovacuum_enabled'), true) \
+        AS autovacuum, \
+    (SELECT extract(epoch FROM max(clock_timestamp() - a.xact_start))::float8 \
+       FROM pg_stat_activity a WHERE a.xact_start IS NOT NULL \
+       AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend') \
+        AS oldest_transaction_secs \
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+    LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
+    WHERE n.nspname = $1 AND c.relname = 'jobs'";
+
 /// Folds the count deltas into `counts`, one folder at a time per schema (`$1`): another
 /// node's fold in progress makes this one a no-op rather than a wait (or a deadlock between
 /// two folds upserting the same rows in different orders). Returns the deltas folded.
@@ -512,6 +529,7 @@ statements! {
     recent_batches = RECENT_BATCHES,
     type_counts = TYPE_COUNTS,
     fold_counts = FOLD_COUNTS,
+    table_health = TABLE_HEALTH,
     nodes = NODES,
     throughput = THROUGHPUT,
     get_job_detail = GET_JOB_DETAIL,

@@ -13,10 +13,10 @@ use tracing::warn;
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::job::{Due, NewJob, Submitted};
+use crate::job::{Due, Inserted, NewJob, Submitted};
 use crate::queue::Queue;
 use crate::store::postgres::PgStore;
-use crate::store::{BatchOptions, Queued, Store};
+use crate::store::{BatchOptions, Store};
 
 /// The submitting side of skiplock. `S` is the store: any store behind the seam by default,
 /// or [`PgStore`] itself for [`Client::enqueue_in`], which needs the caller's PostgreSQL
@@ -56,9 +56,22 @@ impl<S: Store + ?Sized> Client<S> {
 
     /// Inserts jobs of mixed types in one transaction and queues those due.
     pub async fn submit_many(&self, jobs: &[NewJob]) -> Result<Vec<Uuid>> {
-        let queued = self.store.insert_queued(jobs).await?;
-        self.push(&due(jobs, &queued)).await;
-        Ok(queued.into_iter().map(|q| q.id).collect())
+        let done = self.submit_many_checked(jobs).await?;
+        Ok(done.into_iter().map(|i| i.id).collect())
+    }
+
+    /// Inserts one job, or finds the open job it duplicates (see [`NewJob::unique_key`]).
+    pub async fn submit_checked(&self, job: NewJob) -> Result<Inserted> {
+        let mut done = self.submit_many_checked(std::slice::from_ref(&job)).await?;
+        Ok(done.swap_remove(0))
+    }
+
+    /// [`Client::submit_many`], saying of each job whether it duplicated one (its id is then
+    /// that job's, and nothing was inserted for it).
+    pub async fn submit_many_checked(&self, jobs: &[NewJob]) -> Result<Vec<Inserted>> {
+        let done = self.store.insert_checked(jobs).await?;
+        self.push(&due(jobs, &done)).await;
+        Ok(done)
     }
 
     /// Inserts a batch: one type, many targets.
@@ -130,16 +143,17 @@ impl Client<PgStore> {
     }
 }
 
-/// The jobs of `jobs` (inserted as `queued`) that are due now, each for its queue.
-fn due(jobs: &[NewJob], queued: &[Queued]) -> Vec<Due> {
+/// The jobs of `jobs` (inserted as `done`) that are new and due now; a duplicate's job was
+/// queued by whoever inserted it.
+fn due(jobs: &[NewJob], done: &[Inserted]) -> Vec<Due> {
     let now = chrono::Utc::now();
     jobs.iter()
-        .zip(queued)
-        .filter(|(j, _)| j.run_at.is_none_or(|t| t <= now))
-        .map(|(j, q)| Due {
-            id: q.id,
+        .zip(done)
+        .filter(|(j, i)| !i.duplicate && j.run_at.is_none_or(|t| t <= now))
+        .map(|(j, i)| Due {
+            id: i.id,
             priority: j.priority,
-            queue: q.queue.clone(),
+            queue: i.queue.clone(),
         })
         .collect()
 }

@@ -10,8 +10,11 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::job::JobStatus;
 use crate::maintenance::retention::{parse_keep, Retention};
+use crate::maintenance::schedule::CatchUp;
+use crate::maintenance::CronEntry;
 use crate::processor::{
     CommandProcessor, HttpProcessor, Mode, Processor, Registry, SqlProcessor, TypeOptions,
+    UniquePolicy,
 };
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://skiplock.db";
@@ -46,6 +49,26 @@ pub struct FileConfig {
     /// How long pending jobs of a type no live node has a processor for wait before they fail
     /// (`90s`, `15m`, `36h`, `7d` or `never`, the default).
     pub fail_unrunnable_after: Option<String>,
+    /// Scheduled jobs keyed by entry name (see [`CronConfig`]).
+    #[serde(default)]
+    pub cron: BTreeMap<String, CronConfig>,
+}
+
+/// One `[cron.NAME]` table: a job of `type` with `target` at every tick of `schedule`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CronConfig {
+    /// Five fields (minute hour day month weekday), six (seconds first), or `@hourly`,
+    /// `@daily`, `@weekly`, `@monthly`, `@yearly`.
+    pub schedule: String,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    /// The job's target [default: `{}`].
+    pub target: Option<toml::Value>,
+    /// IANA time zone the schedule is read in [default: UTC].
+    pub timezone: Option<String>,
+    /// `none`, `last` or `all`: what to do with ticks missed while no node ran [default: last].
+    pub catch_up: Option<String>,
 }
 
 /// The `[retention]` table: a duration per finished status (`90s`, `15m`, `36h`, `7d` or
@@ -97,6 +120,10 @@ pub struct TypeConfig {
     pub mode: Option<Mode>,
     /// The named queue the type's jobs go to when they name none; default `default`.
     pub queue: Option<String>,
+    /// Target fields the jobs' unique key is made of (see [`UniquePolicy`]).
+    pub unique: Option<Vec<String>>,
+    /// How long a key also blocks finished jobs: `90s`, `15m`, `1h`, `7d`.
+    pub unique_for: Option<String>,
 }
 
 /// `http = { url = "…" }`.
@@ -129,6 +156,23 @@ impl TypeConfig {
         } else {
             None
         })
+    }
+
+    /// The table's uniqueness, if it sets any.
+    pub fn unique_policy(&self) -> Result<Option<UniquePolicy>> {
+        if self.unique.is_none() && self.unique_for.is_none() {
+            return Ok(None);
+        }
+        let window = match &self.unique_for {
+            None => None,
+            Some(v) => Some(parse_window(v).map_err(Error::Config)?),
+        };
+        let p = UniquePolicy {
+            fields: self.unique.clone().unwrap_or_default(),
+            window,
+        };
+        p.validate()?;
+        Ok(Some(p))
     }
 
     /// The table's options over `d`, the options the type has without it (a built-in's, or
@@ -201,6 +245,34 @@ impl FileConfig {
         Ok(r)
     }
 
+    /// The file's cron entries, checked against the node's processors: a malformed schedule,
+    /// an unknown zone or catch-up policy, or a type with no processor is refused with the
+    /// entry's name and why.
+    pub fn cron_entries(&self, registry: &Registry) -> Result<Vec<CronEntry>> {
+        let mut out = Vec::new();
+        for (name, c) in &self.cron {
+            let bad = |e: String| Error::Config(format!("[cron.{name}]: {e}"));
+            let target = match &c.target {
+                None => serde_json::json!({}),
+                Some(t) => serde_json::to_value(t).map_err(|e| bad(format!("target: {e}")))?,
+            };
+            let zone = c.timezone.as_deref().unwrap_or("UTC");
+            let mut entry = CronEntry::new(name, &c.schedule, zone, &c.job_type, target)?;
+            if let Some(cu) = &c.catch_up {
+                entry = entry.catch_up(cu.parse::<CatchUp>().map_err(bad)?);
+            }
+            if registry.get(&c.job_type).is_none() {
+                return Err(bad(format!(
+                    "type {:?} has no processor: declare [types.{}] or use a built-in (noop, sleep, fail)",
+                    c.job_type, c.job_type
+                )));
+            }
+            out.push(entry);
+        }
+        crate::maintenance::cron::validate_entries(&out, &registry.policy())?;
+        Ok(out)
+    }
+
     /// The built-in processors plus the file's types. A file type may tune a built-in's
     /// options; declaring a processor under a built-in's name is an error.
     pub fn registry(&self) -> Result<Registry> {
@@ -216,6 +288,7 @@ impl FileConfig {
             };
             let opts = t.options_over(base);
             let ctx = |e: Error| Error::Config(format!("[types.{name}]: {}", strip(e)));
+            let unique = t.unique_policy().map_err(ctx)?;
             match t.processor().map_err(ctx)? {
                 Some(p) => reg.register_arc(name, p.into(), opts).map_err(ctx)?,
                 None if reg.get(name).is_some() => reg.set_options(name, opts).map_err(ctx)?,
@@ -228,6 +301,9 @@ impl FileConfig {
             if let Some(q) = &t.queue {
                 reg.set_queue(name, q)
                     .map_err(|e| Error::Config(format!("[types.{name}] queue: {}", strip(e))))?;
+            }
+            if let Some(u) = unique {
+                reg.set_unique(name, u).map_err(ctx)?;
             }
         }
         Ok(reg)
@@ -309,6 +385,26 @@ fn check_queues(
         out.push((name, n));
     }
     Ok(out)
+}
+
+/// A duration such as `90s`, `15m`, `1h` or `7d` (the retention syntax, without `never`).
+pub fn parse_window(v: &str) -> Result<Duration, String> {
+    let digits = v.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    if !digits.is_empty() && digits.chars().all(|c| c == '0') {
+        return Err(format!(
+            "unique_for {v:?}: give a positive duration such as 90s, 15m, 1h or 7d"
+        ));
+    }
+    match parse_keep(v) {
+        Ok(crate::maintenance::Keep::For(d)) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(format!(
+            "unique_for {v:?}: give a positive duration such as 90s, 15m, 1h or 7d"
+        )),
+        Err(e) => Err(format!(
+            "unique_for: {}",
+            e.replace("retention", "duration")
+        )),
+    }
 }
 
 fn strip(e: Error) -> String {
@@ -470,6 +566,115 @@ mod tests {
             let e = c.registry().err().expect("refused").to_string();
             assert!(e.contains("queue"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn cron_entries_are_read_and_bad_ones_refused_by_name() {
+        let c = FileConfig::parse(
+            "[cron.nightly]\nschedule = '30 2 * * *'\ntype = 'noop'\ntarget = { report = 'sales', days = 1 }\n\
+             timezone = 'Europe/Berlin'\ncatch_up = 'all'\n[cron.tick]\nschedule = '@hourly'\ntype = 'noop'",
+        )
+        .unwrap();
+        let reg = c.registry().unwrap();
+        let e = c.cron_entries(&reg).unwrap();
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0].name, "nightly");
+        assert_eq!(
+            e[0].target,
+            serde_json::json!({"report": "sales", "days": 1})
+        );
+        assert_eq!(e[0].catch_up, CatchUp::All);
+        assert_eq!(e[1].catch_up, CatchUp::Last);
+        assert_eq!(e[1].schedule.zone().name(), "UTC");
+
+        for (bad, says) in [
+            (
+                "[cron.a]\nschedule = '* * *'\ntype = 'noop'",
+                "[cron.a]: schedule",
+            ),
+            (
+                "[cron.b]\nschedule = '99 * * * *'\ntype = 'noop'",
+                "[cron.b]",
+            ),
+            (
+                "[cron.c]\nschedule = '@daily'\ntype = 'noop'\ntimezone = 'Moon/Base'",
+                "[cron.c]: unknown time zone",
+            ),
+            (
+                "[cron.d]\nschedule = '@daily'\ntype = 'noop'\ncatch_up = 'some'",
+                "[cron.d]: unknown catch_up",
+            ),
+            (
+                "[cron.e]\nschedule = '@daily'\ntype = 'nobody'",
+                "[cron.e]: type \"nobody\" has no processor",
+            ),
+            (
+                "[cron.f]\nschedule = '@daily'\ntype = 'bad type'",
+                "[cron.f]: type",
+            ),
+            (
+                "[cron.'bad name']\nschedule = '@daily'\ntype = 'noop'",
+                "bad name",
+            ),
+            (
+                "[types.noop]\nunique = ['invoice']\n[cron.g]\nschedule = '@daily'\ntype = 'noop'",
+                "[cron.g]: the target has no field \"invoice\"",
+            ),
+        ] {
+            let c = FileConfig::parse(bad).unwrap();
+            let e = c.registry().and_then(|r| c.cron_entries(&r)).unwrap_err();
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+        }
+        // A missing type or schedule, or an unknown key, is refused when the file is parsed.
+        for bad in [
+            "[cron.a]\nschedule = '@daily'",
+            "[cron.a]\ntype = 'noop'",
+            "[cron.a]\nschedule = '@daily'\ntype = 'noop'\nzone = 'UTC'",
+            "[cron.a]\nschedule = 5\ntype = 'noop'",
+        ] {
+            let e = FileConfig::parse(bad).unwrap_err();
+            assert!(
+                e.contains("type")
+                    || e.contains("schedule")
+                    || e.contains("zone")
+                    || e.contains("invalid"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn unique_options_build_a_policy_and_bad_ones_are_refused() {
+        let c = FileConfig::parse("[types.noop]\nunique = ['invoice']\nunique_for = '1h'").unwrap();
+        let p = c.registry().unwrap().policy();
+        let u = p.unique("noop").unwrap();
+        assert_eq!(u.fields, ["invoice"]);
+        assert_eq!(u.window, Some(Duration::from_secs(3600)));
+        for (bad, says) in [
+            ("[types.noop]\nunique = []", "at least one"),
+            ("[types.noop]\nunique = ['']", "field"),
+            ("[types.noop]\nunique = ['a', 'a']", "twice"),
+            (
+                "[types.noop]\nunique = ['a']\nunique_for = 'never'",
+                "positive",
+            ),
+            (
+                "[types.noop]\nunique = ['a']\nunique_for = '0s'",
+                "positive",
+            ),
+            (
+                "[types.noop]\nunique = ['a']\nunique_for = 'soon'",
+                "unique_for",
+            ),
+            (
+                "[types.noop]\nunique = ['a']\nunique_for = '9999d'",
+                "unique_for",
+            ),
+        ] {
+            let e = FileConfig::parse(bad).unwrap().registry().err().unwrap();
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+        }
+        assert!(FileConfig::parse("[types.noop]\nunique = 'invoice'").is_err());
     }
 
     #[test]

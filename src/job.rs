@@ -175,6 +175,15 @@ pub struct NewJob {
     /// `job_types`), else [`DEFAULT_QUEUE`].
     #[serde(default)]
     pub queue: Option<String>,
+    /// At most one open job (pending, or running in lease mode) per type and key: inserting
+    /// a duplicate returns the open job instead. `None` takes the key its type derives from
+    /// the target (`unique` fields), if any. 1 to [`MAX_UNIQUE_KEY_BYTES`] bytes.
+    #[serde(default)]
+    pub unique_key: Option<String>,
+    /// With a key, also a duplicate of any job of the type with that key created within this
+    /// window, finished or not. `None` takes the type's `unique_for`, if any.
+    #[serde(default, skip)]
+    pub unique_for: Option<std::time::Duration>,
 }
 
 impl NewJob {
@@ -186,12 +195,26 @@ impl NewJob {
             run_at: None,
             priority: 0,
             queue: None,
+            unique_key: None,
+            unique_for: None,
         }
     }
 
     /// Puts the job in a named queue, whatever its type's policy says.
     pub fn queue(mut self, name: impl Into<String>) -> Self {
         self.queue = Some(name.into());
+        self
+    }
+
+    /// Makes the job unique by `key` within its type (see [`NewJob::unique_key`]).
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+
+    /// Extends uniqueness to jobs created within `window` (see [`NewJob::unique_for`]).
+    pub fn unique_for(mut self, window: std::time::Duration) -> Self {
+        self.unique_for = Some(window);
         self
     }
 
@@ -223,7 +246,14 @@ impl NewJob {
         if let Some(q) = &self.queue {
             validate_queue(q)?;
         }
-        validate_max_attempts(self.attempts_allowed())
+        validate_max_attempts(self.attempts_allowed())?;
+        if let Some(k) = &self.unique_key {
+            validate_unique_key(k)?;
+        }
+        if let Some(w) = self.unique_for {
+            validate_unique_for(w)?;
+        }
+        Ok(())
     }
 }
 
@@ -245,6 +275,51 @@ pub fn validate_queue(q: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Longest unique key: keys name things (an invoice, a day), they are not payloads; they are
+/// indexed, and an index entry must stay well under PostgreSQL's limit of about 2.7 kB.
+pub const MAX_UNIQUE_KEY_BYTES: usize = 512;
+/// Longest uniqueness window: beyond a year it is a permanent ban, which a window is not.
+pub const MAX_UNIQUE_FOR: std::time::Duration = std::time::Duration::from_secs(366 * 24 * 3600);
+
+/// A unique key is non-empty text of at most [`MAX_UNIQUE_KEY_BYTES`] bytes without NUL.
+pub fn validate_unique_key(k: &str) -> Result<(), String> {
+    if k.is_empty() {
+        return Err("unique_key must not be empty (leave it out for no key)".into());
+    }
+    if k.len() > MAX_UNIQUE_KEY_BYTES {
+        return Err(format!(
+            "unique_key is {} bytes; at most {MAX_UNIQUE_KEY_BYTES} (a key names a thing, hash a longer one)",
+            k.len()
+        ));
+    }
+    if k.contains('\0') {
+        return Err("unique_key contains the NUL character; the database cannot store it".into());
+    }
+    Ok(())
+}
+
+/// A uniqueness window is positive and at most [`MAX_UNIQUE_FOR`].
+pub fn validate_unique_for(w: std::time::Duration) -> Result<(), String> {
+    if w.is_zero() || w > MAX_UNIQUE_FOR {
+        return Err(format!(
+            "unique_for must be between 1 ms and {} days",
+            MAX_UNIQUE_FOR.as_secs() / 86400
+        ));
+    }
+    Ok(())
+}
+
+/// What an insert did with one job: inserted it, or found the open (or windowed) job with
+/// the same type and unique key (in whatever queue) and returned that one's id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inserted {
+    pub id: Uuid,
+    /// `true`: nothing was inserted; `id` is the existing job's.
+    pub duplicate: bool,
+    /// The named queue the job is in (a duplicate's: the existing job's).
+    pub queue: String,
 }
 
 /// `max_attempts` within what a retry policy can mean.
@@ -385,6 +460,11 @@ pub struct Submitted {
     pub ids: Vec<Uuid>,
     /// The named queue the jobs went into.
     pub queue: String,
+    /// How many targets duplicated an open job (or one within the window) of the same unique
+    /// key, earlier in the batch or already stored: their `ids` are those jobs', and they are
+    /// not part of the batch.
+    #[serde(default)]
+    pub duplicates: u64,
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use crate::error::Result;
 use crate::events::{EventBus, LocalBus};
 use crate::executor::{Executor, ExecutorConfig};
 use crate::maintenance::{
-    tick_loop, Heartbeat, HeartbeatConfig, Pruner, PrunerConfig, Reconciler, ReconcilerConfig,
-    UnrunnableConfig, UnrunnableJobs,
+    tick_loop, Cron, CronEntry, Heartbeat, HeartbeatConfig, Pruner, PrunerConfig, Reconciler,
+    ReconcilerConfig, UnrunnableConfig, UnrunnableJobs,
 };
 use crate::metrics::Metrics;
 use crate::node_state::NodeState;
@@ -40,9 +40,17 @@ pub struct NodeBuilder {
     bus: Arc<dyn EventBus>,
     metrics: Arc<Metrics>,
     config: NodeConfig,
+    /// Scheduled jobs this node evaluates (every node does; the database picks one insert).
+    cron: Vec<CronEntry>,
 }
 
 impl NodeBuilder {
+    /// Adds a cron entry (see [`crate::maintenance::cron`]); a duplicate name fails `start`.
+    pub fn cron(mut self, entry: CronEntry) -> Self {
+        self.cron.push(entry);
+        self
+    }
+
     pub fn registry(mut self, registry: Registry) -> Self {
         self.registry = registry;
         self
@@ -146,6 +154,11 @@ impl NodeBuilder {
             c.pruner,
         )?);
         let unrunnable = Arc::new(UnrunnableJobs::new(self.store.clone(), c.unrunnable)?);
+        let cron = Arc::new(Cron::new(
+            self.store.clone(),
+            self.cron,
+            &self.registry.policy(),
+        )?);
         // Every insert path (this process's, other processes', SQL's) applies the types'
         // policy from the database, so the node publishes its own at start: before its first
         // heartbeat, so that a node others can see has its types' queues in force.
@@ -187,6 +200,9 @@ impl NodeBuilder {
                 let u = u.clone();
                 async move { u.tick().await }
             }));
+        }
+        if !cron.entries().is_empty() {
+            services.spawn(cron.clone().run(stop.clone(), self.queue.clone()));
         }
         let executor = Executor::start(
             self.store.clone(),
@@ -244,6 +260,7 @@ impl Node {
             bus: Arc::new(LocalBus::default()),
             metrics: Arc::new(Metrics::default()),
             config: NodeConfig::default(),
+            cron: Vec::new(),
         }
     }
 

@@ -294,6 +294,7 @@ async fn the_openapi_document_and_the_router_agree() {
         "POST /api/v1/jobs/retry",
         "POST /api/v1/jobs/cancel",
         "GET /api/v1/batches/{id}",
+        "GET /api/v1/cron",
         "GET /api/v1/status",
         "GET /api/v1/events",
         "GET /api/v1/openapi.json",

@@ -707,4 +707,11 @@ async fn succeeded_kept_zero_time_are_deleted_as_they_complete(b: Backend) {
     }
     let c = ts.counts().await;
     assert_eq!((c.pending, c.succeeded, c.failed), (0, 1, 1));
+    // The deleted successes still count toward recent throughput.
+    let r = ts.store.report(Duration::from_secs(10)).await.unwrap();
+    let finished: i64 = r.throughput.buckets_10s.iter().sum();
+    assert!(
+        finished >= 202,
+        "throughput counted {finished} of 202 finished jobs"
+    );
 }

@@ -15,9 +15,21 @@ CREATE TABLE IF NOT EXISTS counts (
     PRIMARY KEY (type, status)
 );
 
+-- `status` is a job status, or `completed`: successes whose rows were deleted by the chunk
+-- that completed them (retention zero), which count toward throughput and nothing else.
+-- `at` is when the change was made, for the report's throughput.
 CREATE TABLE IF NOT EXISTS count_deltas (
     type    text NOT NULL,
     status  text NOT NULL,
+    n       bigint NOT NULL,
+    at      timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+-- Jobs finished per second, for the report's recent throughput, folded from the deltas and
+-- kept ten minutes: the report reads a few hundred rows, never the jobs table (whose
+-- finished_at index, a BRIN, only covers rows a vacuum has summarised).
+CREATE TABLE IF NOT EXISTS finished_per_second (
+    second  timestamptz PRIMARY KEY,
     n       bigint NOT NULL
 );
 

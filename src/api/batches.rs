@@ -40,10 +40,24 @@ pub struct SubmitBatch {
     pub queue: Option<String>,
 }
 
-/// Submits a batch; its jobs are queued at once when due.
+/// A submitted batch: its progress, and how many targets were duplicates.
+#[derive(Debug, serde::Serialize, serde::Deserialize, ToSchema)]
+pub struct SubmittedBatch {
+    #[serde(flatten)]
+    pub batch: BatchReport,
+    /// Targets not inserted because their type derives unique keys (`unique` fields) and an
+    /// open job with the same key existed, stored or earlier in this batch. They are not part
+    /// of the batch (its `total` leaves them out).
+    pub duplicates: u64,
+}
+
+/// Submits a batch; its jobs are queued at once when due. If the type derives unique keys
+/// from its targets (`unique = [...]`), a target whose key matches an open job (already
+/// stored, or earlier in the batch) is not inserted: it is counted in `duplicates`, not in
+/// the batch. A target lacking a key field refuses the whole batch (400), nothing inserted.
 #[utoipa::path(post, path = "/api/v1/batches", tag = "batches", request_body = SubmitBatch,
     responses(
-        (status = 201, description = "The batch and its progress", body = BatchReport),
+        (status = 201, description = "The batch and its progress", body = SubmittedBatch),
         (status = 400, description = "Malformed or invalid request, or too many targets", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
@@ -53,7 +67,7 @@ pub struct SubmitBatch {
 pub async fn submit(
     State(s): State<ApiState>,
     Json(req): Json<SubmitBatch>,
-) -> Result<(StatusCode, Json<BatchReport>), ApiError> {
+) -> Result<(StatusCode, Json<SubmittedBatch>), ApiError> {
     validate_type(&req.job_type).map_err(ApiError::bad_request)?;
     let max = s.config().max_batch_targets;
     if req.targets.is_empty() {
@@ -100,7 +114,13 @@ pub async fn submit(
     let id = sub
         .batch_id
         .ok_or_else(|| ApiError::not_found("the store returned no batch ID"))?;
-    Ok((StatusCode::CREATED, Json(find(&s, id).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(SubmittedBatch {
+            batch: find(&s, id).await?,
+            duplicates: sub.duplicates,
+        }),
+    ))
 }
 
 /// A batch's progress.

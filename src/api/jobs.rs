@@ -31,6 +31,24 @@ pub struct SubmitJob {
     /// The named queue: only nodes serving it run the job (ASCII letters, digits, `_ - .`,
     /// at most 64) [default: the type's, or `default`].
     pub queue: Option<String>,
+    /// At most one open job (pending or running) of this type with this key: if one exists,
+    /// nothing is inserted and the answer is that job, with `"duplicate": true` and status
+    /// 200. 1 to 512 bytes [default: the key the type derives from the target's `unique`
+    /// fields, if it has any].
+    pub unique_key: Option<String>,
+    /// With a key, also a duplicate of a job with that key created within this long, finished
+    /// or not: `90s`, `15m`, `1h`, `7d` [default: the type's `unique_for`, if any].
+    pub unique_for: Option<String>,
+}
+
+/// A submitted job: the one inserted (201), or the one it duplicates (200).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SubmittedJob {
+    #[serde(flatten)]
+    pub job: Job,
+    /// `true` when nothing was inserted because this open job (or one within the window) has
+    /// the same type and unique key.
+    pub duplicate: bool,
 }
 
 /// One page of jobs, oldest first.
@@ -63,7 +81,8 @@ pub struct ListParams {
 /// Submits one job; it is queued at once when due.
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = SubmitJob,
     responses(
-        (status = 201, description = "The job as stored", body = Job),
+        (status = 201, description = "The job as stored", body = SubmittedJob),
+        (status = 200, description = "A job with the same type and unique key is open (or within the window): that job, `duplicate` true; nothing inserted", body = SubmittedJob),
         (status = 400, description = "Malformed or invalid request", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
@@ -73,7 +92,7 @@ pub struct ListParams {
 pub async fn submit(
     State(s): State<ApiState>,
     Json(req): Json<SubmitJob>,
-) -> Result<(StatusCode, Json<Job>), ApiError> {
+) -> Result<(StatusCode, Json<SubmittedJob>), ApiError> {
     validate_type(&req.job_type).map_err(ApiError::bad_request)?;
     if let Some(t) = req.run_at {
         check_run_at(t)?;
@@ -85,18 +104,37 @@ pub async fn submit(
         run_at: req.run_at,
         priority: req.priority.unwrap_or(0),
         queue: req.queue,
+        unique_key: req.unique_key,
+        unique_for: req
+            .unique_for
+            .as_deref()
+            .map(crate::config::parse_window)
+            .transpose()
+            .map_err(ApiError::bad_request)?,
     };
     // The model's own checks, the target's size and NUL rule among them: one rule on every
     // path in.
     job.validate().map_err(ApiError::bad_request)?;
-    let id = s.client().submit(job).await?;
+    let done = s.client().submit_checked(job).await?;
+    let id = done.id;
     let job = s
         .client()
         .store()
         .job(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("job {id} vanished after insert")))?;
-    Ok((StatusCode::CREATED, Json(job)))
+    let code = if done.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((
+        code,
+        Json(SubmittedJob {
+            job,
+            duplicate: done.duplicate,
+        }),
+    ))
 }
 
 /// One job by ID, with its attempt history (the last 20 failed attempts).

@@ -2,6 +2,7 @@
 //! `skiplock serve` and testable without a socket (`tower::ServiceExt::oneshot`).
 //!
 //! - [`jobs`] and [`batches`]: submit, look up, list, retry, cancel.
+//! - [`cron`]: the scheduled entries with their last and next ticks.
 //! - [`bulk`]: retry or cancel every job a filter matches, a bounded number per request.
 //! - [`status`]: the status report, server-sent status events, `/healthz`, `/metrics`.
 //! - [`auth`]: the optional bearer token in front of every `/api/v1` route.
@@ -14,6 +15,7 @@
 pub mod auth;
 pub mod batches;
 pub mod bulk;
+pub mod cron;
 pub mod dashboard;
 pub mod error;
 pub mod jobs;
@@ -32,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::events::EventBus;
+use crate::maintenance::CronEntry;
 use crate::metrics::Metrics;
 
 /// Limits of the API, each with a default that suits a single service.
@@ -94,6 +97,8 @@ struct Inner {
     config: ApiConfig,
     /// Cancelled on shutdown, so that event streams end and the server can drain.
     shutdown: CancellationToken,
+    /// The cron entries the node evaluates, for `GET /api/v1/cron` and the dashboard.
+    cron: Arc<Vec<CronEntry>>,
 }
 
 impl ApiState {
@@ -126,6 +131,7 @@ impl ApiState {
                 token: token.filter(|t| !t.is_empty()),
                 config,
                 shutdown,
+                cron: Arc::new(Vec::new()),
             }),
         }
     }
@@ -140,6 +146,11 @@ impl ApiState {
         self.rebuild(|i| i.config = config)
     }
 
+    /// The same state showing these cron entries.
+    pub fn with_cron(self, entries: Vec<CronEntry>) -> Self {
+        self.rebuild(|i| i.cron = Arc::new(entries))
+    }
+
     fn rebuild(self, edit: impl FnOnce(&mut Inner)) -> Self {
         let i = &self.inner;
         let mut inner = Inner {
@@ -149,6 +160,7 @@ impl ApiState {
             token: i.token.clone(),
             config: i.config.clone(),
             shutdown: i.shutdown.clone(),
+            cron: i.cron.clone(),
         };
         edit(&mut inner);
         ApiState {
@@ -174,6 +186,10 @@ impl ApiState {
 
     pub fn config(&self) -> &ApiConfig {
         &self.inner.config
+    }
+
+    pub fn cron(&self) -> &[CronEntry] {
+        &self.inner.cron
     }
 
     pub fn shutdown(&self) -> &CancellationToken {

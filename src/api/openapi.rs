@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ErrorBody;
-use super::{batches, bulk, dashboard, jobs, status, ApiState};
+use super::{batches, bulk, cron, dashboard, jobs, status, ApiState};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -58,6 +58,7 @@ pub fn routers() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
         .routes(routes!(batches::show))
         .routes(routes!(status::report))
         .routes(routes!(status::events))
+        .routes(routes!(cron::list))
         .routes(routes!(openapi_json));
     let public = OpenApiRouter::new()
         .routes(routes!(status::metrics))

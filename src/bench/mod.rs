@@ -9,13 +9,25 @@
 //! 3. pickup latency: insert commit to processor start, at half the peak rate, in-process and
 //!    from an external producer (woken by the database alone);
 //! 4. memory: peak RSS of a child `skiplock worker` at concurrency 64;
-//! 5. optionally, claims at scale: the claim rate over a large backlog and history, beside the
-//!    same on an empty table.
+//! 5. optionally (`--unique`), the cost of a unique insert: the same jobs inserted plain, with
+//!    a distinct unique key each, and again as duplicates of those keys;
+//! 6. optionally, scale: claims, the claim rate and the status report over a large backlog
+//!    and history, beside the same on an empty table;
+//! 7. optionally, soak: half the default settings' peak for a long time, watching what grows;
+//! 8. optionally, idle transaction: a steady load while another session sits idle in a
+//!    transaction, and the recovery after it ends.
 
+mod claims;
+mod health;
+mod idle;
 mod latency;
+mod load;
 mod memory;
 mod raw;
 mod scale;
+mod soak;
+
+pub use scale::DEFAULT_SCALE;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,9 +59,27 @@ pub struct BenchConfig {
     pub skip_memory: bool,
     /// For the claims-at-scale phase: (pending, finished) rows to fill the table with first.
     pub backlog: Option<(u64, u64)>,
+    /// Measure unique inserts beside plain ones.
+    pub unique: bool,
+    /// The soak phase: (how long, how often it reports).
+    pub soak: Option<(Duration, Duration)>,
+    /// The idle-transaction phase: (how long the transaction stays open, jobs/s offered).
+    pub idle_tx: Option<(Duration, f64)>,
     /// Run the processing phases with succeeded jobs kept for zero time: deleted by the
     /// chunk that completes them.
     pub delete_succeeded: bool,
+}
+
+/// The cost of a unique key at insert: the same jobs, one transaction each run.
+#[derive(Debug, Clone, Serialize)]
+pub struct UniqueEnqueue {
+    pub jobs: usize,
+    /// Jobs without a key (the bulk insert).
+    pub plain_jobs_per_sec: f64,
+    /// Jobs with a distinct key each (one `insert_job` call per job, its key row written).
+    pub unique_jobs_per_sec: f64,
+    /// The same keys again: every job a duplicate, nothing inserted.
+    pub duplicate_jobs_per_sec: f64,
 }
 
 /// One processing setting's result.
@@ -89,10 +119,16 @@ pub struct BenchReport {
     pub external_latency: Option<latency::Latency>,
     pub worker_peak_rss_mib: Option<f64>,
     pub scale: Option<scale::Scale>,
+    pub unique_enqueue: Option<UniqueEnqueue>,
+    pub soak: Option<soak::Soak>,
+    pub idle_tx: Option<idle::IdleTx>,
 }
 
 /// Progress callback: (phase, fraction done 0..=1).
 pub type Progress = Arc<dyn Fn(&str, f64) + Send + Sync>;
+
+/// Lines the long phases print as they go (one per interval), before the final report.
+pub type Line = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// A throwaway schema for one phase.
 struct Scratch {
@@ -134,6 +170,7 @@ pub async fn run<F, Fut>(
     cfg: &BenchConfig,
     make_queue: F,
     progress: Progress,
+    line: Line,
 ) -> Result<BenchReport>
 where
     F: Fn() -> Fut,
@@ -152,6 +189,13 @@ where
     s.noop_batch(cfg.enqueue_jobs).await?;
     let enqueue_rate = cfg.enqueue_jobs as f64 / started.elapsed().as_secs_f64();
     s.drop_schema().await?;
+
+    let unique_enqueue = if cfg.unique {
+        progress("enqueue with unique keys", 0.0);
+        Some(unique_enqueue(cfg).await?)
+    } else {
+        None
+    };
 
     let mut processing = Vec::new();
     let steps = cfg.sweep.len() as f64;
@@ -236,6 +280,21 @@ where
         }
         None => None,
     };
+    let soak = match cfg.soak {
+        Some((duration, every)) => {
+            progress("soak", 0.0);
+            let (q, peak_q) = (make_queue().await?, make_queue().await?);
+            Some(soak::measure(cfg, duration, every, q, peak_q, &line).await?)
+        }
+        None => None,
+    };
+    let idle_tx = match cfg.idle_tx {
+        Some((idle, rate)) => {
+            progress("idle transaction", 0.0);
+            Some(idle::measure(cfg, idle, rate, make_queue().await?, &line).await?)
+        }
+        None => None,
+    };
     progress("done", 1.0);
     Ok(BenchReport {
         queue: queue_name,
@@ -247,6 +306,9 @@ where
         external_latency,
         worker_peak_rss_mib,
         scale,
+        unique_enqueue,
+        soak,
+        idle_tx,
     })
 }
 
@@ -337,6 +399,37 @@ async fn processing_rate_in(
     Ok(cfg.jobs as f64 / took.as_secs_f64())
 }
 
+/// Plain, keyed and duplicate inserts of the same jobs, each run one `insert_jobs` call.
+async fn unique_enqueue(cfg: &BenchConfig) -> Result<UniqueEnqueue> {
+    let n = cfg.enqueue_jobs;
+    let s = Scratch::new(&cfg.database_url, 4).await?;
+    let plain: Vec<crate::NewJob> = (0..n)
+        .map(|i| crate::NewJob::new("noop", serde_json::json!({ "n": i })))
+        .collect();
+    let keyed: Vec<crate::NewJob> = plain
+        .iter()
+        .enumerate()
+        .map(|(i, j)| j.clone().unique_key(format!("bench-{i}")))
+        .collect();
+    let rate = |t: Instant| n as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    s.store.insert_jobs(&plain).await?;
+    let plain_rate = rate(t);
+    let t = Instant::now();
+    s.store.insert_jobs(&keyed).await?;
+    let unique_rate = rate(t);
+    let t = Instant::now();
+    s.store.insert_jobs(&keyed).await?;
+    let dup_rate = rate(t);
+    s.drop_schema().await?;
+    Ok(UniqueEnqueue {
+        jobs: n,
+        plain_jobs_per_sec: plain_rate,
+        unique_jobs_per_sec: unique_rate,
+        duplicate_jobs_per_sec: dup_rate,
+    })
+}
+
 async fn raw_rate(cfg: &BenchConfig, concurrency: usize, chunk: usize) -> Result<f64> {
     let s = Scratch::new(&cfg.database_url, 2).await?;
     let ids = s.noop_batch(cfg.jobs).await?;
@@ -362,6 +455,18 @@ impl BenchReport {
             "enqueue: {} jobs at {:.0} jobs/s",
             self.enqueue_jobs, self.enqueue_jobs_per_sec
         );
+        if let Some(u) = &self.unique_enqueue {
+            let _ = writeln!(
+                o,
+                "enqueue of {} jobs in one call: plain {:.0} jobs/s, with a unique key each \
+                 {:.0} jobs/s ({:.0}% of plain), all duplicates {:.0} jobs/s",
+                u.jobs,
+                u.plain_jobs_per_sec,
+                u.unique_jobs_per_sec,
+                u.unique_jobs_per_sec / u.plain_jobs_per_sec * 100.0,
+                u.duplicate_jobs_per_sec
+            );
+        }
         let _ = writeln!(o);
         let _ = writeln!(
             o,
@@ -425,9 +530,16 @@ impl BenchReport {
                 sc.empty_jobs_per_sec,
                 sc.loaded_jobs_per_sec / sc.empty_jobs_per_sec * 100.0
             );
+            sc.render_costs(&mut o);
         }
         if let Some(m) = self.worker_peak_rss_mib {
             let _ = writeln!(o, "worker peak memory (concurrency 64): {m:.1} MiB");
+        }
+        if let Some(s) = &self.soak {
+            s.render(&mut o);
+        }
+        if let Some(i) = &self.idle_tx {
+            i.render(&mut o);
         }
         o
     }

@@ -2,6 +2,7 @@
 //! each subcommand lives in its own file.
 
 mod bench;
+mod cron;
 mod demo;
 mod docs;
 mod jobs;
@@ -89,6 +90,9 @@ pub enum Command {
     /// Inspect jobs.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
+    /// Scheduled jobs: `cron list` shows each entry's last and next run.
+    #[command(subcommand)]
+    Cron(cron::CronCommand),
     /// Measure enqueue and processing rates, pickup latency and memory on this machine.
     Bench(bench::BenchArgs),
     /// A whole run on the embedded default: submit a sample batch, process it, report.
@@ -107,6 +111,7 @@ impl Command {
             Command::Bench(_)
                 | Command::Status(_)
                 | Command::Jobs(_)
+                | Command::Cron(_)
                 | Command::Submit(_)
                 | Command::Demo(_)
                 | Command::Completions(_)
@@ -320,6 +325,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Submit(a) => submit::run(&settings, a).await,
         Command::Status(a) => status::run(&settings, a).await,
         Command::Jobs(c) => jobs::run(&settings, c).await,
+        Command::Cron(c) => cron::run(&settings, c).await,
         Command::Bench(a) => bench::run(&settings, a).await,
         Command::Watch(a) => watch::run(&settings, a).await,
         Command::Demo(a) => demo::run(&settings, a).await,

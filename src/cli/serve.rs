@@ -84,6 +84,7 @@ pub async fn run(s: &Settings, a: ServeArgs) -> anyhow::Result<()> {
     let plan = a.node.plan(s)?;
     let grace = plan.grace;
     let registry = plan.registry.clone();
+    let cron = plan.cron.clone();
     // Listen before touching the database: a busy or forbidden address must fail the start
     // before it migrates a schema or registers a node that will never serve.
     let listener = tokio::net::TcpListener::bind(addr)
@@ -105,7 +106,8 @@ pub async fn run(s: &Settings, a: ServeArgs) -> anyhow::Result<()> {
         token,
         config,
         stop.clone(),
-    );
+    )
+    .with_cron(cron);
     let local = listener.local_addr()?;
     // On stdout, so that a script (or a test) that asked for port 0 learns the port.
     println!("listening on http://{local}");

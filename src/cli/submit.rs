@@ -42,6 +42,14 @@ pub struct SubmitArgs {
     /// The named queue [default: the type's (`queue` in its [types.X] table), or `default`]
     #[arg(long)]
     pub queue: Option<String>,
+    /// At most one open job of this type with this key: if one exists (pending or running),
+    /// nothing is inserted and its id is printed. One --target only.
+    #[arg(long, conflicts_with_all = ["file", "batch", "wait"])]
+    pub unique_key: Option<String>,
+    /// With --unique-key, also a duplicate of a job with that key created within this long
+    /// (90s, 15m, 1h, 7d), finished or not.
+    #[arg(long, requires = "unique_key")]
+    pub unique_for: Option<String>,
     /// Submit as a batch and draw its progress until every job finished; exit non-zero if
     /// any failed.
     #[arg(long)]
@@ -62,6 +70,16 @@ pub async fn run(s: &Settings, a: SubmitArgs) -> anyhow::Result<()> {
             .enumerate()
             .map(|(i, t)| parse_target(t).with_context(|| format!("--target #{}", i + 1)))
             .collect::<anyhow::Result<Vec<_>>>()?,
+    };
+    if let Some(k) = &a.unique_key {
+        crate::job::validate_unique_key(k).map_err(|e| anyhow::anyhow!("--unique-key: {e}"))?;
+        if targets.len() != 1 {
+            bail!("--unique-key names one job: give exactly one --target");
+        }
+    }
+    let unique_for = match &a.unique_for {
+        Some(v) => Some(crate::config::parse_window(v).map_err(|e| anyhow::anyhow!("--{e}"))?),
+        None => None,
     };
     // A broken `[types]` entry is refused here as `worker` refuses it; its policy (the
     // type's max_attempts) is published for the insert to apply to jobs that do not say.
@@ -96,7 +114,16 @@ pub async fn run(s: &Settings, a: SubmitArgs) -> anyhow::Result<()> {
             .await?;
         let id = sub.batch_id.map(|b| b.to_string()).unwrap_or_default();
         println!("{id}");
-        eprintln!("submitted batch {id}: {n} {} jobs", a.job_type);
+        if sub.duplicates > 0 {
+            eprintln!(
+                "submitted batch {id}: {} {} jobs; {} targets duplicated open jobs of their unique key and were not inserted",
+                n as u64 - sub.duplicates,
+                a.job_type,
+                sub.duplicates
+            );
+        } else {
+            eprintln!("submitted batch {id}: {n} {} jobs", a.job_type);
+        }
         if let (true, Some(batch)) = (a.wait, sub.batch_id) {
             super::wait::batch(client.store().as_ref(), batch).await?;
         }
@@ -110,10 +137,18 @@ pub async fn run(s: &Settings, a: SubmitArgs) -> anyhow::Result<()> {
                 run_at: a.run_at,
                 priority: a.priority,
                 queue: a.queue.clone(),
+                unique_key: a.unique_key.clone(),
+                unique_for,
             })
             .collect();
-        for id in client.submit_many(&jobs).await? {
-            println!("{id}");
+        for i in client.submit_many_checked(&jobs).await? {
+            println!("{}", i.id);
+            if i.duplicate {
+                eprintln!(
+                    "duplicate: job {} of type {} with this unique key already exists; nothing inserted",
+                    i.id, a.job_type
+                );
+            }
         }
     }
     Ok(())

@@ -128,6 +128,8 @@ const IDLE_TX_MARGIN: Duration = Duration::from_secs(30);
 pub struct NodePlan {
     pub config: NodeConfig,
     pub registry: Registry,
+    /// The config file's `[cron.NAME]` entries.
+    pub cron: Vec<crate::maintenance::CronEntry>,
     pub migrate: bool,
     pub grace: Duration,
 }
@@ -156,9 +158,11 @@ impl NodeArgs {
         config.executor.listen = !self.no_listen;
         config.executor.validate()?;
         config.pruner.retention = self.retention.resolve(&s.file)?;
+        let registry = s.registry()?;
         Ok(NodePlan {
             config,
-            registry: s.registry()?,
+            cron: s.file.cron_entries(&registry)?,
+            registry,
             migrate: !self.no_migrate,
             grace: Duration::from_secs(self.grace_secs),
         })
@@ -231,7 +235,11 @@ impl NodePlan {
         let store = s.store_guarded(pool, self.migrate, Some(guard)).await?;
         let queue = s.queue().await?;
         let bus = s.bus().await?;
-        let node = Node::builder(store.clone(), queue.clone())
+        let mut builder = Node::builder(store.clone(), queue.clone());
+        for e in self.cron {
+            builder = builder.cron(e);
+        }
+        let node = builder
             .registry(self.registry)
             .events(bus.clone())
             .metrics(metrics)

@@ -2,10 +2,12 @@
 //! `Config` with documented defaults validated in `new()`, a `run_once()` that returns
 //! counts, and a loop that logs only what changed and stops on the shutdown signal.
 
+pub mod cron;
 mod heartbeat;
 mod pruner;
 mod reconciler;
 pub mod retention;
+pub mod schedule;
 mod unrunnable;
 
 use std::future::Future;
@@ -14,6 +16,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+pub use cron::{Cron, CronEntry, CronStatus};
 pub use heartbeat::{Heartbeat, HeartbeatConfig};
 pub use pruner::{Pruner, PrunerConfig};
 pub use reconciler::{Reconciled, Reconciler, ReconcilerConfig};

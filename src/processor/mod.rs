@@ -214,9 +214,61 @@ pub struct Policy {
     types: HashMap<String, TypeOptions>,
     /// Types whose jobs go to a named queue other than `default` unless a job says otherwise.
     queues: HashMap<String, String>,
+    unique: HashMap<String, UniquePolicy>,
+}
+
+/// A type's uniqueness: the target fields its jobs' unique key is made of (`unique = [...]`),
+/// and how long a key also blocks jobs that finished (`unique_for`). The key is the JSON array
+/// of those fields' values; a target that lacks one of them (or is not an object) is refused,
+/// since treating a missing field as `null` would silently merge unrelated jobs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UniquePolicy {
+    /// Top-level target fields, in key order. Empty: no derived key (a window alone then
+    /// applies to keys given at insert).
+    pub fields: Vec<String>,
+    pub window: Option<Duration>,
+}
+
+/// Most fields a derived key may name: a key identifies a thing, a few fields at most.
+pub const MAX_UNIQUE_FIELDS: usize = 16;
+
+impl UniquePolicy {
+    pub fn validate(&self) -> Result<()> {
+        if self.fields.len() > MAX_UNIQUE_FIELDS {
+            return Err(Error::Config(format!(
+                "unique names {} fields; at most {MAX_UNIQUE_FIELDS}",
+                self.fields.len()
+            )));
+        }
+        for f in &self.fields {
+            if f.is_empty() || f.len() > 200 || f.contains('\0') {
+                return Err(Error::Config(format!(
+                    "unique field {f:?} must be a target field name of 1 to 200 bytes"
+                )));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(f) = self.fields.iter().find(|f| !seen.insert(*f)) {
+            return Err(Error::Config(format!("unique names field {f:?} twice")));
+        }
+        if let Some(w) = self.window {
+            crate::job::validate_unique_for(w).map_err(Error::Config)?;
+        }
+        if self.fields.is_empty() && self.window.is_none() {
+            return Err(Error::Config(
+                "unique must name at least one target field".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Policy {
+    /// A type's uniqueness, if it has one.
+    pub fn unique(&self, job_type: &str) -> Option<&UniquePolicy> {
+        self.unique.get(job_type)
+    }
+
     /// The queue a type's jobs go to when they name none; `None`: `default`.
     pub fn queue(&self, job_type: &str) -> Option<&str> {
         self.queues.get(job_type).map(String::as_str)
@@ -244,6 +296,8 @@ pub struct Registry {
     types: HashMap<String, Registered>,
     /// Each type's named queue, where one is set (see [`Registry::set_queue`]).
     queues: HashMap<String, String>,
+    /// Types' uniqueness, published with their policy (see [`UniquePolicy`]).
+    unique: HashMap<String, UniquePolicy>,
 }
 
 impl Registry {
@@ -324,6 +378,16 @@ impl Registry {
             .map_or(crate::job::DEFAULT_QUEUE, String::as_str)
     }
 
+    /// Makes a registered type's jobs unique by `policy` (see [`UniquePolicy`]).
+    pub fn set_unique(&mut self, job_type: &str, policy: UniquePolicy) -> Result<()> {
+        policy.validate()?;
+        if !self.types.contains_key(job_type) {
+            return Err(Error::Config(format!("no processor for type {job_type:?}")));
+        }
+        self.unique.insert(job_type.to_string(), policy);
+        Ok(())
+    }
+
     pub fn get(&self, job_type: &str) -> Option<&Registered> {
         self.types.get(job_type)
     }
@@ -346,6 +410,7 @@ impl Registry {
                 .map(|(t, r)| (t.clone(), r.options))
                 .collect(),
             queues: self.queues.clone(),
+            unique: self.unique.clone(),
         }
     }
 }

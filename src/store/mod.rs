@@ -26,7 +26,7 @@ pub use select::{PruneRule, Selection, MAX_BULK};
 use select::check_bulk;
 
 use crate::error::{Error, Result};
-use crate::job::{Due, Job, JobDetail, JobStatus, NewJob, Submitted};
+use crate::job::{Due, Inserted, Job, JobDetail, JobStatus, NewJob, Submitted};
 use crate::processor::Policy;
 use crate::report::{BatchReport, NodeReport, StatusReport, Throughput, TypeCounts, Unrunnable};
 
@@ -53,13 +53,6 @@ pub struct Scope {
     pub queue: String,
     /// The node's job types (every runner of a node shares one list).
     pub types: Arc<[String]>,
-}
-
-/// A job as inserted: its ID and the queue it went into (its own, its type's or `default`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Queued {
-    pub id: Uuid,
-    pub queue: String,
 }
 
 /// Pending jobs of one queue and type: the report compares these against what the live
@@ -297,21 +290,42 @@ pub trait Store: Send + Sync + 'static {
     async fn migrate(&self) -> Result<()>;
 
     /// Inserts jobs in one transaction, a statement per [`INSERT_CHUNK`] rows, and says which
-    /// queue each went into. A job that leaves `max_attempts` or `queue` unset takes its
-    /// type's policy (`job_types`), else 3 attempts and the `default` queue.
-    async fn insert_queued(&self, jobs: &[NewJob]) -> Result<Vec<Queued>>;
+    /// queue each is in. A job that leaves `max_attempts` or `queue` unset takes its type's
+    /// published policy (`job_types`), else [`crate::job::DEFAULT_MAX_ATTEMPTS`] and the
+    /// `default` queue. A job with a unique key (its own, or derived by
+    /// its type) that duplicates an open job (or one within its window), stored or earlier in
+    /// `jobs`, is not inserted: its entry names that job, `duplicate` set.
+    async fn insert_checked(&self, jobs: &[NewJob]) -> Result<Vec<Inserted>>;
 
-    /// [`Store::insert_queued`], for callers that only need the IDs.
+    /// [`Store::insert_checked`], the ids alone.
     async fn insert_jobs(&self, jobs: &[NewJob]) -> Result<Vec<Uuid>> {
         Ok(self
-            .insert_queued(jobs)
+            .insert_checked(jobs)
             .await?
             .into_iter()
-            .map(|q| q.id)
+            .map(|i| i.id)
             .collect())
     }
 
-    /// Inserts a batch: one type, many targets, one `batches` row.
+    /// Cron: each entry's last claimed tick, by name.
+    async fn cron_marks(&self) -> Result<Vec<(String, DateTime<Utc>)>>;
+
+    /// Cron: moves entry `name`'s mark from `from` (`None`: the entry has no mark yet) to
+    /// `to` and inserts `jobs`, in one transaction. `None` when the mark was no longer `from`
+    /// (another node claimed those ticks first): nothing is inserted. Of any number of nodes
+    /// claiming the same ticks, exactly one wins, and a mark never moves back, so a tick never
+    /// runs twice, even after its job finished.
+    async fn cron_claim(
+        &self,
+        name: &str,
+        from: Option<DateTime<Utc>>,
+        to: DateTime<Utc>,
+        jobs: &[NewJob],
+    ) -> Result<Option<Vec<Inserted>>>;
+
+    /// Inserts a batch: one type, many targets, one `batches` row. If the type derives unique
+    /// keys, a target that duplicates an open job (stored, or earlier in the batch) is not
+    /// inserted: its id is that job's, it is counted in `duplicates` and not in the batch.
     async fn insert_batch(
         &self,
         job_type: &str,
@@ -507,7 +521,7 @@ impl dyn Store {
 
     /// Retries a failed or cancelled job, or explains why not.
     pub async fn retry(&self, id: Uuid) -> Result<Job> {
-        match self.retry_job(id).await? {
+        match self.retry_job(id).await.map_err(key_taken)? {
             Some(j) => Ok(j),
             None => Err(why_not(self, id, RETRY_RULE).await),
         }
@@ -543,7 +557,7 @@ impl dyn Store {
             &[JobStatus::Failed, JobStatus::Cancelled],
             "retried",
         )?;
-        self.retry_jobs(sel, limit).await
+        self.retry_jobs(sel, limit).await.map_err(key_taken)
     }
 
     /// A bulk cancel: checks the selection, then [`Store::cancel_jobs`].
@@ -639,6 +653,24 @@ pub fn validate_schema(schema: &str) -> Result<()> {
 pub(crate) fn decode_status(s: &str) -> Result<JobStatus> {
     s.parse()
         .map_err(|e: String| Error::Database(sqlx::Error::Decode(e.into())))
+}
+
+/// A retry that would open a second job with the same type and unique key is refused by the
+/// database's constraint: said as a conflict, not as a database failure.
+fn key_taken(e: Error) -> Error {
+    match e {
+        Error::Database(d)
+            if d.as_database_error()
+                .is_some_and(|d| d.is_unique_violation()) =>
+        {
+            Error::Conflict(
+                "another open job of the same type has this job's unique key: cancel it or wait \
+                 for it to finish, then retry"
+                    .into(),
+            )
+        }
+        other => other,
+    }
 }
 
 /// Why a retry matched no row.

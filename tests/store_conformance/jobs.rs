@@ -123,7 +123,7 @@ async fn jobs_take_their_queue_by_the_one_rule(backend: Backend) {
     ts.store.publish_policy(&reg.policy()).await.unwrap();
     let queued = ts
         .store
-        .insert_queued(&[
+        .insert_checked(&[
             NewJob::new("noop", json!(1)),
             NewJob::new("sleep", json!(2)),
             NewJob::new("sleep", json!(3)).queue("media"),

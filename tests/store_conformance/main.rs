@@ -9,9 +9,11 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod counts;
+mod cron;
 mod jobs;
 mod operators;
 mod queries;
+mod unique;
 
 use skiplock::store::{NodeBeat, Outcome};
 use skiplock::NewJob;

@@ -92,6 +92,15 @@ function renderNodes(r) {
   }));
 }
 
+function renderCron(c) {
+  const tb = $("cron");
+  if (!changed("cron", c.entries.map((e) => [e.name, e.last_tick, e.next_tick]))) return;
+  if (!c.entries.length) return emptyRow(tb, 7, "no cron entries");
+  tb.replaceChildren(...c.entries.map((e) => row([el("td", e.name, "mono"), el("td", e.schedule, "mono"),
+    el("td", e.timezone), el("td", e.type, "mono"), el("td", e.catch_up), el("td", when(e.last_tick)),
+    el("td", when(e.next_tick))])));
+}
+
 function renderSpark(buckets) {
   const svg = $("spark"), ns = "http://www.w3.org/2000/svg";
   const w = 300, h = 90, max = Math.max(1, ...buckets);
@@ -119,6 +128,8 @@ async function poll() {
     renderSpark(r.throughput.buckets_10s);
     setLive(true, "updated " + new Date(r.generated_at).toLocaleTimeString());
     document.body.dataset.loaded = "1";
+    // The cron table on its own: a failure there must not hide the status above it.
+    try { renderCron(await api("cron")); } catch (e) { if (!(e instanceof NeedToken)) emptyRow($("cron"), 7, "cannot load the cron entries"); }
   } catch (e) {
     if (e instanceof NeedToken) return;
     $("error").textContent = "Cannot load the status: " + e.message;

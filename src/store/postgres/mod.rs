@@ -6,6 +6,7 @@ mod listen;
 mod ops;
 mod rows;
 pub mod sql;
+mod unique;
 
 use rows::{batch_from_row, job_from_row};
 use sql::Statements;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection as _, PgConnection, PgPool, Row};
 use uuid::Uuid;
@@ -21,10 +23,10 @@ use uuid::Uuid;
 use super::split_deleted;
 use super::{
     decode_status, validate_batch, validate_schema, BatchOptions, JobFilter, NodeBeat, Outcome,
-    PendingGroup, PruneRule, Queued, Scope, Selection, Slot, Store, Wake, INSERT_CHUNK,
+    PendingGroup, PruneRule, Scope, Selection, Slot, Store, Wake, INSERT_CHUNK,
 };
 use crate::error::{Error, Result};
-use crate::job::{Due, Job, JobDetail, JobStatus, NewJob, Submitted, DEFAULT_QUEUE};
+use crate::job::{Due, Inserted, Job, JobDetail, JobStatus, NewJob, Submitted, DEFAULT_QUEUE};
 use crate::processor::Policy;
 use crate::report::{BatchReport, NodeReport, TypeCounts};
 use futures::stream::BoxStream;
@@ -123,62 +125,78 @@ impl PgStore {
         conn: &mut PgConnection,
         jobs: &[NewJob],
     ) -> Result<Vec<Uuid>> {
-        Ok(self
-            .insert_queued_in(conn, jobs)
-            .await?
-            .into_iter()
-            .map(|q| q.id)
-            .collect())
+        let done = self.insert_checked_in(conn, jobs).await?;
+        Ok(done.into_iter().map(|i| i.id).collect())
     }
 
-    /// [`PgStore::insert_jobs_in`], saying which queue each job went into.
-    async fn insert_queued_in(
+    /// [`PgStore::insert_jobs_in`], saying of each job whether it was a duplicate (see
+    /// [`NewJob::unique_key`]). Jobs without a key take the bulk insert; keyed ones (given a
+    /// key, or of a type that derives one) take the schema's `insert_job`, in order.
+    pub async fn insert_checked_in(
         &self,
         conn: &mut PgConnection,
         jobs: &[NewJob],
-    ) -> Result<Vec<Queued>> {
-        let mut ids = Vec::with_capacity(jobs.len());
-        for chunk in jobs.chunks(INSERT_CHUNK) {
-            let mut cids = Vec::with_capacity(chunk.len());
-            let mut types = Vec::with_capacity(chunk.len());
-            let mut targets = Vec::with_capacity(chunk.len());
-            let mut max = Vec::with_capacity(chunk.len());
-            let mut run_at = Vec::with_capacity(chunk.len());
-            let mut prio = Vec::with_capacity(chunk.len());
-            let mut queues = Vec::with_capacity(chunk.len());
-            for j in chunk {
-                j.validate().map_err(Error::Invalid)?;
-                cids.push(Uuid::now_v7());
-                types.push(j.job_type.as_str());
-                targets.push(&j.target);
-                max.push(j.max_attempts);
-                run_at.push(j.run_at);
-                prio.push(j.priority);
-                queues.push(j.queue.as_deref());
-            }
-            let rows = sqlx::query(&self.sql.insert_jobs)
-                .bind(&cids)
-                .bind(&types)
-                .bind(&targets)
-                .bind(&max)
-                .bind(&run_at)
-                .bind(&prio)
-                .bind(&queues)
-                .fetch_all(&mut *conn)
-                .await?;
-            // RETURNING promises no order: match the queues back to the IDs.
-            let mut by_id = std::collections::HashMap::with_capacity(rows.len());
-            for r in &rows {
-                by_id.insert(r.try_get::<Uuid, _>(0)?, r.try_get::<String, _>(1)?);
-            }
-            for id in cids {
-                let queue = by_id
-                    .remove(&id)
-                    .unwrap_or_else(|| DEFAULT_QUEUE.to_string());
-                ids.push(Queued { id, queue });
-            }
+    ) -> Result<Vec<Inserted>> {
+        for j in jobs {
+            j.validate().map_err(Error::Invalid)?;
         }
-        Ok(ids)
+        let mut types: Vec<&str> = jobs.iter().map(|j| j.job_type.as_str()).collect();
+        types.sort_unstable();
+        types.dedup();
+        let unique = self.unique_types(conn, &types).await?;
+        let keyed = |j: &NewJob| j.unique_key.is_some() || unique.contains(&j.job_type);
+        let mut out = Vec::with_capacity(jobs.len());
+        let mut queue_of = std::collections::HashMap::new();
+        for chunk in jobs.chunks(INSERT_CHUNK) {
+            let cids: Vec<Uuid> = chunk.iter().map(|_| Uuid::now_v7()).collect();
+            let plain: Vec<usize> = (0..chunk.len()).filter(|&i| !keyed(&chunk[i])).collect();
+            if !plain.is_empty() {
+                let ids: Vec<Uuid> = plain.iter().map(|&i| cids[i]).collect();
+                let types: Vec<&str> = plain.iter().map(|&i| chunk[i].job_type.as_str()).collect();
+                let targets: Vec<&serde_json::Value> =
+                    plain.iter().map(|&i| &chunk[i].target).collect();
+                let max: Vec<Option<i32>> = plain.iter().map(|&i| chunk[i].max_attempts).collect();
+                let run_at: Vec<_> = plain.iter().map(|&i| chunk[i].run_at).collect();
+                let prio: Vec<i16> = plain.iter().map(|&i| chunk[i].priority).collect();
+                let queues: Vec<Option<&str>> =
+                    plain.iter().map(|&i| chunk[i].queue.as_deref()).collect();
+                let rows = sqlx::query(&self.sql.insert_jobs)
+                    .bind(&ids)
+                    .bind(&types)
+                    .bind(&targets)
+                    .bind(&max)
+                    .bind(&run_at)
+                    .bind(&prio)
+                    .bind(&queues)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                // RETURNING promises no order: match the queues back to the IDs.
+                for r in &rows {
+                    queue_of.insert(r.try_get::<Uuid, _>(0)?, r.try_get::<String, _>(1)?);
+                }
+            }
+            let mut done: Vec<Inserted> = cids
+                .iter()
+                .map(|&id| Inserted {
+                    id,
+                    duplicate: false,
+                    queue: queue_of
+                        .remove(&id)
+                        .unwrap_or_else(|| DEFAULT_QUEUE.to_string()),
+                })
+                .collect();
+            let keyed_at: Vec<usize> = (0..chunk.len()).filter(|&i| keyed(&chunk[i])).collect();
+            if !keyed_at.is_empty() {
+                let js: Vec<&NewJob> = keyed_at.iter().map(|&i| &chunk[i]).collect();
+                let ids: Vec<Uuid> = keyed_at.iter().map(|&i| cids[i]).collect();
+                let got = self.insert_keyed(conn, &js, &ids, None).await?;
+                for (i, g) in keyed_at.into_iter().zip(got) {
+                    done[i] = g;
+                }
+            }
+            out.extend(done);
+        }
+        Ok(out)
     }
 
     async fn migrate_inner(&self) -> Result<()> {
@@ -216,11 +234,11 @@ async fn record_outcomes(
     let (gone, kept) = split_deleted(outcomes);
     let mut n = 0;
     if !gone.is_empty() {
-        n += sqlx::query(&sql.delete_succeeded)
+        let (deleted,): (i64,) = sqlx::query_as(&sql.delete_succeeded)
             .bind(&gone)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
+            .fetch_one(&mut *conn)
+            .await?;
+        n += deleted as u64;
     }
     let outcomes = &kept[..];
     if outcomes.is_empty() {
@@ -270,11 +288,43 @@ impl Store for PgStore {
         self.migrate_inner().await
     }
 
-    async fn insert_queued(&self, jobs: &[NewJob]) -> Result<Vec<Queued>> {
+    async fn insert_checked(&self, jobs: &[NewJob]) -> Result<Vec<Inserted>> {
         let mut tx = self.pool.begin().await?;
-        let ids = self.insert_queued_in(&mut tx, jobs).await?;
+        let done = self.insert_checked_in(&mut tx, jobs).await?;
         tx.commit().await?;
-        Ok(ids)
+        Ok(done)
+    }
+
+    async fn cron_marks(&self) -> Result<Vec<(String, DateTime<Utc>)>> {
+        let rows = sqlx::query(&self.sql.cron_marks)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    async fn cron_claim(
+        &self,
+        name: &str,
+        from: Option<DateTime<Utc>>,
+        to: DateTime<Utc>,
+        jobs: &[NewJob],
+    ) -> Result<Option<Vec<Inserted>>> {
+        let mut tx = self.pool.begin().await?;
+        let q = match from {
+            None => sqlx::query(&self.sql.cron_create).bind(name).bind(to),
+            Some(f) => sqlx::query(&self.sql.cron_advance)
+                .bind(name)
+                .bind(f)
+                .bind(to),
+        };
+        if q.execute(&mut *tx).await?.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let done = self.insert_checked_in(&mut tx, jobs).await?;
+        tx.commit().await?;
+        Ok(Some(done))
     }
 
     async fn insert_batch(
@@ -298,6 +348,13 @@ impl Store for PgStore {
             .bind(targets.len() as i64)
             .execute(&mut *tx)
             .await?;
+        if !self.unique_types(&mut tx, &[job_type]).await?.is_empty() {
+            let sub = self
+                .insert_unique_batch(&mut tx, batch_id, job_type, targets, &opts, queue)
+                .await?;
+            tx.commit().await?;
+            return Ok(sub);
+        }
         let mut ids = Vec::with_capacity(targets.len());
         for chunk in targets.chunks(INSERT_CHUNK) {
             let cids: Vec<Uuid> = chunk.iter().map(|_| Uuid::now_v7()).collect();
@@ -319,6 +376,7 @@ impl Store for PgStore {
             batch_id: Some(batch_id),
             ids,
             queue,
+            duplicates: 0,
         })
     }
 
@@ -358,13 +416,24 @@ impl Store for PgStore {
     }
 
     async fn publish_policy(&self, policy: &Policy) -> Result<()> {
-        let all = policy.types();
-        let types: Vec<&str> = all.iter().map(|(t, _)| *t).collect();
-        let max: Vec<i32> = all.iter().map(|(_, o)| o.max_attempts).collect();
-        let queues: Vec<Option<&str>> = types.iter().map(|t| policy.queue(t)).collect();
+        let mut types = Vec::new();
+        let mut max = Vec::new();
+        let mut fields: Vec<Option<serde_json::Value>> = Vec::new();
+        let mut for_ms: Vec<Option<i64>> = Vec::new();
+        let mut queues: Vec<Option<&str>> = Vec::new();
+        for (t, o) in policy.types() {
+            let u = policy.unique(t);
+            types.push(t);
+            max.push(o.max_attempts);
+            fields.push(u.and_then(|u| (!u.fields.is_empty()).then(|| u.fields.clone().into())));
+            for_ms.push(u.and_then(|u| u.window).map(|w| w.as_millis() as i64));
+            queues.push(policy.queue(t));
+        }
         sqlx::query(&self.sql.publish_policy)
             .bind(types)
             .bind(max)
+            .bind(fields)
+            .bind(for_ms)
             .bind(queues)
             .execute(&self.pool)
             .await?;

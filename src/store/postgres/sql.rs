@@ -82,14 +82,51 @@ pub const INSERT_JOBS: &str = "INSERT INTO {s}.jobs \
     $7::text[]) AS u(id, type, target, max_attempts, run_at, priority, queue) \
     RETURNING id, queue";
 
-/// Publishes a node's type policy: `$1` types, `$2` their max_attempts, `$3` their queues
-/// (NULL: `default`).
-pub const PUBLISH_POLICY: &str = "INSERT INTO {s}.job_types (type, max_attempts, queue) \
-    SELECT * FROM UNNEST($1::text[], $2::int[], $3::text[]) \
+/// Publishes a node's type policy: `$1` types, `$2` their max_attempts, `$3` their unique
+/// fields (a JSON array, or NULL), `$4` their unique windows in milliseconds (or NULL), `$5`
+/// their queues (NULL: `default`).
+pub const PUBLISH_POLICY: &str = "INSERT INTO {s}.job_types \
+    (type, max_attempts, unique_fields, unique_for_ms, queue) \
+    SELECT * FROM UNNEST($1::text[], $2::int[], $3::jsonb[], $4::bigint[], $5::text[]) \
     ON CONFLICT (type) DO UPDATE SET max_attempts = EXCLUDED.max_attempts, \
+    unique_fields = EXCLUDED.unique_fields, unique_for_ms = EXCLUDED.unique_for_ms, \
     queue = EXCLUDED.queue, updated_at = now() \
-    WHERE job_types.max_attempts IS DISTINCT FROM EXCLUDED.max_attempts \
-    OR job_types.queue IS DISTINCT FROM EXCLUDED.queue";
+    WHERE (job_types.max_attempts, job_types.unique_fields, job_types.unique_for_ms, \
+    job_types.queue) IS DISTINCT FROM (EXCLUDED.max_attempts, EXCLUDED.unique_fields, \
+    EXCLUDED.unique_for_ms, EXCLUDED.queue)";
+
+/// Of `$1`, the types whose jobs get a unique key derived from their target: their jobs take
+/// the keyed insert even when the caller gave no key.
+pub const UNIQUE_TYPES: &str = "SELECT type FROM {s}.job_types \
+    WHERE type = ANY($1) AND unique_fields IS NOT NULL";
+
+/// Jobs with a unique key (given, or derived by their type), one `insert_job` call each in
+/// order, so that a later duplicate within the same statement finds the earlier job. `$9` is
+/// the batch, or NULL; `$10` each job's queue (NULL: its type's, else `default`). Returns
+/// (id, duplicate, queue) per job, in order; a duplicate's queue is the existing job's.
+pub const INSERT_KEYED: &str = "SELECT r.inserted_id, r.duplicate, r.inserted_queue \
+    FROM UNNEST($1::uuid[], \
+    $2::text[], $3::jsonb[], $4::int[], $5::timestamptz[], $6::smallint[], $7::text[], \
+    $8::bigint[], $10::text[]) WITH ORDINALITY AS u(id, type, target, max_attempts, run_at, \
+    priority, key, for_ms, queue, n) \
+    CROSS JOIN LATERAL {s}.insert_job(u.id, u.type, u.target, u.run_at, u.priority, \
+    u.max_attempts, $9::uuid, u.key, u.for_ms * interval '1 millisecond', u.queue) AS r \
+    ORDER BY u.n";
+
+/// Cron entries' marks: the last tick each claimed.
+pub const CRON_MARKS: &str = "SELECT name, last_tick FROM {s}.cron ORDER BY name";
+
+/// A new entry's first mark; a concurrent node that made it first wins.
+pub const CRON_CREATE: &str = "INSERT INTO {s}.cron (name, last_tick) VALUES ($1, $2) \
+    ON CONFLICT (name) DO NOTHING";
+
+/// Compare-and-set: moves the mark only from the value this node read. A concurrent claim of
+/// the same ticks waits for the row lock, then finds the mark moved and changes nothing.
+pub const CRON_ADVANCE: &str = "UPDATE {s}.cron SET last_tick = $3, updated_at = now() \
+    WHERE name = $1 AND last_tick = $2 AND $3 > last_tick";
+
+/// A batch counts the jobs it holds: duplicates are not among them.
+pub const SET_BATCH_TOTAL: &str = "UPDATE {s}.batches SET total = $2 WHERE id = $1";
 
 /// The heart of the design: lock the popped IDs that are still pending and due, skipping any
 /// row another transaction holds. A duplicate or stale ID simply finds nothing, and so does
@@ -167,7 +204,11 @@ pub const RECORD_SUCCESSES: &str = "UPDATE {s}.jobs SET status = 'succeeded', \
 
 /// Successes whose type keeps succeeded jobs for zero time: deleted in the chunk's
 /// transaction (the rows are locked by it), by primary key.
-pub const DELETE_SUCCEEDED: &str = "DELETE FROM {s}.jobs WHERE id = ANY($1)";
+/// Their completions still count toward the report's throughput (`completed` deltas).
+/// Returns how many rows it deleted.
+pub const DELETE_SUCCEEDED: &str = "WITH d AS (DELETE FROM {s}.jobs WHERE id = ANY($1) \
+    RETURNING type), c AS (INSERT INTO {s}.count_deltas (type, status, n) \
+    SELECT type, 'completed', count(*) FROM d GROUP BY type) SELECT count(*) FROM d";
 
 /// Every outcome of a chunk in one statement. `j.id = ANY($1)` is redundant with the join but
 /// lets the planner reach the rows through the primary key instead of hashing the table.
@@ -377,7 +418,8 @@ pub const TYPE_COUNTS: &str = "SELECT type, \
     COALESCE(sum(n) FILTER (WHERE status = 'failed'), 0)::bigint AS failed, \
     COALESCE(sum(n) FILTER (WHERE status = 'cancelled'), 0)::bigint AS cancelled \
     FROM (SELECT type, status, n FROM {s}.counts \
-          UNION ALL SELECT type, status, n FROM {s}.count_deltas) c \
+          UNION ALL SELECT type, status, n FROM {s}.count_deltas \
+          WHERE status <> 'completed') c \
     GROUP BY type HAVING sum(n) <> 0 ORDER BY type";
 
 /// The jobs table's upkeep: its live and dead rows, when it was last vacuumed, whether
@@ -402,10 +444,18 @@ pub const TABLE_HEALTH: &str = "SELECT COALESCE(s.n_live_tup, 0) AS live_rows, \
 /// two folds upserting the same rows in different orders). Returns the deltas folded.
 pub const FOLD_COUNTS: &str = "WITH turn AS \
     (SELECT pg_try_advisory_xact_lock(hashtext('skiplock.counts.' || $1)) AS mine), \
-    d AS (DELETE FROM {s}.count_deltas WHERE (SELECT mine FROM turn) RETURNING type, status, n), \
+    d AS (DELETE FROM {s}.count_deltas WHERE (SELECT mine FROM turn) \
+          RETURNING type, status, n, at), \
     f AS (INSERT INTO {s}.counts (type, status, n) \
-          SELECT type, status, sum(n) FROM d GROUP BY type, status \
-          ON CONFLICT (type, status) DO UPDATE SET n = counts.n + EXCLUDED.n) \
+          SELECT type, status, sum(n) FROM d WHERE status <> 'completed' GROUP BY type, status \
+          ON CONFLICT (type, status) DO UPDATE SET n = counts.n + EXCLUDED.n), \
+    t AS (INSERT INTO {s}.finished_per_second (second, n) \
+          SELECT date_trunc('second', at), sum(n) FROM d \
+          WHERE status IN ('succeeded', 'failed', 'cancelled', 'completed') AND n > 0 \
+          GROUP BY 1 \
+          ON CONFLICT (second) DO UPDATE SET n = finished_per_second.n + EXCLUDED.n), \
+    old AS (DELETE FROM {s}.finished_per_second \
+            WHERE (SELECT mine FROM turn) AND second < now() - interval '10 minutes') \
     SELECT count(*) FROM d";
 
 pub const NODES: &str = "SELECT id, host, pid, concurrency, in_flight, processed, failed, \
@@ -413,11 +463,13 @@ pub const NODES: &str = "SELECT id, host, pid, concurrency, in_flight, processed
     WHERE last_seen >= now() - $1 * interval '1 millisecond' ORDER BY started_at, id";
 
 /// Jobs finished in each of the last 30 ten-second buckets (bucket 0 is the oldest).
-pub const THROUGHPUT: &str =
-    "SELECT (29 - floor(extract(epoch FROM now() - finished_at) / 10))::int AS bucket, \
-    count(*) AS n FROM {s}.jobs \
-    WHERE finished_at > now() - interval '300 seconds' AND finished_at <= now() \
-    GROUP BY 1";
+pub const THROUGHPUT: &str = "SELECT (29 - floor(extract(epoch FROM now() - f.at) / 10))::int \
+    AS bucket, sum(f.n)::bigint AS n FROM \
+    (SELECT second AS at, n FROM {s}.finished_per_second \
+     WHERE second > now() - interval '301 seconds' \
+     UNION ALL SELECT at, n FROM {s}.count_deltas \
+     WHERE status IN ('succeeded', 'failed', 'cancelled', 'completed') AND n > 0) f \
+    WHERE f.at > now() - interval '300 seconds' AND f.at <= now() GROUP BY 1";
 
 /// A job with its attempt history, for the pages that show one job.
 pub const GET_JOB_DETAIL: &str = "SELECT {cols}, attempt_history FROM {s}.jobs WHERE id = $1";
@@ -501,6 +553,12 @@ statements! {
     xact_status = XACT_STATUS,
     record_outcomes = RECORD_OUTCOMES,
     publish_policy = PUBLISH_POLICY,
+    unique_types = UNIQUE_TYPES,
+    insert_keyed = INSERT_KEYED,
+    set_batch_total = SET_BATCH_TOTAL,
+    cron_marks = CRON_MARKS,
+    cron_create = CRON_CREATE,
+    cron_advance = CRON_ADVANCE,
     due_among = DUE_AMONG,
     claim_chunk = CLAIM_CHUNK,
     lease_jobs = LEASE_JOBS,

@@ -27,6 +27,7 @@ mod chunk;
 mod ops;
 mod rows;
 mod sql;
+mod unique;
 mod watch;
 
 use std::collections::HashSet;
@@ -35,6 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -46,10 +48,10 @@ use self::rows::{batch_from_row, fmt_time, job_from_row, modifier, node_from_row
 use super::split_deleted;
 use super::{
     decode_status, validate_batch, BatchOptions, JobFilter, NodeBeat, Outcome, PendingGroup,
-    PruneRule, Queued, Scope, Selection, Slot, Store, Wake, INSERT_CHUNK,
+    PruneRule, Scope, Selection, Slot, Store, Wake, INSERT_CHUNK,
 };
 use crate::error::{Error, Result};
-use crate::job::{Due, Job, JobDetail, JobStatus, NewJob, Submitted, DEFAULT_QUEUE};
+use crate::job::{Due, Inserted, Job, JobDetail, JobStatus, NewJob, Submitted, DEFAULT_QUEUE};
 use crate::processor::Policy;
 use crate::report::{BatchReport, NodeReport, TypeCounts};
 use futures::stream::BoxStream;
@@ -192,11 +194,19 @@ async fn record_outcomes(
     let mut n = 0;
     if !gone.is_empty() {
         let ids: Vec<String> = gone.iter().map(Uuid::to_string).collect();
-        n += sqlx::query(sql::DELETE_SUCCEEDED)
+        let deleted = sqlx::query(sql::DELETE_SUCCEEDED)
             .bind(serde_json::Value::from(ids).to_string())
             .execute(&mut *conn)
             .await?
             .rows_affected();
+        sqlx::query(sql::COUNT_COMPLETIONS)
+            .bind(deleted as i64)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(sql::PRUNE_COMPLETIONS)
+            .execute(&mut *conn)
+            .await?;
+        n += deleted;
     }
     let outcomes = &kept[..];
     if outcomes.is_empty() {
@@ -220,6 +230,64 @@ async fn record_outcomes(
         .execute(conn)
         .await?
         .rows_affected())
+}
+
+/// Inserts jobs (validated) in the caller's write transaction: plain ones in bulk, keyed
+/// ones (see [`unique`]) one by one after them, in order.
+async fn insert_checked_in(
+    tx: &mut Transaction<'static, Sqlite>,
+    jobs: &[NewJob],
+) -> Result<Vec<Inserted>> {
+    let mut types: Vec<&str> = jobs.iter().map(|j| j.job_type.as_str()).collect();
+    types.sort_unstable();
+    types.dedup();
+    let policies = unique::policies(&mut *tx, &types).await?;
+    let policy = |j: &NewJob| policies.get(&j.job_type);
+    let mut out = Vec::with_capacity(jobs.len());
+    // RETURNING promises no order: each plain job's queue, matched back to its ID.
+    let mut queues = std::collections::HashMap::new();
+    for chunk in jobs.chunks(INSERT_CHUNK) {
+        let mut rows = Vec::with_capacity(chunk.len());
+        for j in chunk {
+            let id = Uuid::now_v7();
+            if !unique::Unique::keyed(policy(j), j) {
+                rows.push(serde_json::json!([
+                    id.to_string(),
+                    j.job_type,
+                    j.target.to_string(),
+                    j.max_attempts,
+                    j.run_at.map(fmt_time),
+                    j.priority,
+                    j.queue
+                ]));
+            }
+            out.push(Inserted {
+                id,
+                duplicate: false,
+                queue: String::new(),
+            });
+        }
+        if !rows.is_empty() {
+            let inserted = sqlx::query(sql::INSERT_JOBS)
+                .bind(serde_json::Value::from(rows).to_string())
+                .fetch_all(&mut **tx)
+                .await?;
+            for r in &inserted {
+                queues.insert(rows::uuid(r.try_get(0)?)?, r.try_get::<String, _>(1)?);
+            }
+        }
+    }
+    // Keyed jobs after the plain ones, in order: each sees the ones before it.
+    for (j, done) in jobs.iter().zip(out.iter_mut()) {
+        if unique::Unique::keyed(policy(j), j) {
+            *done = unique::insert_keyed(&mut *tx, j, policy(j), done.id, None).await?;
+        } else {
+            done.queue = queues
+                .remove(&done.id)
+                .unwrap_or_else(|| DEFAULT_QUEUE.to_string());
+        }
+    }
+    Ok(out)
 }
 
 fn due_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Due> {
@@ -253,48 +321,52 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn insert_queued(&self, jobs: &[NewJob]) -> Result<Vec<Queued>> {
+    async fn insert_checked(&self, jobs: &[NewJob]) -> Result<Vec<Inserted>> {
         for j in jobs {
             j.validate().map_err(Error::Invalid)?;
         }
         let mut w = self.write().await?;
-        let mut ids = Vec::with_capacity(jobs.len());
-        // RETURNING promises no order: each job's queue, matched back to its ID.
-        let mut queues = std::collections::HashMap::with_capacity(jobs.len());
-        for chunk in jobs.chunks(INSERT_CHUNK) {
-            let mut rows = Vec::with_capacity(chunk.len());
-            for j in chunk {
-                let id = Uuid::now_v7();
-                rows.push(serde_json::json!([
-                    id.to_string(),
-                    j.job_type,
-                    j.target.to_string(),
-                    j.max_attempts,
-                    j.run_at.map(fmt_time),
-                    j.priority,
-                    j.queue
-                ]));
-                ids.push(id);
-            }
-            let inserted = sqlx::query(sql::INSERT_JOBS)
-                .bind(serde_json::Value::from(rows).to_string())
-                .fetch_all(&mut *w.tx)
-                .await?;
-            for r in &inserted {
-                queues.insert(rows::uuid(r.try_get(0)?)?, r.try_get::<String, _>(1)?);
-            }
-        }
-        let ids = ids
-            .into_iter()
-            .map(|id| Queued {
-                id,
-                queue: queues
-                    .remove(&id)
-                    .unwrap_or_else(|| DEFAULT_QUEUE.to_string()),
-            })
-            .collect();
+        let out = insert_checked_in(&mut w.tx, jobs).await?;
         w.tx.commit().await?;
-        Ok(ids)
+        Ok(out)
+    }
+
+    async fn cron_marks(&self) -> Result<Vec<(String, DateTime<Utc>)>> {
+        let rows = sqlx::query(sql::CRON_MARKS).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0)?,
+                    rows::parse_time(&r.try_get::<String, _>(1)?)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn cron_claim(
+        &self,
+        name: &str,
+        from: Option<DateTime<Utc>>,
+        to: DateTime<Utc>,
+        jobs: &[NewJob],
+    ) -> Result<Option<Vec<Inserted>>> {
+        for j in jobs {
+            j.validate().map_err(Error::Invalid)?;
+        }
+        let mut w = self.write().await?;
+        let q = match from {
+            None => sqlx::query(sql::CRON_CREATE).bind(name).bind(fmt_time(to)),
+            Some(f) => sqlx::query(sql::CRON_ADVANCE)
+                .bind(name)
+                .bind(fmt_time(f))
+                .bind(fmt_time(to)),
+        };
+        if q.execute(&mut *w.tx).await?.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let out = insert_checked_in(&mut w.tx, jobs).await?;
+        w.tx.commit().await?;
+        Ok(Some(out))
     }
 
     async fn insert_batch(
@@ -306,14 +378,52 @@ impl Store for SqliteStore {
         let max_attempts = validate_batch(job_type, &targets, &opts)?;
         let batch_id = Uuid::now_v7();
         let mut w = self.write().await?;
-        let (ids, queue) = self
-            .insert_batch_in(&mut w.tx, batch_id, job_type, &targets, max_attempts, &opts)
+        let policies = unique::policies(&mut w.tx, &[job_type]).await?;
+        let policy = policies.get(job_type);
+        let probe = NewJob::new(job_type, serde_json::Value::Null);
+        if !unique::Unique::keyed(policy, &probe) {
+            let (ids, queue) = self
+                .insert_batch_in(&mut w.tx, batch_id, job_type, &targets, max_attempts, &opts)
+                .await?;
+            w.tx.commit().await?;
+            return Ok(Submitted {
+                batch_id: Some(batch_id),
+                ids,
+                queue,
+                duplicates: 0,
+            });
+        }
+        // A type that derives unique keys: each target through the keyed insert; the batch
+        // counts only the jobs it got.
+        let (_, queue) = self
+            .insert_batch_in(&mut w.tx, batch_id, job_type, &[], max_attempts, &opts)
+            .await?;
+        let mut ids = Vec::with_capacity(targets.len());
+        let mut duplicates = 0;
+        for t in targets {
+            let job = NewJob {
+                max_attempts,
+                run_at: opts.run_at,
+                priority: opts.priority,
+                queue: Some(queue.clone()),
+                ..NewJob::new(job_type, t)
+            };
+            let i = unique::insert_keyed(&mut w.tx, &job, policy, Uuid::now_v7(), Some(batch_id))
+                .await?;
+            duplicates += u64::from(i.duplicate);
+            ids.push(i.id);
+        }
+        sqlx::query(sql::SET_BATCH_TOTAL)
+            .bind(batch_id.to_string())
+            .bind((ids.len() as u64 - duplicates) as i64)
+            .execute(&mut *w.tx)
             .await?;
         w.tx.commit().await?;
         Ok(Submitted {
             batch_id: Some(batch_id),
             ids,
             queue,
+            duplicates,
         })
     }
 
@@ -356,7 +466,14 @@ impl Store for SqliteStore {
         let rows: Vec<serde_json::Value> = policy
             .types()
             .into_iter()
-            .map(|(t, o)| serde_json::json!([t, o.max_attempts, policy.queue(t)]))
+            .map(|(t, o)| {
+                let u = policy.unique(t);
+                let fields = u
+                    .filter(|u| !u.fields.is_empty())
+                    .map(|u| serde_json::Value::from(u.fields.clone()).to_string());
+                let ms = u.and_then(|u| u.window).map(|w| w.as_millis() as i64);
+                serde_json::json!([t, o.max_attempts, fields, ms, policy.queue(t)])
+            })
             .collect();
         let mut w = self.write().await?;
         sqlx::query(sql::PUBLISH_POLICY)

@@ -203,6 +203,14 @@ pub const RESCUE_EXPIRED: &str = concat!(
 /// turn. `$1` is a JSON array of ids.
 pub const DELETE_SUCCEEDED: &str = "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each($1))";
 
+/// The completions a [`DELETE_SUCCEEDED`] removed, for the report's throughput (`$1` how
+/// many), and the per-second rows older than ten minutes dropped.
+pub const COUNT_COMPLETIONS: &str = "INSERT INTO completions_per_second (second, n) \
+    VALUES (CAST(strftime('%s', 'now') AS INTEGER), $1) \
+    ON CONFLICT (second) DO UPDATE SET n = n + excluded.n";
+pub const PRUNE_COMPLETIONS: &str = "DELETE FROM completions_per_second \
+    WHERE second < CAST(strftime('%s', 'now') AS INTEGER) - 600";
+
 /// Every outcome of a chunk in one statement: `$1` is
 /// `[[id, status, error, delay_ms, took_ms], …]`. A failure (an outcome with an error) also
 /// appends its attempt to the job's history; a success leaves the history as it is.
@@ -255,15 +263,20 @@ pub const CLAIMABLE: &str = concat!(
     " ORDER BY priority DESC, run_at, id LIMIT $1"
 );
 
-/// Publishes the type policy: `$1` is `[[type, max_attempts, queue or null], …]`.
+/// Publishes the type policy: `$1` is `[[type, max_attempts, unique fields or null,
+/// unique window ms or null, queue or null], …]`.
 pub const PUBLISH_POLICY: &str = concat!(
-    "INSERT INTO job_types (type, max_attempts, queue, updated_at) ",
-    "SELECT value ->> 0, value ->> 1, value ->> 2, ",
+    "INSERT INTO job_types (type, max_attempts, unique_fields, unique_for_ms, queue, ",
+    "updated_at) ",
+    "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, ",
     now!(),
     " FROM json_each($1) WHERE true ",
     "ON CONFLICT (type) DO UPDATE SET max_attempts = excluded.max_attempts, ",
-    "queue = excluded.queue, updated_at = excluded.updated_at ",
-    "WHERE job_types.max_attempts <> excluded.max_attempts ",
+    "unique_fields = excluded.unique_fields, unique_for_ms = excluded.unique_for_ms, ",
+    "queue = excluded.queue, ",
+    "updated_at = excluded.updated_at WHERE job_types.max_attempts <> excluded.max_attempts ",
+    "OR job_types.unique_fields IS NOT excluded.unique_fields ",
+    "OR job_types.unique_for_ms IS NOT excluded.unique_for_ms ",
     "OR job_types.queue IS NOT excluded.queue"
 );
 
@@ -403,12 +416,16 @@ pub const NODES: &str = "SELECT id, host, pid, concurrency, in_flight, processed
 
 /// Jobs finished in each of the last 30 ten-second buckets (bucket 0 is the oldest).
 pub const THROUGHPUT: &str = concat!(
+    "SELECT bucket, sum(n) AS n FROM (",
     "SELECT 29 - CAST((julianday('now') - julianday(finished_at)) * 8640 AS INTEGER) ",
     "AS bucket, count(*) AS n FROM jobs ",
     "WHERE finished_at > strftime('%Y-%m-%d %H:%M:%f', 'now', '-300 seconds') ",
     "AND finished_at <= ",
     now!(),
-    " GROUP BY 1"
+    " GROUP BY 1 UNION ALL ",
+    "SELECT 29 - CAST((CAST(strftime('%s', 'now') AS INTEGER) - second) / 10 AS INTEGER), n ",
+    "FROM completions_per_second ",
+    "WHERE second > CAST(strftime('%s', 'now') AS INTEGER) - 300) GROUP BY bucket"
 );
 
 /// A job with its attempt history, for the pages that show one job.
@@ -466,4 +483,62 @@ pub const FAIL_UNRUNNABLE: &str = concat!(
     " WHERE id IN (SELECT id FROM jobs WHERE status = 'pending' AND queue = $1 AND type = $2 ",
     "AND run_at < strftime('%Y-%m-%d %H:%M:%f', 'now', $4) ",
     "AND id NOT IN (SELECT value FROM json_each($6)) LIMIT $5)"
+);
+
+/// Of the types in `$1` (a JSON array), those with a unique policy: their key fields (JSON
+/// array text, or NULL) and window in milliseconds (or NULL).
+pub const UNIQUE_POLICIES: &str = "SELECT type, unique_fields, unique_for_ms FROM job_types \
+    WHERE type IN (SELECT value FROM json_each($1)) \
+    AND (unique_fields IS NOT NULL OR unique_for_ms IS NOT NULL)";
+
+/// The open job (pending, or running in lease mode) with this type and key, if any, and its
+/// queue (keys are per type, whatever the queue).
+pub const OPEN_WITH_KEY: &str = "SELECT id, queue FROM jobs WHERE type = $1 \
+    AND unique_key = $2 AND status IN ('pending', 'running')";
+
+/// The latest job with this type and key if it was created after `now` moved by `$3` (a
+/// negative date modifier: the window).
+pub const KEY_WITHIN: &str = concat!(
+    "SELECT k.job_id, COALESCE((SELECT j.queue FROM jobs j WHERE j.id = k.job_id), 'default') ",
+    "FROM unique_keys k WHERE k.type = $1 AND k.unique_key = $2 ",
+    "AND k.created_at > strftime('%Y-%m-%d %H:%M:%f', 'now', $3)"
+);
+
+/// The key's row names its latest job.
+pub const CLAIM_KEY: &str = concat!(
+    "INSERT INTO unique_keys (type, unique_key, job_id, created_at) VALUES ($1, $2, $3, ",
+    now!(),
+    ") ON CONFLICT (type, unique_key) DO UPDATE SET job_id = excluded.job_id, ",
+    "created_at = excluded.created_at"
+);
+
+/// One keyed job; the type's policy for max_attempts and queue as in [`INSERT_JOBS`].
+/// Returns the queue it went into.
+pub const INSERT_KEYED_JOB: &str = concat!(
+    "INSERT INTO jobs (id, type, target, max_attempts, run_at, priority, batch_id, unique_key, ",
+    "queue, created_at, updated_at) VALUES ($1, $2, $3, ",
+    "COALESCE($4, (SELECT t.max_attempts FROM job_types t WHERE t.type = $2), 3), COALESCE($5, ",
+    now!(),
+    "), $6, $7, $8, ",
+    "COALESCE($9, (SELECT t.queue FROM job_types t WHERE t.type = $2), 'default'), ",
+    now!(),
+    ", ",
+    now!(),
+    ") RETURNING queue"
+);
+
+/// A batch counts the jobs it holds: duplicates are not among them.
+pub const SET_BATCH_TOTAL: &str = "UPDATE batches SET total = $2 WHERE id = $1";
+
+/// Cron entries' marks (see the PostgreSQL store's statements of the same names).
+pub const CRON_MARKS: &str = "SELECT name, last_tick FROM cron ORDER BY name";
+
+pub const CRON_CREATE: &str =
+    "INSERT INTO cron (name, last_tick) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
+
+/// Compare-and-set, inside the write transaction (which no other writer can interleave with).
+pub const CRON_ADVANCE: &str = concat!(
+    "UPDATE cron SET last_tick = $3, updated_at = ",
+    now!(),
+    " WHERE name = $1 AND last_tick = $2 AND $3 > last_tick"
 );

@@ -20,6 +20,7 @@ crate::for_each_backend!(
     a_batch_leaves_out_its_duplicates,
     bad_keys_are_refused_and_nothing_is_inserted,
     a_retry_cannot_open_a_second_job_with_a_key,
+    keyed_jobs_go_to_their_queue_and_keys_span_queues,
 );
 
 fn keyed(t: &str, key: &str) -> NewJob {
@@ -399,4 +400,109 @@ async fn a_retry_cannot_open_a_second_job_with_a_key(backend: Backend) {
         c.duplicate && c.id == a.id,
         "the retried job holds the key again"
     );
+}
+
+/// A keyed insert applies the queue rule too (the job's own queue, else its type's), and a
+/// key is per type whatever the queue: a duplicate names the open job and that job's queue.
+async fn keyed_jobs_go_to_their_queue_and_keys_span_queues(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let first = ts
+        .store
+        .insert_checked(&[keyed("noop", "k").queue("media")])
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(!first.duplicate);
+    assert_eq!(first.queue, "media");
+    let again = ts
+        .store
+        .insert_checked(&[keyed("noop", "k").queue("other")])
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(again.duplicate);
+    assert_eq!(again.id, first.id);
+    assert_eq!(
+        again.queue, "media",
+        "the open job's queue, not the caller's"
+    );
+    let job = ts.store.job(first.id).await.unwrap().unwrap();
+    assert_eq!(job.queue, "media");
+
+    // A type with both a derived key and a queue: mixed inserts, batches.
+    let mut reg = Registry::with_builtins();
+    reg.set_unique(
+        "noop",
+        UniquePolicy {
+            fields: vec!["invoice".into()],
+            window: None,
+        },
+    )
+    .unwrap();
+    reg.set_queue("noop", "billing").unwrap();
+    ts.store.publish_policy(&reg.policy()).await.unwrap();
+    let done = ts
+        .store
+        .insert_checked(&[
+            NewJob::new("noop", json!({"invoice": 1})),
+            NewJob::new("fail", json!({})),
+            NewJob::new("noop", json!({"invoice": 1})).queue("elsewhere"),
+            NewJob::new("noop", json!({"invoice": 2})).queue("rush"),
+            NewJob::new("fail", json!({})).queue("rush"),
+        ])
+        .await
+        .unwrap();
+    let got: Vec<(bool, &str)> = done
+        .iter()
+        .map(|i| (i.duplicate, i.queue.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (false, "billing"),
+            (false, "default"),
+            (true, "billing"),
+            (false, "rush"),
+            (false, "rush"),
+        ]
+    );
+    assert_eq!(done[2].id, done[0].id);
+    for i in &done {
+        let j = ts.store.job(i.id).await.unwrap().unwrap();
+        assert_eq!(j.queue, i.queue, "what the insert said is what is stored");
+    }
+    let sub = ts
+        .store
+        .insert_batch(
+            "noop",
+            vec![
+                json!({"invoice": 2}),
+                json!({"invoice": 3}),
+                json!({"invoice": 3}),
+            ],
+            BatchOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sub.queue, "billing");
+    assert_eq!(sub.duplicates, 2);
+    assert_eq!(sub.ids[0], done[3].id, "the duplicate in another queue");
+    let new = ts.store.job(sub.ids[1]).await.unwrap().unwrap();
+    assert_eq!(new.queue, "billing");
+    let named = ts
+        .store
+        .insert_batch(
+            "noop",
+            vec![json!({"invoice": 4})],
+            BatchOptions {
+                queue: Some("night".into()),
+                ..BatchOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(named.queue, "night");
+    assert_eq!(named.duplicates, 0);
+    let j = ts.store.job(named.ids[0]).await.unwrap().unwrap();
+    assert_eq!(j.queue, "night");
 }

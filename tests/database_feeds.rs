@@ -305,11 +305,15 @@ async fn the_sql_functions_apply_the_policy_and_refuse_bad_input() {
     .unwrap();
     assert_eq!(queue(e).await, "media", "the job's own queue wins");
     let f = one(format!(
-        "SELECT \"{s}\".add_job('noop', '{{}}', NULL, 0::smallint, NULL, NULL, 'media.eu-1')"
+        "SELECT \"{s}\".add_job('noop', '{{}}', NULL, 0::smallint, NULL, NULL, NULL, NULL, 'media.eu-1')"
     ))
     .await
     .unwrap();
-    assert_eq!(queue(f).await, "media.eu-1", "positionally, last");
+    assert_eq!(
+        queue(f).await,
+        "media.eu-1",
+        "positionally, last (after the unique arguments)"
+    );
     let batch: Vec<Uuid> = sqlx::query_scalar(&format!(
         "SELECT * FROM \"{s}\".add_jobs('sleep', ARRAY['1', '2']::jsonb[], queue => 'bulk')"
     ))

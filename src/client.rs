@@ -68,8 +68,8 @@ impl<S: Store + ?Sized> Client<S> {
 
     /// Inserts one job, or finds the open job it duplicates (see [`NewJob::unique_key`]).
     pub async fn submit_checked(&self, job: NewJob) -> Result<Inserted> {
-        let done = self.submit_many_checked(std::slice::from_ref(&job)).await?;
-        Ok(done[0])
+        let mut done = self.submit_many_checked(std::slice::from_ref(&job)).await?;
+        Ok(done.swap_remove(0))
     }
 
     /// [`Client::submit_many`], saying of each job whether it duplicated one (its id is then
@@ -97,7 +97,15 @@ impl<S: Store + ?Sized> Client<S> {
         let priority = opts.priority;
         let sub = self.store.insert_batch(job_type, targets, opts).await?;
         if due {
-            let due: Vec<Due> = sub.ids.iter().map(|&id| Due { id, priority }).collect();
+            let due: Vec<Due> = sub
+                .ids
+                .iter()
+                .map(|&id| Due {
+                    id,
+                    priority,
+                    queue: sub.queue.clone(),
+                })
+                .collect();
             self.push(&due).await;
         }
         Ok(sub)
@@ -160,6 +168,7 @@ fn due(jobs: &[NewJob], done: &[Inserted]) -> Vec<Due> {
         .map(|(j, i)| Due {
             id: i.id,
             priority: j.priority,
+            queue: i.queue.clone(),
         })
         .collect()
 }

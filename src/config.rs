@@ -42,6 +42,12 @@ pub struct FileConfig {
     pub types: BTreeMap<String, TypeConfig>,
     /// How long finished jobs are kept (see [`RetentionConfig`]).
     pub retention: Option<RetentionConfig>,
+    /// The named queues a node serves, each with its runners (`[queues]` `default = 16`).
+    /// Signed, so that `-1` gets a clear error rather than a parse failure.
+    pub queues: Option<BTreeMap<String, i64>>,
+    /// How long pending jobs of a type no live node has a processor for wait before they fail
+    /// (`90s`, `15m`, `36h`, `7d` or `never`, the default).
+    pub fail_unrunnable_after: Option<String>,
     /// Scheduled jobs keyed by entry name (see [`CronConfig`]).
     #[serde(default)]
     pub cron: BTreeMap<String, CronConfig>,
@@ -111,6 +117,8 @@ pub struct TypeConfig {
     pub backoff_ms: Option<u64>,
     /// `tx` or `lease`; default `tx` for `sql`, `lease` for `http` and `command`.
     pub mode: Option<Mode>,
+    /// The named queue the type's jobs go to when they name none; default `default`.
+    pub queue: Option<String>,
     /// Target fields the jobs' unique key is made of (see [`UniquePolicy`]).
     pub unique: Option<Vec<String>>,
     /// How long a key also blocks finished jobs: `90s`, `15m`, `1h`, `7d`.
@@ -302,12 +310,93 @@ impl FileConfig {
                     )))
                 }
             }
+            if let Some(q) = &t.queue {
+                reg.set_queue(name, q)
+                    .map_err(|e| Error::Config(format!("[types.{name}] queue: {}", strip(e))))?;
+            }
             if let Some(u) = unique {
                 reg.set_unique(name, u).map_err(ctx)?;
             }
         }
         Ok(reg)
     }
+
+    /// The file's `[queues]`, checked as `--queues` is; `None` when the file has none.
+    pub fn queues(&self) -> Result<Option<Vec<(String, usize)>>> {
+        let Some(q) = &self.queues else {
+            return Ok(None);
+        };
+        let entries = q
+            .iter()
+            .map(|(name, n)| (name.clone(), n.to_string()))
+            .collect::<Vec<_>>();
+        check_queues(entries)
+            .map(Some)
+            .map_err(|e| Error::Config(format!("[queues]: {e}")))
+    }
+}
+
+/// Most named queues one node serves; each is at least one runner and one refill task.
+pub const MAX_QUEUES: usize = 64;
+
+/// Parses `--queues`: `NAME=CONCURRENCY` entries separated by commas (`default=16,media=4`).
+pub fn parse_queues(spec: &str) -> std::result::Result<Vec<(String, usize)>, String> {
+    if spec.trim().is_empty() {
+        return Err("no queues given: use NAME=CONCURRENCY[,NAME=CONCURRENCY…]".into());
+    }
+    let mut entries = Vec::new();
+    for part in spec.split(',') {
+        let part = part.trim();
+        let Some((name, n)) = part.split_once('=') else {
+            let shown: String = part.chars().take(40).collect();
+            return Err(format!(
+                "{shown:?}: expected NAME=CONCURRENCY, such as default=16"
+            ));
+        };
+        entries.push((name.trim().to_string(), n.trim().to_string()));
+    }
+    check_queues(entries)
+}
+
+/// Checks queue entries (name, concurrency as written): valid names, each once, each with a
+/// concurrency from 1 to [`crate::executor::MAX_CONCURRENCY`], at most [`MAX_QUEUES`].
+fn check_queues(
+    entries: Vec<(String, String)>,
+) -> std::result::Result<Vec<(String, usize)>, String> {
+    use crate::executor::MAX_CONCURRENCY;
+    if entries.is_empty() {
+        return Err("no queues given: a node must serve at least one".into());
+    }
+    if entries.len() > MAX_QUEUES {
+        return Err(format!(
+            "{} queues; a node serves at most {MAX_QUEUES}",
+            entries.len()
+        ));
+    }
+    let mut out: Vec<(String, usize)> = Vec::with_capacity(entries.len());
+    for (name, n) in entries {
+        let shown: String = name.chars().take(70).collect();
+        crate::job::validate_queue(&name).map_err(|e| format!("{shown:?}: {e}"))?;
+        if out.iter().any(|(q, _)| *q == name) {
+            return Err(format!("queue {name:?} is given twice"));
+        }
+        let n: usize = match n.parse::<i64>() {
+            Ok(v) if (1..=MAX_CONCURRENCY as i64).contains(&v) => v as usize,
+            Ok(v) => {
+                return Err(format!(
+                    "queue {name:?}: concurrency must be between 1 and {MAX_CONCURRENCY}, got {v}"
+                ))
+            }
+            Err(_) => {
+                let shown: String = n.chars().take(40).collect();
+                return Err(format!(
+                    "queue {name:?}: concurrency {shown:?} is not a whole number (1 to {MAX_CONCURRENCY})"
+                ));
+            }
+        };
+        out.push((name, n));
+    }
+    Ok(out)
 }
 
 /// A duration such as `90s`, `15m`, `1h` or `7d` (the retention syntax, without `never`).
@@ -426,6 +515,69 @@ mod tests {
         let r = c.registry().unwrap();
         assert_eq!(r.options("recalc").max_attempts, 5);
         assert_eq!(r.options("noop").timeout, Duration::from_millis(5));
+    }
+
+    #[test]
+    fn queues_parse_and_refuse_nonsense() {
+        assert_eq!(
+            parse_queues("default=16, media=4").unwrap(),
+            vec![("default".to_string(), 16), ("media".to_string(), 4)]
+        );
+        for (bad, says) in [
+            ("", "no queues"),
+            ("  ", "no queues"),
+            ("default=", "not a whole number"),
+            ("=4", "must not be empty"),
+            ("a=0", "between 1 and"),
+            ("a=-1", "between 1 and"),
+            ("a=1,a=2", "twice"),
+            ("a", "NAME=CONCURRENCY"),
+            ("a=1,", "NAME=CONCURRENCY"),
+            ("a=1.5", "whole number"),
+            ("a=99999999999999999999999", "whole number"),
+            ("a=1025", "between 1 and"),
+            ("a b=1", "may only contain"),
+            ("x';DROP TABLE jobs;--=1", "may only contain"),
+        ] {
+            let e = parse_queues(bad).unwrap_err();
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+        let huge = format!("{}=1", "q".repeat(10_000));
+        assert!(
+            parse_queues(&huge).unwrap_err().len() < 300,
+            "the error stays short"
+        );
+        let many: Vec<String> = (0..=MAX_QUEUES).map(|i| format!("q{i}=1")).collect();
+        assert!(parse_queues(&many.join(","))
+            .unwrap_err()
+            .contains("at most"));
+        let c = FileConfig::parse("[queues]\ndefault = 2\nmedia = 1").unwrap();
+        assert_eq!(c.queues().unwrap().unwrap().len(), 2);
+        for bad in [
+            "[queues]\ndefault = 0",
+            "[queues]\ndefault = -1",
+            "[queues]\n'a b' = 1",
+            "[queues]",
+        ] {
+            let c = FileConfig::parse(bad).unwrap();
+            assert!(c.queues().is_err(), "accepted {bad:?}");
+        }
+        assert!(FileConfig::parse("[queues]\ndefault = 'many'").is_err());
+        assert!(FileConfig::parse("queues = 4").is_err());
+    }
+
+    #[test]
+    fn a_type_names_its_queue() {
+        let c = FileConfig::parse("[types.resize]\ncommand = ['true']\nqueue = 'media'").unwrap();
+        let r = c.registry().unwrap();
+        assert_eq!(r.queue("resize"), "media");
+        assert_eq!(r.queue("noop"), "default");
+        assert_eq!(r.policy().queue("resize"), Some("media"));
+        for bad in ["''", "'a b'", "'a=1'", "'x;DROP'"] {
+            let c = FileConfig::parse(&format!("[types.noop]\nqueue = {bad}")).unwrap();
+            let e = c.registry().err().expect("refused").to_string();
+            assert!(e.contains("queue"), "{bad}: {e}");
+        }
     }
 
     #[test]

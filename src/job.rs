@@ -82,6 +82,8 @@ pub struct Job {
     pub run_at: DateTime<Utc>,
     pub priority: i16,
     pub batch_id: Option<Uuid>,
+    /// The named queue it waits in: only nodes serving this queue run it.
+    pub queue: String,
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -154,6 +156,10 @@ pub const DEFAULT_MAX_ATTEMPTS: i32 = 3;
 pub const MAX_MAX_ATTEMPTS: i32 = 1000;
 /// Longest job type name; types are identifiers, not payloads.
 pub const MAX_TYPE_LEN: usize = 200;
+/// The queue of a job that names none and whose type's policy names none.
+pub const DEFAULT_QUEUE: &str = "default";
+/// Longest queue name: a queue names a Redis key and a config entry, not a payload.
+pub const MAX_QUEUE_LEN: usize = 64;
 /// Largest accepted target, measured as compact JSON. Jobs carry references to data (a key,
 /// a URL), not the data itself: a row this size is already slow to lock, load and log. Every
 /// path in (library, CLI, API) holds targets to this one limit through [`validate_target`].
@@ -171,8 +177,12 @@ pub struct NewJob {
     pub max_attempts: Option<i32>,
     /// `None` runs it now; a later time schedules it.
     pub run_at: Option<DateTime<Utc>>,
-    /// Higher runs first.
+    /// Higher runs first (within its queue).
     pub priority: i16,
+    /// The named queue; `None` takes its type's (`queue` in `[types.X]`, published to
+    /// `job_types`), else [`DEFAULT_QUEUE`].
+    #[serde(default)]
+    pub queue: Option<String>,
     /// At most one open job (pending, or running in lease mode) per type and key: inserting
     /// a duplicate returns the open job instead. `None` takes the key its type derives from
     /// the target (`unique` fields), if any. 1 to [`MAX_UNIQUE_KEY_BYTES`] bytes.
@@ -197,10 +207,17 @@ impl NewJob {
             max_attempts: None,
             run_at: None,
             priority: 0,
+            queue: None,
             unique_key: None,
             unique_for: None,
             traceparent: None,
         }
+    }
+
+    /// Puts the job in a named queue, whatever its type's policy says.
+    pub fn queue(mut self, name: impl Into<String>) -> Self {
+        self.queue = Some(name.into());
+        self
     }
 
     /// Makes the job unique by `key` within its type (see [`NewJob::unique_key`]).
@@ -246,6 +263,9 @@ impl NewJob {
     pub fn validate(&self) -> Result<(), String> {
         validate_type(&self.job_type)?;
         validate_target(&self.target)?;
+        if let Some(q) = &self.queue {
+            validate_queue(q)?;
+        }
         validate_max_attempts(self.attempts_allowed())?;
         if let Some(k) = &self.unique_key {
             validate_unique_key(k)?;
@@ -258,6 +278,26 @@ impl NewJob {
         }
         Ok(())
     }
+}
+
+/// A queue name: ASCII letters, digits, `_`, `-` and `.`, at most [`MAX_QUEUE_LEN`] bytes. It
+/// becomes part of a Redis key and a `--queues` entry, so `=`, `,`, `:` and spaces are out.
+pub fn validate_queue(q: &str) -> Result<(), String> {
+    if q.is_empty() {
+        return Err("queue name must not be empty".into());
+    }
+    if q.len() > MAX_QUEUE_LEN {
+        return Err(format!("queue name is longer than {MAX_QUEUE_LEN} bytes"));
+    }
+    if !q
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return Err(format!(
+            "queue name {q:?} may only contain ASCII letters, digits, '_', '-' and '.'"
+        ));
+    }
+    Ok(())
 }
 
 /// Longest unique key: keys name things (an invoice, a day), they are not payloads; they are
@@ -331,12 +371,14 @@ pub fn validate_traceparent(tp: &str) -> Result<(), String> {
 }
 
 /// What an insert did with one job: inserted it, or found the open (or windowed) job with
-/// the same type and unique key and returned that one's id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// the same type and unique key (in whatever queue) and returned that one's id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inserted {
     pub id: Uuid,
     /// `true`: nothing was inserted; `id` is the existing job's.
     pub duplicate: bool,
+    /// The named queue the job is in (a duplicate's: the existing job's).
+    pub queue: String,
 }
 
 /// `max_attempts` within what a retry policy can mean.
@@ -439,11 +481,24 @@ impl std::io::Write for SizeLimit {
     }
 }
 
-/// A job ID as the queue carries it, with the priority it is popped by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A job ID as the queue carries it, with the priority it is popped by and the named queue
+/// it goes into.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Due {
     pub id: Uuid,
     pub priority: i16,
+    pub queue: String,
+}
+
+impl Due {
+    /// An ID for the `default` queue.
+    pub fn new(id: Uuid, priority: i16) -> Self {
+        Due {
+            id,
+            priority,
+            queue: DEFAULT_QUEUE.to_string(),
+        }
+    }
 }
 
 /// A named group of jobs submitted together.
@@ -462,6 +517,8 @@ pub struct Batch {
 pub struct Submitted {
     pub batch_id: Option<Uuid>,
     pub ids: Vec<Uuid>,
+    /// The named queue the jobs went into.
+    pub queue: String,
     /// How many targets duplicated an open job (or one within the window) of the same unique
     /// key, earlier in the batch or already stored: their `ids` are those jobs', and they are
     /// not part of the batch.
@@ -489,6 +546,31 @@ mod tests {
         assert!(validate_type("a b").is_err());
         assert!(validate_type("x'; DROP TABLE jobs;--").is_err());
         assert!(validate_type(&"a".repeat(MAX_TYPE_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn queue_names_are_validated() {
+        assert!(validate_queue("default").is_ok());
+        assert!(validate_queue("media-2.eu_west").is_ok());
+        assert!(validate_queue(&"q".repeat(MAX_QUEUE_LEN)).is_ok());
+        for bad in [
+            "",
+            "a b",
+            "a=4",
+            "a,b",
+            "a:b",
+            "{q}",
+            "x'; DROP TABLE jobs;--",
+            "\u{0}",
+            "é",
+        ] {
+            assert!(validate_queue(bad).is_err(), "accepted {bad:?}");
+        }
+        assert!(validate_queue(&"q".repeat(MAX_QUEUE_LEN + 1)).is_err());
+        assert!(NewJob::new("noop", serde_json::json!({}))
+            .queue("a b")
+            .validate()
+            .is_err());
     }
 
     #[test]

@@ -14,13 +14,13 @@ use crate::events::{EventBus, LocalBus};
 use crate::executor::{Executor, ExecutorConfig};
 use crate::maintenance::{
     tick_loop, Cron, CronEntry, Heartbeat, HeartbeatConfig, Pruner, PrunerConfig, Reconciler,
-    ReconcilerConfig,
+    ReconcilerConfig, UnrunnableConfig, UnrunnableJobs,
 };
 use crate::metrics::Metrics;
 use crate::node_state::NodeState;
 use crate::processor::Registry;
 use crate::queue::Queue;
-use crate::store::Store;
+use crate::store::{Scope, Store};
 
 /// Everything a node is configured with.
 #[derive(Debug, Clone, Default)]
@@ -29,6 +29,7 @@ pub struct NodeConfig {
     pub reconciler: ReconcilerConfig,
     pub heartbeat: HeartbeatConfig,
     pub pruner: PrunerConfig,
+    pub unrunnable: UnrunnableConfig,
 }
 
 /// Builds a [`Node`].
@@ -75,6 +76,13 @@ impl NodeBuilder {
         self
     }
 
+    /// The named queues this node serves, each with its runners (replacing `concurrency`,
+    /// which is otherwise the `default` queue's).
+    pub fn queues<S: Into<String>>(mut self, queues: impl IntoIterator<Item = (S, usize)>) -> Self {
+        self.config.executor.queues = queues.into_iter().map(|(q, n)| (q.into(), n)).collect();
+        self
+    }
+
     /// A fixed chunk size: every transaction locks up to `n` jobs, whatever the backlog.
     pub fn chunk_size(mut self, n: usize) -> Self {
         self.config.executor.chunk_size = n;
@@ -102,10 +110,31 @@ impl NodeBuilder {
         // A lease lasts as long as a node may stay silent before it is declared dead.
         c.heartbeat.lease_ttl = c.reconciler.node_stale;
         c.executor.lease_ttl = c.reconciler.node_stale;
+        c.unrunnable.node_stale = c.reconciler.node_stale;
         // Succeeded jobs kept for zero time are deleted by the chunk that completes them.
         c.executor.delete_succeeded = c.pruner.retention.deleted_at_once();
         c.executor.validate()?;
-        let node = Arc::new(NodeState::new(c.executor.concurrency));
+        let served = c.executor.served();
+        let types = crate::executor::node_types(&self.registry);
+        let node = Arc::new(NodeState::new(&served, &types));
+        let scopes: Vec<Scope> = served
+            .iter()
+            .map(|(q, _)| Scope {
+                queue: q.clone(),
+                types: types.clone(),
+            })
+            .collect();
+        for t in types.iter() {
+            let q = self.registry.queue(t);
+            if !served.iter().any(|(s, _)| s == q) {
+                warn!(
+                    job_type = %t,
+                    queue = q,
+                    "this node does not serve the queue its type's jobs go to: \
+                     they wait for a node that does"
+                );
+            }
+        }
         let heartbeat = Arc::new(Heartbeat::new(
             self.store.clone(),
             node.clone(),
@@ -117,21 +146,24 @@ impl NodeBuilder {
             self.queue.clone(),
             self.metrics.clone(),
             c.reconciler,
+            scopes,
         )?);
         let pruner = Arc::new(Pruner::new(
             self.store.clone(),
             self.metrics.clone(),
             c.pruner,
         )?);
+        let unrunnable = Arc::new(UnrunnableJobs::new(self.store.clone(), c.unrunnable)?);
         let cron = Arc::new(Cron::new(
             self.store.clone(),
             self.cron,
             &self.registry.policy(),
         )?);
-        heartbeat.run_once().await?;
         // Every insert path (this process's, other processes', SQL's) applies the types'
-        // policy from the database, so the node publishes its own at start.
+        // policy from the database, so the node publishes its own at start: before its first
+        // heartbeat, so that a node others can see has its types' queues in force.
         self.store.publish_policy(&self.registry.policy()).await?;
+        heartbeat.run_once().await?;
 
         let stop = CancellationToken::new();
         let mut services = JoinSet::new();
@@ -162,6 +194,13 @@ impl NodeBuilder {
                 async move { p.tick().await }
             }));
         }
+        if let Some(every) = unrunnable.interval() {
+            let u = unrunnable.clone();
+            services.spawn(tick_loop("unrunnable", every, stop.clone(), move || {
+                let u = u.clone();
+                async move { u.tick().await }
+            }));
+        }
         if !cron.entries().is_empty() {
             services.spawn(cron.clone().run(stop.clone(), self.queue.clone()));
         }
@@ -179,7 +218,12 @@ impl NodeBuilder {
             node = %node.id,
             store = self.store.backend(),
             queue = self.queue.backend(),
-            concurrency = c.executor.concurrency,
+            concurrency = c.executor.total_concurrency(),
+            queues = %served
+                .iter()
+                .map(|(q, n)| format!("{q}={n}"))
+                .collect::<Vec<_>>()
+                .join(","),
             chunk = c.executor.chunk_size,
             adaptive = c.executor.adaptive,
             "node started"

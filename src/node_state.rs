@@ -1,7 +1,7 @@
 //! A node's identity and live counters: what its heartbeats report and what its runners
 //! count into. Shared by the executor and the maintenance services, below both.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -19,6 +19,10 @@ pub struct NodeState {
     pub host: String,
     pub pid: i32,
     pub concurrency: i32,
+    /// The queues it serves, with each one's runners, and the types it has processors for:
+    /// published with its heartbeat, so reports can tell which pending jobs no node can run.
+    pub queues: BTreeMap<String, usize>,
+    pub types: Vec<String>,
     processed: AtomicU64,
     failed: AtomicU64,
     /// Jobs locked right now. A mutex held for a set insert or remove, once per chunk.
@@ -29,7 +33,9 @@ pub struct NodeState {
 }
 
 impl NodeState {
-    pub fn new(concurrency: usize) -> Self {
+    /// A node serving `queues` (each with its runners) with processors for `types`.
+    pub fn new(queues: &[(String, usize)], types: &[String]) -> Self {
+        let concurrency: usize = queues.iter().map(|(_, n)| n).sum();
         let host = hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "unknown".into());
@@ -40,6 +46,8 @@ impl NodeState {
             host,
             pid,
             concurrency: concurrency as i32,
+            queues: queues.iter().cloned().collect(),
+            types: types.to_vec(),
             processed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             held: Mutex::new(HashSet::new()),
@@ -130,6 +138,8 @@ impl NodeState {
             in_flight: in_flight as i32,
             processed: self.processed.load(Ordering::Relaxed) as i64,
             failed: self.failed.load(Ordering::Relaxed) as i64,
+            queues: self.queues.clone(),
+            types: self.types.clone(),
         }
     }
 }

@@ -71,6 +71,30 @@ pub struct NodeReport {
     pub failed: i64,
     pub started_at: DateTime<Utc>,
     pub last_heartbeat: DateTime<Utc>,
+    /// The queues it serves, with each one's runners.
+    pub queues: std::collections::BTreeMap<String, usize>,
+    /// The job types it has processors for.
+    pub types: Vec<String>,
+}
+
+/// Pending jobs of one queue and type that no live node can run: none serves the queue with
+/// a processor for the type. They wait, uncharged, until such a node starts (or, with
+/// `--fail-unrunnable-after`, fail once no node has known their type for that long).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct Unrunnable {
+    pub queue: String,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub pending: i64,
+    /// The earliest `run_at` among them.
+    pub since: DateTime<Utc>,
+    /// How long the oldest has been due, in seconds (0 while none is due yet).
+    pub waiting_secs: f64,
+    /// Whether some live node has a processor for the type (in another queue).
+    pub type_known: bool,
+    /// Whether some live node serves the queue (without a processor for the type).
+    pub queue_served: bool,
 }
 
 /// Jobs finished per second, recently, over three windows: the live rate (10 s) moves within
@@ -167,6 +191,9 @@ pub struct StatusReport {
     pub types: Vec<TypeCounts>,
     pub batches: Vec<BatchReport>,
     pub nodes: Vec<NodeReport>,
+    /// Pending jobs no live node can run, by queue and type, oldest first.
+    #[serde(default)]
+    pub unrunnable: Vec<Unrunnable>,
     /// IDs waiting in the queue; `None` when the queue could not be asked.
     pub queue_depth: Option<u64>,
     pub throughput: Throughput,
@@ -219,7 +246,7 @@ impl StatusReport {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{:<40} {:<16} {:>6} {:>9} {:>10} {:>8}  LAST HEARTBEAT",
+            "{:<40} {:<16} {:>6} {:>9} {:>10} {:>8}  LAST HEARTBEAT  QUEUES",
             "NODE", "HOST", "CONC", "IN FLIGHT", "PROCESSED", "FAILED"
         );
         if self.nodes.is_empty() {
@@ -228,15 +255,43 @@ impl StatusReport {
         for n in &self.nodes {
             let _ = writeln!(
                 out,
-                "{:<40} {:<16} {:>6} {:>9} {:>10} {:>8}  {}",
+                "{:<40} {:<16} {:>6} {:>9} {:>10} {:>8}  {:<14}  {}",
                 n.id,
                 truncate(&n.host, 16),
                 n.concurrency,
                 n.in_flight,
                 n.processed,
                 n.failed,
-                n.last_heartbeat.format("%H:%M:%S")
+                n.last_heartbeat.format("%H:%M:%S"),
+                n.queues
+                    .iter()
+                    .map(|(q, c)| format!("{q}={c}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
             );
+        }
+        if !self.unrunnable.is_empty() {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "NO LIVE NODE CAN RUN THESE (pending, uncharged):\n{:<24} {:<24} {:>10} {:>12}  WHY",
+                "QUEUE", "TYPE", "PENDING", "WAITING"
+            );
+            for u in &self.unrunnable {
+                let why = match (u.type_known, u.queue_served) {
+                    (false, _) => "no node has a processor for the type",
+                    (true, false) => "no node serves the queue",
+                    (true, true) => "no node serving the queue has a processor for the type",
+                };
+                let _ = writeln!(
+                    out,
+                    "{:<24} {:<24} {:>10} {:>11.0}s  {why}",
+                    truncate(&u.queue, 24),
+                    truncate(&u.job_type, 24),
+                    u.pending,
+                    u.waiting_secs
+                );
+            }
         }
         let _ = writeln!(out);
         let depth = self

@@ -33,7 +33,12 @@ async fn failed_batch(app: &TestApp, n: usize) -> (String, Vec<Uuid>) {
         .await
         .unwrap();
     let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
-    let mut slot = app.db.store.slot("node-api").await.unwrap();
+    let mut slot = app
+        .db
+        .store
+        .slot("node-api", &common::scope())
+        .await
+        .unwrap();
     let chunk = slot.lock(&ids).await.unwrap();
     let outs: Vec<Outcome> = chunk
         .jobs
@@ -46,7 +51,10 @@ async fn failed_batch(app: &TestApp, n: usize) -> (String, Vec<Uuid>) {
         .collect();
     chunk.finish(&outs).await.unwrap();
     // Drain the queue of the submission's pushes, so the test sees only the retry's.
-    let _ = app.queue.pop(10_000, Duration::from_millis(10)).await;
+    let _ = app
+        .queue
+        .pop("default", 10_000, Duration::from_millis(10))
+        .await;
     (batch, ids)
 }
 
@@ -95,7 +103,7 @@ async fn bulk_retry_and_cancel_change_a_bounded_page_and_queue_the_retried() {
     assert_eq!(r, json!({"changed": 3, "more": true}));
     let queued = app
         .queue
-        .pop(100, Duration::from_millis(200))
+        .pop("default", 100, Duration::from_millis(200))
         .await
         .unwrap();
     assert_eq!(queued.len(), 3, "the retried jobs were queued after commit");

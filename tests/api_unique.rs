@@ -244,3 +244,93 @@ async fn add_job_takes_a_key_and_old_calls_still_work() {
     }
     assert_eq!(app.db.counts().await, before, "nothing was inserted");
 }
+
+/// `add_job` / `add_jobs` take the unique arguments and the queue together: a keyed job lands
+/// in its queue, a duplicate names the open job whatever queue the call gave, and a bad queue
+/// is refused before any key is written.
+#[tokio::test]
+async fn add_job_takes_a_key_and_a_queue_together() {
+    let app = TestApp::new().await;
+    let pg = app.db.pg.clone().unwrap();
+    let s = app.db.schema.clone();
+    let one = |sql: String| {
+        let pg = pg.clone();
+        async move { sqlx::query_scalar::<_, Uuid>(&sql).fetch_one(&pg).await }
+    };
+    let queue_of = |id: Uuid| {
+        let pg = pg.clone();
+        let s = s.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(&format!(
+                "SELECT queue FROM \"{s}\".jobs WHERE id = $1"
+            ))
+            .bind(id)
+            .fetch_one(&pg)
+            .await
+            .unwrap()
+        }
+    };
+    // Every argument by position: the old six, the keys, then the queue.
+    let a = one(format!(
+        "SELECT \"{s}\".add_job('noop', '{{}}', now(), 0::smallint, 2, NULL, 'k', interval '1 hour', 'media')"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(queue_of(a).await, "media");
+    let b = one(format!(
+        "SELECT \"{s}\".add_job('noop', '{{}}', unique_key => 'k', queue => 'other')"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(a, b, "keys are per type, whatever the queue");
+    assert_eq!(queue_of(b).await, "media");
+    let old = one(format!(
+        "SELECT \"{s}\".add_job('noop', '{{}}', now(), 1::smallint, 2, NULL)"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(queue_of(old).await, "default");
+    let ids: Vec<Uuid> = sqlx::query_scalar(&format!(
+        "SELECT * FROM \"{s}\".add_jobs('noop', ARRAY['1', '2', '3']::jsonb[], \
+         unique_keys => ARRAY['p', NULL, 'k'], queue => 'bulk')"
+    ))
+    .fetch_all(&pg)
+    .await
+    .unwrap();
+    assert_eq!(ids[2], a, "the third duplicates the open job");
+    assert_eq!(queue_of(ids[0]).await, "bulk");
+    assert_eq!(queue_of(ids[1]).await, "bulk");
+    let plain: Vec<Uuid> = sqlx::query_scalar(&format!(
+        "SELECT * FROM \"{s}\".add_jobs('noop', ARRAY['1']::jsonb[], queue => 'bulk')"
+    ))
+    .fetch_all(&pg)
+    .await
+    .unwrap();
+    assert_eq!(queue_of(plain[0]).await, "bulk");
+    let before = app.db.counts().await;
+    for bad in [
+        format!("SELECT \"{s}\".add_job('noop', '{{}}', unique_key => 'z', queue => '')"),
+        format!("SELECT \"{s}\".add_job('noop', '{{}}', unique_key => 'z', queue => 'a b')"),
+        format!(
+            "SELECT \"{s}\".add_job('noop', '{{}}', unique_key => 'z', queue => repeat('q', 100000))"
+        ),
+        format!(
+            "SELECT \"{s}\".add_job('noop', '{{}}', unique_key => 'z', queue => 'x''; DROP TABLE jobs;--')"
+        ),
+        format!(
+            "SELECT * FROM \"{s}\".add_jobs('noop', ARRAY['1']::jsonb[], unique_keys => ARRAY['z'], queue => 'a:b')"
+        ),
+    ] {
+        let e = sqlx::query(&bad).execute(&pg).await.unwrap_err().to_string();
+        assert!(e.contains("invalid queue"), "{bad}: {e}");
+        assert!(e.len() < 400, "the error stays short");
+    }
+    assert_eq!(app.db.counts().await, before, "nothing was inserted");
+    let keys: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM \"{s}\".unique_keys WHERE unique_key = 'z'"
+    ))
+    .fetch_one(&pg)
+    .await
+    .unwrap();
+    assert_eq!(keys, 0, "no key row was left by a refused call");
+}

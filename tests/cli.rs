@@ -434,6 +434,65 @@ async fn bad_configs_flags_and_urls_fail_fast_with_a_clear_line() {
         "concurrency must be between 1",
     );
     must_fail(&ts, &["worker", "--concurrency", "lots"], "invalid value");
+    for (queues, says) in [
+        ("default=", "not a whole number"),
+        ("=4", "must not be empty"),
+        ("a=0", "between 1 and"),
+        ("a=-1", "between 1 and"),
+        ("a=1,a=2", "given twice"),
+        ("", "no queues"),
+        ("media", "NAME=CONCURRENCY"),
+        ("a b=1", "may only contain"),
+        ("x';DROP TABLE jobs;--=1", "may only contain"),
+    ] {
+        let flag = format!("--queues={queues}");
+        must_fail(&ts, &["worker", &flag], says);
+    }
+    let huge = format!("{}=1", "q".repeat(100_000));
+    must_fail(&ts, &["worker", "--queues", &huge], "longer than 64");
+    must_fail(
+        &ts,
+        &["worker", "--queues", "default=2", "--concurrency", "4"],
+        "not both",
+    );
+    let q0 = p("q0.toml", "[queues]\ndefault = 0\n");
+    must_fail(&ts, &["--config", &q0, "worker"], "[queues]");
+    let qbad = p("qbad.toml", "[types.noop]\nqueue = \"a b\"\n");
+    must_fail(&ts, &["--config", &qbad, "worker"], "[types.noop] queue");
+    must_fail(
+        &ts,
+        &["worker", "--fail-unrunnable-after=-1d"],
+        "--fail-unrunnable-after",
+    );
+    for (queue, says) in [
+        ("", "must not be empty"),
+        ("a b", "may only contain"),
+        ("a=1", "may only contain"),
+        ("x';DROP TABLE jobs;--", "may only contain"),
+    ] {
+        must_fail(
+            &ts,
+            &["submit", "noop", "--target", "{}", "--queue", queue],
+            says,
+        );
+    }
+    must_fail(
+        &ts,
+        &[
+            "submit",
+            "noop",
+            "--target",
+            "{}",
+            "--queue",
+            &"q".repeat(100_000),
+        ],
+        "longer than 64",
+    );
+    assert_eq!(
+        ts.count_status("pending").await,
+        0,
+        "no refused submit inserted a job"
+    );
     must_fail(
         &ts,
         &["worker", "--chunk-size", "0"],

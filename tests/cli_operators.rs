@@ -53,7 +53,7 @@ async fn failed_batch(ts: &TestStore, n: usize) -> (Uuid, Vec<Uuid>) {
         )
         .await
         .unwrap();
-    let mut slot = ts.store.slot("node-cli").await.unwrap();
+    let mut slot = ts.store.slot("node-cli", &common::scope()).await.unwrap();
     let chunk = slot.lock(&sub.ids).await.unwrap();
     let outs: Vec<Outcome> = sub
         .ids

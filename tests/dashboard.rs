@@ -91,6 +91,15 @@ async fn the_dashboard_shows_a_batch_in_a_real_browser() {
     })
     .await;
     assert!(finished);
+    // A job no node can run: shown, with its queue, type and why, not failed.
+    let res = http
+        .post(format!("{}/api/v1/jobs", server.base))
+        .bearer_auth(TOKEN)
+        .json(&json!({"type": "resize", "target": {}, "queue": "media"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
 
     let dir = tempfile::tempdir().unwrap();
     // The token travels in the fragment, which the page moves to localStorage.
@@ -110,6 +119,15 @@ async fn the_dashboard_shows_a_batch_in_a_real_browser() {
     assert!(dom.contains("100% done"));
     assert!(dom.contains("data-type=\"noop\""), "counts by type");
     assert!(dom.contains("data-node="), "the server's node is listed");
+    assert!(
+        dom.contains("data-queue=\"media\" data-type=\"resize\""),
+        "the job no node can run is listed:\n{dom}"
+    );
+    assert!(dom.contains("no node has a processor for the type"));
+    assert!(
+        dom.contains(">default=4<"),
+        "the node's queues are shown:\n{dom}"
+    );
     assert!(
         dom.contains("<polyline"),
         "the throughput sparkline is drawn"

@@ -79,7 +79,7 @@ async fn claims_take_the_most_urgent_free_jobs(b: Backend) {
         ])
         .await
         .unwrap();
-    let mut a = ts.store.slot("node-a").await.unwrap();
+    let mut a = ts.store.slot("node-a", &common::scope()).await.unwrap();
     let first = a.claim(2).await.unwrap();
     let got: Vec<Uuid> = first.jobs.iter().map(|j| j.id).collect();
     assert_eq!(
@@ -94,7 +94,7 @@ async fn claims_take_the_most_urgent_free_jobs(b: Backend) {
     };
     if b == Backend::Postgres {
         // While the first chunk holds its jobs, a second claim skips them.
-        let mut c = ts.store.slot("node-b").await.unwrap();
+        let mut c = ts.store.slot("node-b", &common::scope()).await.unwrap();
         let second = c.claim(10).await.unwrap();
         let got: Vec<Uuid> = second.jobs.iter().map(|j| j.id).collect();
         assert_eq!(got, vec![ids[0], ids[4]], "oldest first among equals");
@@ -121,7 +121,7 @@ async fn claims_take_the_most_urgent_free_jobs(b: Backend) {
         .insert_jobs(&[NewJob::new("noop", json!("p")).max_attempts(1)])
         .await
         .unwrap()[0];
-    let mut d = ts.store.slot("dead").await.unwrap();
+    let mut d = ts.store.slot("dead", &common::scope()).await.unwrap();
     let held = d.claim(1).await.unwrap();
     assert_eq!(held.jobs[0].id, poison);
     drop(held);
@@ -156,7 +156,7 @@ async fn notify_pushes_due_jobs_with_their_priority(b: Backend) {
         .await
         .unwrap();
     client.notify(&ids).await;
-    let popped = queue.pop(10, Duration::ZERO).await.unwrap();
+    let popped = queue.pop("default", 10, Duration::ZERO).await.unwrap();
     assert_eq!(
         popped,
         vec![ids[1], ids[0]],
@@ -284,6 +284,43 @@ async fn the_sql_functions_apply_the_policy_and_refuse_bad_input() {
     for id in &many {
         assert_eq!(max(*id).await, 7);
     }
+    // The queue: the job's own, else its type's (published policy), else `default`; every
+    // older call (positional, named) still works.
+    let mut reg = Registry::with_builtins();
+    reg.set_queue("sleep", "slow-lane").unwrap();
+    ts.store.publish_policy(&reg.policy()).await.unwrap();
+    let queue = |id: Uuid| {
+        let store = ts.store.clone();
+        async move { store.job(id).await.unwrap().unwrap().queue }
+    };
+    assert_eq!(queue(a).await, "default");
+    let d = one(format!("SELECT \"{s}\".add_job('sleep', '{{}}')"))
+        .await
+        .unwrap();
+    assert_eq!(queue(d).await, "slow-lane", "the type's queue");
+    let e = one(format!(
+        "SELECT \"{s}\".add_job('sleep', '{{}}', queue => 'media')"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(queue(e).await, "media", "the job's own queue wins");
+    let f = one(format!(
+        "SELECT \"{s}\".add_job('noop', '{{}}', NULL, 0::smallint, NULL, NULL, NULL, NULL, 'media.eu-1')"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        queue(f).await,
+        "media.eu-1",
+        "positionally, last (after the unique arguments)"
+    );
+    let batch: Vec<Uuid> = sqlx::query_scalar(&format!(
+        "SELECT * FROM \"{s}\".add_jobs('sleep', ARRAY['1', '2']::jsonb[], queue => 'bulk')"
+    ))
+    .fetch_all(&pg)
+    .await
+    .unwrap();
+    assert_eq!(queue(batch[1]).await, "bulk");
     let before = ts.counts().await;
     for (bad, why) in [
         (format!("SELECT \"{s}\".add_job('a b')"), "invalid job type"),
@@ -312,6 +349,29 @@ async fn the_sql_functions_apply_the_policy_and_refuse_bad_input() {
         (
             format!("SELECT \"{s}\".add_job('noop', 'not json')"),
             "json",
+        ),
+        (
+            format!("SELECT \"{s}\".add_job('noop', queue => '')"),
+            "invalid queue",
+        ),
+        (
+            format!("SELECT \"{s}\".add_job('noop', queue => 'a b')"),
+            "invalid queue",
+        ),
+        (
+            format!("SELECT \"{s}\".add_job('noop', queue => 'x''); DROP TABLE \"{s}\".jobs; --')"),
+            "invalid queue",
+        ),
+        (
+            format!(
+                "SELECT \"{s}\".add_job('noop', queue => '{}')",
+                "q".repeat(100_000)
+            ),
+            "invalid queue",
+        ),
+        (
+            format!("SELECT * FROM \"{s}\".add_jobs('noop', ARRAY['1']::jsonb[], queue => 'a:b')"),
+            "invalid queue",
         ),
     ] {
         let e = sqlx::query(&bad)
@@ -373,8 +433,9 @@ async fn the_listener_reconnects_after_its_connection_is_cut() {
         .unwrap();
 }
 
-/// A claim reads the head of the pending jobs' partial index and stops: its cost does not grow
-/// with the finished rows (nor with the planner's statistics about them).
+/// A claim reads the head of its queue in the pending jobs' partial index and stops: its cost
+/// does not grow with the finished rows (nor with the planner's statistics about them), nor
+/// with the jobs waiting in other queues.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_reads_the_same_few_pages_however_much_history_there_is() {
     let ts = TestStore::new(Backend::Postgres).await;
@@ -382,19 +443,21 @@ async fn a_claim_reads_the_same_few_pages_however_much_history_there_is() {
     let s = &ts.schema;
     let claim = format!(
         "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT * FROM \"{s}\".jobs \
-         WHERE status = 'pending' AND run_at <= now() \
+         WHERE status = 'pending' AND queue = 'default' AND type = ANY('{{noop,sleep}}') \
+         AND run_at <= now() \
          ORDER BY priority DESC, run_at, id LIMIT 100 FOR UPDATE SKIP LOCKED"
     );
-    let fill = |status: &'static str, n: i64| {
+    let fill_in = |status: &'static str, queue: &'static str, n: i64| {
         let pg = pg.clone();
         let sql = format!(
-            "INSERT INTO \"{s}\".jobs (id, type, target, status, finished_at) \
+            "INSERT INTO \"{s}\".jobs (id, type, target, status, finished_at, queue) \
              SELECT \"{s}\".uuid_v7(), 'noop', '{{}}', '{status}', \
-             CASE WHEN '{status}' = 'pending' THEN NULL ELSE now() END \
+             CASE WHEN '{status}' = 'pending' THEN NULL ELSE now() END, '{queue}' \
              FROM generate_series(1, $1::bigint)"
         );
         async move { sqlx::query(&sql).bind(n).execute(&pg).await.unwrap() }
     };
+    let fill = |status: &'static str, n: i64| fill_in(status, "default", n);
     let pages = |plan: serde_json::Value| -> (i64, String) {
         let p = &plan[0]["Plan"];
         let hit = p["Shared Hit Blocks"].as_i64().unwrap_or(0);
@@ -413,6 +476,8 @@ async fn a_claim_reads_the_same_few_pages_however_much_history_there_is() {
         .unwrap();
     tx.rollback().await.unwrap();
     fill("succeeded", 200_000).await;
+    // Older, more urgent-looking work in another queue: a claim of `default` never reads it.
+    fill_in("pending", "media", 100_000).await;
     // Statistics taken while nothing was pending: what a healthy queue looks like to ANALYZE.
     sqlx::query(&format!("ANALYZE \"{s}\".jobs"))
         .execute(&pg)
@@ -426,7 +491,7 @@ async fn a_claim_reads_the_same_few_pages_however_much_history_there_is() {
     tx.rollback().await.unwrap();
     let ((small_pages, _), (big_pages, big_plan)) = (pages(small), pages(big));
     println!("pages read by a claim: {small_pages} with 1,000 rows, {big_pages} with 201,000");
-    assert!(big_plan.contains("jobs_due_idx"), "{big_plan}");
+    assert!(big_plan.contains("jobs_queue_due_idx"), "{big_plan}");
     assert!(!big_plan.contains("Seq Scan"), "{big_plan}");
     assert!(
         big_pages <= small_pages * 2 + 10,

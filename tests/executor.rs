@@ -80,7 +80,7 @@ async fn exactly_once_with_duplicate_ids(b: Backend) {
         .await
         .unwrap();
     // Push every ID four more times while the workers run: each must still run once.
-    let dup: Vec<Due> = sub.ids.iter().map(|&id| Due { id, priority: 0 }).collect();
+    let dup: Vec<Due> = sub.ids.iter().map(|&id| Due::new(id, 0)).collect();
     for _ in 0..4 {
         client.queue().push(&dup).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -106,7 +106,7 @@ async fn chunked_exactly_once(b: Backend) {
         )
         .await
         .unwrap();
-    let dup: Vec<Due> = sub.ids.iter().map(|&id| Due { id, priority: 0 }).collect();
+    let dup: Vec<Due> = sub.ids.iter().map(|&id| Due::new(id, 0)).collect();
     client.queue().push(&dup).await.unwrap();
     assert!(ts.wait_all_finished(Duration::from_secs(60)).await);
     w.shutdown(Duration::from_secs(5)).await;
@@ -236,7 +236,7 @@ async fn retries_back_off_then_fail(b: Backend) {
     assert!(j.finished_at.is_some());
 }
 
-async fn unknown_type_and_rejected_target_fail_with_reason(b: Backend) {
+async fn unknown_type_waits_and_rejected_target_fails_with_reason(b: Backend) {
     let ts = TestStore::new(b).await;
     let (w, client) = start(&ts, Registry::with_builtins(), 2, 1).await;
     let u = client
@@ -251,15 +251,38 @@ async fn unknown_type_and_rejected_target_fail_with_reason(b: Backend) {
         .submit(NewJob::new("noop", serde_json::json!(null)))
         .await
         .unwrap();
-    assert!(ts.wait_all_finished(Duration::from_secs(20)).await);
+    let store = ts.store.clone();
+    let done = common::wait_until(Duration::from_secs(20), || {
+        let store = store.clone();
+        async move {
+            let a = store.job(bad).await.unwrap().unwrap().status;
+            let b = store.job(ok).await.unwrap().unwrap().status;
+            a.is_finished() && b.is_finished()
+        }
+    })
+    .await;
+    assert!(done);
+    // The node has no processor for it: it never takes it, so it waits, uncharged, for a
+    // node that has one, and the report says so.
+    let report = ts.store.report(Duration::from_secs(10)).await.unwrap();
     w.shutdown(Duration::from_secs(5)).await;
     let u = ts.store.job(u).await.unwrap().unwrap();
-    assert_eq!(u.status, JobStatus::Failed);
-    assert_eq!(u.attempts, 1, "no retries for a missing processor");
-    assert_eq!(
-        u.last_error.as_deref(),
-        Some("no processor for type nobody_handles_this")
-    );
+    assert_eq!(u.status, JobStatus::Pending);
+    assert_eq!(u.attempts, 0, "not charged for a missing processor");
+    assert_eq!(u.last_error, None);
+    let un: Vec<_> = report
+        .unrunnable
+        .iter()
+        .map(|g| {
+            (
+                g.queue.as_str(),
+                g.job_type.as_str(),
+                g.pending,
+                g.type_known,
+            )
+        })
+        .collect();
+    assert_eq!(un, vec![("default", "nobody_handles_this", 1, false)]);
     let bad = ts.store.job(bad).await.unwrap().unwrap();
     assert_eq!(bad.status, JobStatus::Failed);
     assert!(bad.last_error.unwrap().starts_with("invalid target"));
@@ -359,14 +382,197 @@ async fn the_types_policy_applies_on_every_insert_path(b: Backend) {
     assert_eq!(attempts(batch.ids[0]).await, 7);
 }
 
+/// A node serves a subset: its named queues and the types it has processors for. The rest
+/// stays pending and uncharged, shown as unrunnable; with a deadline, a type no node knows
+/// fails with the reason, while a known type in a queue nobody serves keeps waiting.
+async fn a_node_runs_only_its_queues_and_types(b: Backend) {
+    let ts = TestStore::new(b).await;
+    let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::default());
+    let mut config = skiplock::NodeConfig::default();
+    config.unrunnable.fail_after = Some(Duration::from_secs(1));
+    let w = Node::builder(ts.store.clone(), queue.clone())
+        .config(config)
+        .queues([("default", 2), ("media", 1)])
+        .start()
+        .await
+        .unwrap();
+    let client = Client::new(ts.store.clone(), queue);
+    let ids = client
+        .submit_many(&[
+            NewJob::new("noop", serde_json::json!(1)),
+            NewJob::new("sleep", serde_json::json!({"ms": 1})).queue("media"),
+            NewJob::new("noop", serde_json::json!(2)).queue("elsewhere"),
+            NewJob::new("nobody_knows", serde_json::json!(3)).queue("media"),
+        ])
+        .await
+        .unwrap();
+    let store = ts.store.clone();
+    let ran = common::wait_until(Duration::from_secs(20), || {
+        let store = store.clone();
+        let ids = ids.clone();
+        async move {
+            let mut st = Vec::new();
+            for id in &ids {
+                st.push(store.job(*id).await.unwrap().unwrap().status);
+            }
+            st == [
+                JobStatus::Succeeded,
+                JobStatus::Succeeded,
+                JobStatus::Pending,
+                JobStatus::Failed,
+            ]
+        }
+    })
+    .await;
+    assert!(
+        ran,
+        "the node ran its own and failed the unknown type after the deadline"
+    );
+    let report = ts.store.report(Duration::from_secs(10)).await.unwrap();
+    w.shutdown(Duration::from_secs(5)).await;
+    let waiting = ts.store.job(ids[2]).await.unwrap().unwrap();
+    assert_eq!((waiting.attempts, waiting.last_error), (0, None));
+    let failed = ts.store.job(ids[3]).await.unwrap().unwrap();
+    assert!(
+        failed
+            .last_error
+            .unwrap()
+            .starts_with("no processor for type nobody_knows"),
+        "the reason is recorded"
+    );
+    let un: Vec<_> = report
+        .unrunnable
+        .iter()
+        .map(|u| {
+            (
+                u.queue.as_str(),
+                u.job_type.as_str(),
+                u.type_known,
+                u.queue_served,
+            )
+        })
+        .collect();
+    assert_eq!(un, vec![("elsewhere", "noop", true, false)]);
+    let node = &report.nodes[0];
+    assert_eq!(node.concurrency, 3);
+    assert_eq!(node.queues.get("media"), Some(&1));
+    assert!(node.types.contains(&"sleep".to_string()));
+}
+
+/// An ID of a type the node cannot run, pushed to a queue it serves (by another process),
+/// is dropped, not charged and not pushed back; the node's reconciler never offers it, so it
+/// does not go round between the queue and the node.
+async fn a_popped_id_the_node_cannot_run_is_dropped_uncharged(b: Backend) {
+    let ts = TestStore::new(b).await;
+    let (w, client) = start(&ts, Registry::with_builtins(), 2, 1).await;
+    let ids = ts
+        .store
+        .insert_jobs(&[NewJob::new("only_elsewhere", serde_json::json!({}))])
+        .await
+        .unwrap();
+    let r = w.reconcile().await.unwrap();
+    assert_eq!(
+        r.offered, 0,
+        "the reconciler offers only what this node runs"
+    );
+    client.queue().push(&[Due::new(ids[0], 0)]).await.unwrap();
+    let dropped = common::wait_until(Duration::from_secs(10), || async {
+        w.metrics()
+            .dropped_ids
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    })
+    .await;
+    assert!(dropped, "a runner popped the ID and dropped it");
+    assert_eq!(client.queue().depth().await.unwrap(), 0, "not pushed back");
+    assert_eq!(w.reconcile().await.unwrap().offered, 0);
+    w.shutdown(Duration::from_secs(5)).await;
+    let j = ts.store.job(ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        (j.status, j.attempts, j.last_error),
+        (JobStatus::Pending, 0, None)
+    );
+}
+
+/// A queue with concurrency 1 never runs two of its jobs at once, while other queues run.
+async fn a_queue_of_concurrency_one_runs_one_job_at_a_time(b: Backend) {
+    let ts = TestStore::new(b).await;
+    let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::default());
+    let running = Arc::new(std::sync::atomic::AtomicI32::new(0));
+    let most = Arc::new(std::sync::atomic::AtomicI32::new(0));
+    let mut reg = Registry::with_builtins();
+    reg.register(
+        "serial",
+        Gauge {
+            running: running.clone(),
+            most: most.clone(),
+        },
+        quick(3),
+    )
+    .unwrap();
+    reg.set_queue("serial", "one").unwrap();
+    let w = Node::builder(ts.store.clone(), queue.clone())
+        .registry(reg)
+        .queues([("one", 1), ("default", 4)])
+        .start()
+        .await
+        .unwrap();
+    let client = Client::new(ts.store.clone(), queue);
+    client
+        .submit_batch(
+            "serial",
+            (0..30).map(|i| serde_json::json!(i)).collect(),
+            BatchOptions::default(),
+        )
+        .await
+        .unwrap();
+    client
+        .submit_batch(
+            "sleep",
+            (0..30).map(|_| serde_json::json!({"ms": 5})).collect(),
+            BatchOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert!(ts.wait_all_finished(Duration::from_secs(30)).await);
+    w.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(ts.count_status("succeeded").await, 60);
+    assert_eq!(
+        most.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "never two at once"
+    );
+}
+
+/// Counts its own jobs running at once, and the most it saw.
+struct Gauge {
+    running: Arc<std::sync::atomic::AtomicI32>,
+    most: Arc<std::sync::atomic::AtomicI32>,
+}
+
+#[async_trait]
+impl Processor for Gauge {
+    async fn process(&self, _job: &Job, _tx: &mut JobTx<'_>) -> Result<(), ProcessError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.running.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        self.running.fetch_sub(1, SeqCst);
+        Ok(())
+    }
+}
+
 for_each_backend!(
+    a_node_runs_only_its_queues_and_types,
+    a_popped_id_the_node_cannot_run_is_dropped_uncharged,
+    a_queue_of_concurrency_one_runs_one_job_at_a_time,
     the_types_policy_applies_on_every_insert_path,
     exactly_once_with_duplicate_ids,
     chunked_exactly_once,
     failing_processor_writes_roll_back_and_failure_is_recorded,
     panics_and_timeouts_are_recorded_and_workers_go_on,
     retries_back_off_then_fail,
-    unknown_type_and_rejected_target_fail_with_reason,
+    unknown_type_waits_and_rejected_target_fails_with_reason,
     scheduled_jobs_wait_and_priority_orders,
     graceful_shutdown_rolls_back_what_cannot_finish,
     succeeded_kept_zero_time_are_deleted_as_they_complete,

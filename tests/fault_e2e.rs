@@ -3,7 +3,8 @@
 //! SIGKILLs and restarts nodes, cuts every database connection of the nodes, and (with Redis)
 //! flushes Redis and stops it for a while. At the end every job has succeeded and there is
 //! exactly one effect row per job. The effects table has no unique key, so a duplicate would
-//! be counted, not refused.
+//! be counted, not refused. The nodes serve different named queues (half the jobs are in
+//! `bulk`), and every killed node served a queue a survivor also serves.
 
 mod common;
 
@@ -19,6 +20,22 @@ use skiplock::store::BatchOptions;
 use skiplock::Client;
 
 const JOBS: i64 = 20_000;
+
+/// What each of the three nodes serves: each queue has two nodes, so whichever one is killed,
+/// a survivor serves its queues.
+const QUEUES: [&str; 3] = ["default=6,bulk=2", "default=8", "bulk=6,default=2"];
+
+/// Submits `n` effect jobs, half in `default`, half in `bulk`.
+async fn submit_halves(client: &Client, n: i64) {
+    for queue in ["default", "bulk"] {
+        let targets = (0..n / 2).map(|i| serde_json::json!({ "i": i })).collect();
+        let opts = BatchOptions {
+            queue: Some(queue.into()),
+            ..BatchOptions::default()
+        };
+        client.submit_batch("effect", targets, opts).await.unwrap();
+    }
+}
 
 #[derive(Debug)]
 enum Fault {
@@ -36,17 +53,13 @@ async fn three_nodes_twenty_thousand_jobs_under_faults() {
     let mut c = ClusterArgs::new(&ts, redis.url());
     c.config = Some(effect_setup(&ts, dir.path(), &[]).await);
     let mut nodes: Vec<NodeProc> = (0..3)
-        .map(|i| NodeProc::start(dir.path(), &format!("n{i}"), c.worker(8, 10)))
+        .map(|i| NodeProc::start(dir.path(), &format!("n{i}"), c.worker_queues(QUEUES[i], 10)))
         .collect();
     let pg = ts.pg.clone().unwrap();
 
     let started = Instant::now();
     let client = Client::new(ts.store.clone(), Arc::new(c.queue().await));
-    let targets = (0..JOBS).map(|i| serde_json::json!({ "i": i })).collect();
-    client
-        .submit_batch("effect", targets, BatchOptions::default())
-        .await
-        .unwrap();
+    submit_halves(&client, JOBS).await;
     println!("submitted {JOBS} jobs in {:?}", started.elapsed());
 
     // Each fault fires once the run has reached its share of the jobs, so every one lands
@@ -168,7 +181,7 @@ async fn three_nodes_on_postgres_alone_under_faults() {
     let mut c = ClusterArgs::new(&ts, String::new());
     c.config = Some(effect_setup(&ts, dir.path(), &[]).await);
     let mut nodes: Vec<NodeProc> = (0..3)
-        .map(|i| NodeProc::start(dir.path(), &format!("n{i}"), c.worker(8, 10)))
+        .map(|i| NodeProc::start(dir.path(), &format!("n{i}"), c.worker_queues(QUEUES[i], 10)))
         .collect();
     let pg = ts.pg.clone().unwrap();
     let started = Instant::now();
@@ -177,11 +190,7 @@ async fn three_nodes_on_postgres_alone_under_faults() {
         ts.store.clone(),
         Arc::new(skiplock::queue::memory::MemoryQueue::default()),
     );
-    let targets = (0..N).map(|i| serde_json::json!({ "i": i })).collect();
-    client
-        .submit_batch("effect", targets, BatchOptions::default())
-        .await
-        .unwrap();
+    submit_halves(&client, N).await;
     let plan = [
         (1_000, Fault::KillAndRestart(0)),
         (3_000, Fault::CutConnections),

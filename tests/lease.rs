@@ -42,7 +42,7 @@ async fn leases_are_fenced_renewed_and_rescued(b: Backend) {
         .insert_jobs(&[NewJob::new("sleep", json!({"ms": 1})).max_attempts(2)])
         .await
         .unwrap()[0];
-    let mut slot = ts.store.slot("node-a").await.unwrap();
+    let mut slot = ts.store.slot("node-a", &common::scope()).await.unwrap();
     let mut locked = slot.lock(&[id]).await.unwrap();
     locked
         .tx

@@ -66,9 +66,10 @@ async fn thousands_of_unknown_types_leave_metrics_small() {
         .unwrap();
     assert_eq!(res.status(), 201);
 
-    // Each made-up type has no processor, so each job ends failed with that reason.
+    // No node has a processor for a made-up type, so none takes its job: each waits,
+    // uncharged, and only the known type runs.
     let all_done = wait_until(Duration::from_secs(120), || async {
-        db.count_status("failed").await == TYPES as i64 && db.count_status("succeeded").await == 1
+        db.count_status("pending").await == TYPES as i64 && db.count_status("succeeded").await == 1
     })
     .await;
     assert!(all_done, "{:?}", db.counts().await);
@@ -92,11 +93,7 @@ async fn thousands_of_unknown_types_leave_metrics_small() {
         "a known type keeps its name: {labels:?}"
     );
     assert!(body.len() < 32 * 1024, "{} bytes", body.len());
-    assert_eq!(
-        finished(&body, "failed"),
-        TYPES as u64,
-        "every failure counted"
-    );
+    assert_eq!(finished(&body, "failed"), 0, "no made-up type ran");
     assert_eq!(finished(&body, "succeeded"), 1);
     server.terminate(Duration::from_secs(15)).await;
 }

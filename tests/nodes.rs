@@ -43,7 +43,8 @@ async fn two_workers_share_a_batch_and_status_drops_a_killed_one() {
     let dir = tempfile::tempdir().unwrap();
     let c = ClusterArgs::new(&ts, redis_url());
     let mut a = NodeProc::start(dir.path(), "a", c.worker(4, 5));
-    let mut b = NodeProc::start(dir.path(), "b", c.worker(4, 5));
+    // B also serves a queue A does not; both serve `default`, where the batch goes.
+    let mut b = NodeProc::start(dir.path(), "b", c.worker_queues("default=4,reports=1", 5));
     let pids = {
         let mut p = vec![a.pid().unwrap() as i64, b.pid().unwrap() as i64];
         p.sort();
@@ -98,6 +99,18 @@ async fn two_workers_share_a_batch_and_status_drops_a_killed_one() {
     for n in status(&c)["nodes"].as_array().unwrap() {
         assert!(text.contains(n["id"].as_str().unwrap()), "{text}");
     }
+    assert!(text.contains("default=4,reports=1"), "B's queues: {text}");
+    let served: Vec<serde_json::Value> = status(&c)["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["queues"].clone())
+        .collect();
+    assert!(
+        served.contains(&serde_json::json!({"default": 4}))
+            && served.contains(&serde_json::json!({"default": 4, "reports": 1})),
+        "{served:?}"
+    );
 
     // SIGKILL one: it cannot say goodbye, so only the timeout removes it.
     let survivor = b.pid().unwrap() as i64;

@@ -181,7 +181,12 @@ async fn check_all(stats: Stats) {
         texts("'succeeded'")
     );
     let cases: Vec<(&str, &str, String, Want)> = vec![
-        ("lock", sql::LOCK_CHUNK, p.clone(), Want::PrimaryKey),
+        (
+            "lock",
+            sql::LOCK_CHUNK,
+            format!("{p}, 'default', '{{noop,sleep}}'::text[]"),
+            Want::PrimaryKey,
+        ),
         (
             "lease",
             sql::LEASE_JOBS,
@@ -218,14 +223,14 @@ async fn check_all(stats: Stats) {
         (
             "claim",
             sql::CLAIM_CHUNK,
-            "100".into(),
-            Want::Index("jobs_due_idx"),
+            "100, 'default', '{noop,sleep}'::text[]".into(),
+            Want::Index("jobs_queue_due_idx"),
         ),
         (
             "reconciler",
             sql::DUE_PENDING,
-            "10000, 30000".into(),
-            Want::Index("jobs_due_idx"),
+            "10000, 30000, 'default', '{noop,sleep}'::text[]".into(),
+            Want::Index("jobs_queue_due_idx"),
         ),
         (
             "rescue expired leases",

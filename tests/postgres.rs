@@ -200,9 +200,11 @@ async fn a_job_abandoned_by_dead_nodes_ends_failed_as_poison() {
             in_flight: 1,
             processed: 0,
             failed: 0,
+            queues: [("default".to_string(), 1)].into(),
+            types: vec!["noop".to_string()],
         };
         ts.store.heartbeat(&beat).await.unwrap();
-        let mut slot = ts.store.slot(&node).await.unwrap();
+        let mut slot = ts.store.slot(&node, &common::scope()).await.unwrap();
         let locked = slot.lock(&[id]).await.unwrap();
         assert_eq!(locked.jobs.len(), 1);
         drop(locked);

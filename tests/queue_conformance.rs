@@ -52,20 +52,76 @@ impl Drop for Fresh {
             if let Ok(mut c) =
                 redis::Client::open(common::redis_url()).and_then(|c| c.get_connection())
             {
-                let _: redis::RedisResult<()> =
-                    redis::cmd("DEL").arg(format!("{p}:queue")).query(&mut c);
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{p}:*"))
+                    .query(&mut c)
+                    .unwrap_or_default();
+                if !keys.is_empty() {
+                    let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut c);
+                }
             }
         }
     }
 }
 
 fn due(n: usize, priority: i16) -> Vec<Due> {
+    (0..n).map(|_| Due::new(Uuid::now_v7(), priority)).collect()
+}
+
+fn due_in(queue: &str, n: usize) -> Vec<Due> {
     (0..n)
         .map(|_| Due {
-            id: Uuid::now_v7(),
-            priority,
+            queue: queue.to_string(),
+            ..Due::new(Uuid::now_v7(), 0)
         })
         .collect()
+}
+
+/// A runner pops only the named queue it serves: IDs of another queue are neither returned
+/// nor consumed, and the depth counts every queue.
+async fn named_queues_are_separate(kind: Kind) {
+    let f = Fresh::new(kind).await;
+    let q = &f.queue;
+    let media = due_in("media", 3);
+    let default = due_in("default", 2);
+    let mut mixed = media.clone();
+    mixed.extend(default.clone());
+    assert_eq!(q.push(&mixed).await.unwrap(), 5);
+    assert_eq!(q.depth().await.unwrap(), 5);
+    assert!(q.pop("other", 10, Duration::ZERO).await.unwrap().is_empty());
+    let got = q.pop("default", 10, Duration::ZERO).await.unwrap();
+    assert_eq!(got, default.iter().map(|d| d.id).collect::<Vec<_>>());
+    assert_eq!(q.depth().await.unwrap(), 3, "media's IDs are still there");
+    let got = q.pop("media", 10, Duration::ZERO).await.unwrap();
+    assert_eq!(got, media.iter().map(|d| d.id).collect::<Vec<_>>());
+    assert_eq!(q.depth().await.unwrap(), 0);
+}
+
+/// A popper waiting on one queue is not woken, and takes nothing, when another queue gets IDs;
+/// it is woken by a push to its own.
+async fn a_push_wakes_only_its_queue(kind: Kind) {
+    let f = Fresh::new(kind).await;
+    let q = f.queue.clone();
+    let waiter = tokio::spawn(async move { q.pop("media", 5, Duration::from_secs(20)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    f.queue.push(&due_in("default", 2)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !waiter.is_finished(),
+        "a push to default woke a media popper"
+    );
+    let media = due_in("media", 1);
+    f.queue.push(&media).await.unwrap();
+    let got = waiter.await.unwrap().unwrap();
+    assert_eq!(got, vec![media[0].id]);
+    assert_eq!(
+        f.queue
+            .pop("default", 5, Duration::ZERO)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 async fn dedup(kind: Kind) {
@@ -75,11 +131,11 @@ async fn dedup(kind: Kind) {
     assert_eq!(q.push(&items).await.unwrap(), 5);
     assert_eq!(q.push(&items).await.unwrap(), 0, "re-offering adds nothing");
     // Duplicates inside one push count once.
-    let one = items[0];
-    let mixed = vec![one, one, due(1, 0)[0]];
+    let one = items[0].clone();
+    let mixed = vec![one.clone(), one, due(1, 0)[0].clone()];
     assert_eq!(q.push(&mixed).await.unwrap(), 1);
     assert_eq!(q.depth().await.unwrap(), 6);
-    let all = q.pop(100, Duration::ZERO).await.unwrap();
+    let all = q.pop("default", 100, Duration::ZERO).await.unwrap();
     assert_eq!(all.len(), 6);
     assert_eq!(all.iter().collect::<HashSet<_>>().len(), 6);
     // Popped IDs may be offered again (the reconciler does) and come back once.
@@ -98,7 +154,7 @@ async fn priority_then_fifo(kind: Kind) {
     for batch in [&min, &low, &mid, &high, &max] {
         q.push(batch).await.unwrap();
     }
-    let got = q.pop(100, Duration::ZERO).await.unwrap();
+    let got = q.pop("default", 100, Duration::ZERO).await.unwrap();
     let want: Vec<Uuid> = [&max, &high, &mid, &low, &min]
         .iter()
         .flat_map(|b| b.iter().map(|d| d.id))
@@ -111,21 +167,31 @@ async fn pop_takes_at_most_max(kind: Kind) {
     let q = &f.queue;
     let items = due(10, 0);
     q.push(&items).await.unwrap();
-    let first = q.pop(3, Duration::from_millis(100)).await.unwrap();
+    let first = q
+        .pop("default", 3, Duration::from_millis(100))
+        .await
+        .unwrap();
     assert_eq!(first, items[..3].iter().map(|d| d.id).collect::<Vec<_>>());
     assert_eq!(q.depth().await.unwrap(), 7);
-    let rest = q.pop(100, Duration::from_millis(100)).await.unwrap();
+    let rest = q
+        .pop("default", 100, Duration::from_millis(100))
+        .await
+        .unwrap();
     assert_eq!(rest.len(), 7);
     assert_eq!(q.depth().await.unwrap(), 0);
     // max 0 is treated as 1, never as "nothing".
     q.push(&due(2, 0)).await.unwrap();
-    assert_eq!(q.pop(0, Duration::ZERO).await.unwrap().len(), 1);
+    assert_eq!(q.pop("default", 0, Duration::ZERO).await.unwrap().len(), 1);
 }
 
 async fn empty_pop_waits_then_times_out(kind: Kind) {
     let f = Fresh::new(kind).await;
     let started = Instant::now();
-    let got = f.queue.pop(4, Duration::from_millis(400)).await.unwrap();
+    let got = f
+        .queue
+        .pop("default", 4, Duration::from_millis(400))
+        .await
+        .unwrap();
     let took = started.elapsed();
     assert!(got.is_empty());
     assert!(
@@ -133,7 +199,12 @@ async fn empty_pop_waits_then_times_out(kind: Kind) {
         "returned after {took:?}"
     );
     assert!(took < Duration::from_secs(5), "returned after {took:?}");
-    assert!(f.queue.pop(4, Duration::ZERO).await.unwrap().is_empty());
+    assert!(f
+        .queue
+        .pop("default", 4, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn blocked_pop_wakes_on_push(kind: Kind) {
@@ -142,7 +213,7 @@ async fn blocked_pop_wakes_on_push(kind: Kind) {
     let waiter = tokio::spawn(async move {
         let t = Instant::now();
         (
-            q.pop(5, Duration::from_secs(20)).await.unwrap(),
+            q.pop("default", 5, Duration::from_secs(20)).await.unwrap(),
             t.elapsed(),
         )
     });
@@ -157,7 +228,7 @@ async fn blocked_pop_wakes_on_push(kind: Kind) {
     assert!(!got.is_empty() && got.len() <= 3, "{got:?}");
     assert_eq!(got[0], items[0].id);
     assert!(took < Duration::from_secs(10), "woke after {took:?}");
-    let rest = f.queue.pop(5, Duration::ZERO).await.unwrap();
+    let rest = f.queue.pop("default", 5, Duration::ZERO).await.unwrap();
     assert_eq!(got.len() + rest.len(), 3);
 }
 
@@ -166,7 +237,7 @@ async fn depth_counts_waiting_ids(kind: Kind) {
     assert_eq!(f.queue.depth().await.unwrap(), 0);
     f.queue.push(&due(42, 1)).await.unwrap();
     assert_eq!(f.queue.depth().await.unwrap(), 42);
-    f.queue.pop(40, Duration::ZERO).await.unwrap();
+    f.queue.pop("default", 40, Duration::ZERO).await.unwrap();
     assert_eq!(f.queue.depth().await.unwrap(), 2);
 }
 
@@ -187,7 +258,10 @@ async fn concurrent_poppers_never_share_an_id(kind: Kind) {
             let mut mine = Vec::new();
             let mut empty = 0;
             while empty < 3 {
-                let got = q.pop(1 + i % 7, Duration::from_millis(200)).await.unwrap();
+                let got = q
+                    .pop("default", 1 + i % 7, Duration::from_millis(200))
+                    .await
+                    .unwrap();
                 if got.is_empty() {
                     empty += 1;
                 } else {
@@ -242,4 +316,6 @@ queue_suite!(
     blocked_pop_wakes_on_push,
     depth_counts_waiting_ids,
     concurrent_poppers_never_share_an_id,
+    named_queues_are_separate,
+    a_push_wakes_only_its_queue,
 );

@@ -66,7 +66,7 @@ async fn sixteen_workers_and_duplicate_ids_run_each_job_once() {
         .unwrap();
     // Every ID offered three times while workers are popping: duplicates in flight.
     for _ in 0..3 {
-        let due: Vec<Due> = ids.iter().map(|&id| Due { id, priority: 0 }).collect();
+        let due: Vec<Due> = ids.iter().map(|&id| Due::new(id, 0)).collect();
         queue.push(&due).await.unwrap();
         tokio::time::sleep(Duration::from_millis(30)).await;
     }

@@ -114,6 +114,49 @@ async fn a_postgres_schema_from_the_first_release_is_upgraded_with_its_jobs() {
     .await
     .unwrap();
     assert_eq!(old, 0, "the old bookkeeping table is gone");
+    // Unique jobs (0006), queues (0007), counters (0009) and intents (0010) all stand after
+    // every migration, and 0012 left one `add_job` / `add_jobs` / `insert_job` each.
+    let names = |sql: &'static str| {
+        let admin = admin.clone();
+        let schema = schema.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(sql)
+                .bind(&schema)
+                .fetch_all(&admin)
+                .await
+                .unwrap()
+        }
+    };
+    let indexes = names("SELECT indexname::text FROM pg_indexes WHERE schemaname = $1").await;
+    for want in ["jobs_unique_open_idx", "jobs_queue_due_idx"] {
+        assert!(indexes.iter().any(|i| i == want), "{want}: {indexes:?}");
+    }
+    assert!(!indexes.iter().any(|i| i == "jobs_due_idx"), "{indexes:?}");
+    let triggers = names(
+        "SELECT t.tgname::text FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = 'jobs' \
+         AND NOT t.tgisinternal",
+    )
+    .await;
+    for want in [
+        "jobs_forget_unique_key",
+        "jobs_count_insert",
+        "jobs_count_update",
+        "jobs_count_delete",
+    ] {
+        assert!(triggers.iter().any(|t| t == want), "{want}: {triggers:?}");
+    }
+    let tables = names("SELECT tablename::text FROM pg_tables WHERE schemaname = $1").await;
+    for want in ["unique_keys", "cron", "counts", "intents"] {
+        assert!(tables.iter().any(|t| t == want), "{want}: {tables:?}");
+    }
+    let mut funcs = names(
+        "SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+         WHERE n.nspname = $1 AND p.proname IN ('add_job', 'add_jobs', 'insert_job')",
+    )
+    .await;
+    funcs.sort();
+    assert_eq!(funcs, ["add_job", "add_jobs", "insert_job"], "one of each");
     let store: Arc<dyn Store> = Arc::new(store);
     let j = store.job(ids[0]).await.unwrap().unwrap();
     assert_eq!(j.target, serde_json::json!({"legacy": true}));
@@ -178,6 +221,21 @@ async fn a_sqlite_file_from_the_first_release_is_upgraded_with_its_jobs() {
             .await
             .unwrap();
     assert_eq!(held, 0);
+    let objects: Vec<String> = sqlx::query_scalar("SELECT name FROM sqlite_master")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    for want in [
+        "jobs_unique_open_idx",
+        "jobs_forget_unique_key",
+        "jobs_queue_due_idx",
+        "jobs_count_insert",
+        "unique_keys",
+        "counts",
+    ] {
+        assert!(objects.iter().any(|o| o == want), "{want}: {objects:?}");
+    }
+    assert!(!objects.iter().any(|o| o == "jobs_due_idx"), "{objects:?}");
     let store: Arc<dyn Store> = Arc::new(store);
     run_all(store, &ids).await;
 }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::error::{ApiError, ErrorBody, Json, Path};
 use super::jobs::{check_run_at, traceparent, TraceHeader};
 use super::ApiState;
-use crate::job::{validate_target, validate_type};
+use crate::job::{validate_queue, validate_target, validate_type};
 use crate::report::BatchReport;
 use crate::store::BatchOptions;
 
@@ -35,6 +35,9 @@ pub struct SubmitBatch {
     pub priority: Option<i16>,
     /// When the jobs become due (RFC 3339) [default: now].
     pub run_at: Option<DateTime<Utc>>,
+    /// The named queue (ASCII letters, digits, `_ - .`, at most 64) [default: the type's,
+    /// or `default`].
+    pub queue: Option<String>,
 }
 
 /// A submitted batch: its progress, and how many targets were duplicates.
@@ -94,6 +97,9 @@ pub async fn submit(
     if let Some(t) = req.run_at {
         check_run_at(t)?;
     }
+    if let Some(q) = &req.queue {
+        validate_queue(q).map_err(ApiError::bad_request)?;
+    }
     let sub = s
         .client()
         .submit_batch(
@@ -105,6 +111,7 @@ pub async fn submit(
                 priority: req.priority.unwrap_or(0),
                 run_at: req.run_at,
                 traceparent,
+                queue: req.queue,
             },
         )
         .await?;

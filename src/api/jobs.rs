@@ -28,6 +28,9 @@ pub struct SubmitJob {
     pub priority: Option<i16>,
     /// When the job becomes due (RFC 3339) [default: now].
     pub run_at: Option<DateTime<Utc>>,
+    /// The named queue: only nodes serving it run the job (ASCII letters, digits, `_ - .`,
+    /// at most 64) [default: the type's, or `default`].
+    pub queue: Option<String>,
     /// At most one open job (pending or running) of this type with this key: if one exists,
     /// nothing is inserted and the answer is that job, with `"duplicate": true` and status
     /// 200. 1 to 512 bytes [default: the key the type derives from the target's `unique`
@@ -103,6 +106,7 @@ pub async fn submit(
         target: req.target,
         run_at: req.run_at,
         priority: req.priority.unwrap_or(0),
+        queue: req.queue,
         unique_key: req.unique_key,
         unique_for: req
             .unique_for

@@ -38,7 +38,11 @@ pub async fn claim_latency(
     claims: usize,
     chunk: usize,
 ) -> Result<ClaimCost> {
-    let mut slot = store.slot("bench-claims").await?;
+    let scope = crate::store::Scope {
+        queue: crate::job::DEFAULT_QUEUE.into(),
+        types: vec!["noop".to_string()].into(),
+    };
+    let mut slot = store.slot("bench-claims", &scope).await?;
     let mut ms = Vec::with_capacity(claims);
     for _ in 0..claims {
         let started = Instant::now();

@@ -81,7 +81,7 @@ pub async fn measure(
         let ids = store.insert_jobs(&jobs).await?;
         let at = Instant::now();
         if pushed {
-            let due: Vec<Due> = ids.iter().map(|&id| Due { id, priority: 0 }).collect();
+            let due: Vec<Due> = ids.iter().map(|&id| Due::new(id, 0)).collect();
             queue.push(&due).await?;
         }
         committed.extend(ids.into_iter().map(|id| (id, at)));

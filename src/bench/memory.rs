@@ -40,7 +40,14 @@ pub async fn measure(cfg: &BenchConfig) -> Result<f64> {
     let deadline = Instant::now() + Duration::from_secs(120);
     while !s
         .store
-        .due_pending(1, Duration::from_secs(10))
+        .due_pending(
+            1,
+            Duration::from_secs(10),
+            &crate::store::Scope {
+                queue: crate::job::DEFAULT_QUEUE.into(),
+                types: vec!["noop".to_string()].into(),
+            },
+        )
         .await?
         .is_empty()
         && Instant::now() < deadline

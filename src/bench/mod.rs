@@ -356,7 +356,7 @@ async fn processing_rate_in(
     let s = Scratch::new(&cfg.database_url, concurrency as u32 + 4).await?;
     let ids = s.noop_batch(cfg.jobs).await?;
     if pushed {
-        let due: Vec<Due> = ids.iter().map(|&id| Due { id, priority: 0 }).collect();
+        let due: Vec<Due> = ids.iter().map(|&id| Due::new(id, 0)).collect();
         for part in due.chunks(10_000) {
             queue.push(part).await?;
         }

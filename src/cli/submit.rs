@@ -39,6 +39,9 @@ pub struct SubmitArgs {
     /// Run at this time (RFC 3339), not now.
     #[arg(long)]
     pub run_at: Option<DateTime<Utc>>,
+    /// The named queue [default: the type's (`queue` in its [types.X] table), or `default`]
+    #[arg(long)]
+    pub queue: Option<String>,
     /// At most one open job of this type with this key: if one exists (pending or running),
     /// nothing is inserted and its id is printed. One --target only.
     #[arg(long, conflicts_with_all = ["file", "batch", "wait"])]
@@ -55,6 +58,9 @@ pub struct SubmitArgs {
 
 pub async fn run(s: &Settings, a: SubmitArgs) -> anyhow::Result<()> {
     crate::job::validate_type(&a.job_type).map_err(anyhow::Error::msg)?;
+    if let Some(q) = &a.queue {
+        crate::job::validate_queue(q).map_err(|e| anyhow::anyhow!("--queue: {e}"))?;
+    }
     let targets = match &a.file {
         Some(p) => read_targets(p)?,
         None if a.targets.is_empty() => bail!("give at least one --target JSON or a --file"),
@@ -102,6 +108,7 @@ pub async fn run(s: &Settings, a: SubmitArgs) -> anyhow::Result<()> {
                     max_attempts: a.max_attempts,
                     priority: a.priority,
                     run_at: a.run_at,
+                    queue: a.queue.clone(),
                     ..BatchOptions::default()
                 },
             )
@@ -130,6 +137,7 @@ pub async fn run(s: &Settings, a: SubmitArgs) -> anyhow::Result<()> {
                 max_attempts: a.max_attempts,
                 run_at: a.run_at,
                 priority: a.priority,
+                queue: a.queue.clone(),
                 unique_key: a.unique_key.clone(),
                 unique_for,
                 traceparent: None,

@@ -24,9 +24,18 @@ pub struct WorkerArgs {
 /// The flags of a node, shared by `worker` and `serve`.
 #[derive(Debug, clap::Args)]
 pub struct NodeArgs {
-    /// Runner tasks (concurrent jobs) on this node [default: 16]
+    /// Runner tasks (concurrent jobs) on this node, all serving the `default` queue
+    /// [default: 16]
     #[arg(long, env = "SKIPLOCK_CONCURRENCY")]
     pub concurrency: Option<usize>,
+    /// The named queues this node serves, each with its runners: default=16,media=4
+    /// [default: default=--concurrency]
+    #[arg(long, env = "SKIPLOCK_QUEUES")]
+    pub queues: Option<String>,
+    /// Fail pending jobs of a type no live node has had a processor for this long (90s, 15m,
+    /// 36h, 7d or never) [default: never]
+    #[arg(long, env = "SKIPLOCK_FAIL_UNRUNNABLE_AFTER")]
+    pub fail_unrunnable_after: Option<String>,
     /// Jobs locked per transaction: `auto` sizes each runner's chunks to the backlog (one job
     /// while jobs trickle in, up to 1000 while a backlog lasts; `auto:MAX` sets the ceiling),
     /// a number fixes it (1 runs each job in its own transaction) [default: auto]
@@ -140,6 +149,8 @@ impl NodeArgs {
         let mut config = NodeConfig::default();
         self.timing.apply(&mut config)?;
         config.executor.concurrency = s.concurrency(self.concurrency);
+        config.executor.queues = self.resolve_queues(s)?;
+        config.unrunnable.fail_after = self.resolve_fail_after(s)?;
         s.chunk_size(self.chunk_size).apply(&mut config.executor);
         if let Some(ms) = self.poll_ms {
             config.executor.poll = Duration::from_millis(ms);
@@ -158,6 +169,48 @@ impl NodeArgs {
     }
 }
 
+impl NodeArgs {
+    /// `--queues` over the file's `[queues]`; empty when neither is given (the `default`
+    /// queue with `--concurrency`). Both a concurrency and queues is refused: which one
+    /// counts would otherwise be a guess.
+    fn resolve_queues(&self, s: &Settings) -> anyhow::Result<Vec<(String, usize)>> {
+        let queues = match &self.queues {
+            Some(spec) => Some(
+                crate::config::parse_queues(spec)
+                    .map_err(anyhow::Error::msg)
+                    .context("--queues")?,
+            ),
+            None => s.file.queues()?,
+        };
+        match queues {
+            None => Ok(Vec::new()),
+            Some(_) if self.concurrency.is_some() || s.file.concurrency.is_some() => bail!(
+                "give either --concurrency (the default queue's runners) or --queues \
+                 (each queue's runners), not both"
+            ),
+            Some(q) => Ok(q),
+        }
+    }
+
+    /// `--fail-unrunnable-after` over the file's `fail_unrunnable_after`; `None`: never.
+    fn resolve_fail_after(&self, s: &Settings) -> anyhow::Result<Option<Duration>> {
+        use crate::maintenance::retention::parse_keep;
+        use crate::maintenance::Keep;
+        let (v, what) = match (&self.fail_unrunnable_after, &s.file.fail_unrunnable_after) {
+            (Some(v), _) => (v, "--fail-unrunnable-after"),
+            (None, Some(v)) => (v, "fail_unrunnable_after"),
+            (None, None) => return Ok(None),
+        };
+        let keep = parse_keep(v.trim())
+            .map_err(|e| anyhow::anyhow!(e.replace("retention", "duration")))
+            .context(what)?;
+        Ok(match keep {
+            Keep::Forever => None,
+            Keep::For(d) => Some(d),
+        })
+    }
+}
+
 impl NodePlan {
     /// Opens the store (one connection per runner plus `extra`), the queue and the event bus,
     /// and starts the node.
@@ -167,7 +220,7 @@ impl NodePlan {
         extra: u32,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Started> {
-        let pool = self.config.executor.concurrency as u32 + extra;
+        let pool = self.config.executor.total_concurrency() as u32 + extra;
         // A tx-mode job holds its transaction at most its time limit (plus the timer's
         // grace); a session idle in a transaction well past the longest is stuck.
         let longest = self

@@ -308,6 +308,8 @@ async fn run_one(ctx: &Ctx, job: &Job, conn: &mut dyn JobConn) -> Step {
 
 /// Runs one job's processor behind its savepoint and decides its outcome.
 async fn attempt(ctx: &Ctx, job: &Job, conn: &mut dyn JobConn) -> Step {
+    // A runner's slot only locks and claims the types of this registry, so a job without a
+    // processor cannot get here; should one ever, it is failed rather than run by guesswork.
     let Some(reg) = ctx.registry.get(&job.job_type) else {
         return Step::Decided(decide(
             ctx,

@@ -1,6 +1,8 @@
-//! The executor: per node, `concurrency` runner tasks that pop IDs and run the transactional
-//! flow in [`chunk`]. Shutdown stops popping, lets running chunks finish within a grace
-//! period, then abandons the rest (their transactions roll back; the jobs stay pending).
+//! The executor: per node and per named queue it serves, that queue's runner tasks, which pop
+//! the queue's IDs and claim its jobs (of the types this node has processors for) and run the
+//! transactional flow in [`chunk`]. Shutdown stops popping, lets running chunks finish within
+//! a grace period, then abandons the rest (their transactions roll back; the jobs stay
+//! pending).
 
 mod chunk;
 mod lease;
@@ -23,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::node_state::NodeState;
 use crate::processor::Registry;
 use crate::queue::Queue;
-use crate::store::{Slot, Store};
+use crate::store::{Scope, Slot, Store};
 use uuid::Uuid;
 
 use chunk::Ran;
@@ -31,8 +33,13 @@ use chunk::Ran;
 /// How the executor runs.
 #[derive(Debug, Clone)]
 pub struct ExecutorConfig {
-    /// Runner tasks, each holding at most one transaction (one pool connection). Default 16.
+    /// Runner tasks, each holding at most one transaction (one pool connection), when
+    /// `queues` is empty: they all serve the `default` queue. Default 16.
     pub concurrency: usize,
+    /// The named queues this node serves, each with its own runner tasks: a queue with 1
+    /// never runs two jobs at once on this node. Empty (the default): `default` with
+    /// `concurrency` runners, which is every job unless something names another queue.
+    pub queues: Vec<(String, usize)>,
     /// Jobs locked per transaction: with `adaptive`, the most a runner takes; otherwise
     /// exactly what it asks for. 1 is the single-job flow; more means fewer commits and much
     /// higher throughput for short jobs. Default 1000, adaptive.
@@ -65,6 +72,7 @@ impl Default for ExecutorConfig {
     fn default() -> Self {
         ExecutorConfig {
             concurrency: 16,
+            queues: Vec::new(),
             chunk_size: DEFAULT_MAX_CHUNK,
             adaptive: true,
             poll: Duration::from_secs(1),
@@ -102,11 +110,43 @@ pub const MAX_CHUNK: usize = 10_000;
 pub const DEFAULT_MAX_CHUNK: usize = 1000;
 
 impl ExecutorConfig {
+    /// The queues served, with their runners: `queues`, or `default` with `concurrency`.
+    pub fn served(&self) -> Vec<(String, usize)> {
+        if self.queues.is_empty() {
+            vec![(crate::job::DEFAULT_QUEUE.to_string(), self.concurrency)]
+        } else {
+            self.queues.clone()
+        }
+    }
+
+    /// Runner tasks in all.
+    pub fn total_concurrency(&self) -> usize {
+        self.served().iter().map(|(_, n)| n).sum()
+    }
+
     pub fn validate(&self) -> Result<()> {
         if !(1..=MAX_CONCURRENCY).contains(&self.concurrency) {
             return Err(Error::Config(format!(
                 "concurrency must be between 1 and {MAX_CONCURRENCY}, got {}",
                 self.concurrency
+            )));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (name, n) in &self.queues {
+            crate::job::validate_queue(name).map_err(Error::Config)?;
+            if !seen.insert(name.as_str()) {
+                return Err(Error::Config(format!("queue {name:?} is given twice")));
+            }
+            if !(1..=MAX_CONCURRENCY).contains(n) {
+                return Err(Error::Config(format!(
+                    "queue {name:?}: concurrency must be between 1 and {MAX_CONCURRENCY}, got {n}"
+                )));
+            }
+        }
+        if self.total_concurrency() > MAX_CONCURRENCY {
+            return Err(Error::Config(format!(
+                "the queues' runners add up to {}, more than {MAX_CONCURRENCY}",
+                self.total_concurrency()
             )));
         }
         if self.poll.is_zero() || self.poll > Duration::from_secs(3600) {
@@ -135,7 +175,13 @@ pub(crate) struct Ctx {
     pub config: ExecutorConfig,
     pub events: publisher::Sender,
     pub wake: wake::Wakeups,
-    /// Asks the refill task to move a backlog's IDs into the queue (see [`refill`]).
+}
+
+/// What one runner task serves, and what it shares with the other runners of its queue.
+pub(crate) struct Lane {
+    pub scope: Scope,
+    /// Asks the queue's refill task to move a backlog's IDs into the queue (see
+    /// [`refill_task`]).
     pub refill: Arc<tokio::sync::Notify>,
 }
 
@@ -183,14 +229,25 @@ impl Executor {
             None
         };
         let wake = wake::Wakeups::start(&mut waking, stop.clone(), notices);
-        let refill = Arc::new(tokio::sync::Notify::new());
-        waking.spawn(refill_task(
-            store.clone(),
-            queue.clone(),
-            refill.clone(),
-            config.lease_ttl,
-            stop.clone(),
-        ));
+        let types = node_types(&registry);
+        let mut lanes = Vec::new();
+        for (name, n) in config.served() {
+            let lane = Arc::new(Lane {
+                scope: Scope {
+                    queue: name,
+                    types: types.clone(),
+                },
+                refill: Arc::new(tokio::sync::Notify::new()),
+            });
+            waking.spawn(refill_task(
+                store.clone(),
+                queue.clone(),
+                lane.clone(),
+                config.lease_ttl,
+                stop.clone(),
+            ));
+            lanes.push((lane, n));
+        }
         let ctx = Arc::new(Ctx {
             store,
             queue,
@@ -200,11 +257,12 @@ impl Executor {
             config,
             events,
             wake,
-            refill,
         });
         let mut runners = JoinSet::new();
-        for _ in 0..ctx.config.concurrency {
-            runners.spawn(runner(ctx.clone(), stop.clone()));
+        for (lane, n) in lanes {
+            for _ in 0..n {
+                runners.spawn(runner(ctx.clone(), lane.clone(), stop.clone()));
+            }
         }
         Ok(Executor {
             runners,
@@ -243,7 +301,15 @@ impl Executor {
     }
 }
 
-async fn runner(ctx: Arc<Ctx>, stop: CancellationToken) {
+/// The types a node's registry has processors for, sorted: what its runners may take.
+pub fn node_types(registry: &Registry) -> Arc<[String]> {
+    let mut t: Vec<String> = registry.types().map(str::to_string).collect();
+    t.sort();
+    t.into()
+}
+
+async fn runner(ctx: Arc<Ctx>, lane: Arc<Lane>, stop: CancellationToken) {
+    let queue = lane.scope.queue.as_str();
     let mut sizing = sizing::Sizing::new(ctx.config.chunk_size, ctx.config.adaptive);
     let mut wake = ctx.wake.subscribe();
     // Consecutive failed rounds; drives the backoff and the sparse logging.
@@ -263,9 +329,9 @@ async fn runner(ctx: Arc<Ctx>, stop: CancellationToken) {
         // 1. The fast path: IDs pushed to the queue. Waits only when idle, and then also for
         //    a wake-up from the database or the poll interval, whichever comes first.
         let popped = match (idle, ask_queue) {
-            (false, true) => ctx.queue.pop(max, Duration::ZERO).await,
+            (false, true) => ctx.queue.pop(queue, max, Duration::ZERO).await,
             (true, true) => tokio::select! {
-                r = ctx.queue.pop(max, ctx.config.poll) => r,
+                r = ctx.queue.pop(queue, max, ctx.config.poll) => r,
                 _ = wake.changed() => Ok(Vec::new()),
                 _ = stop.cancelled() => break,
             },
@@ -288,9 +354,9 @@ async fn runner(ctx: Arc<Ctx>, stop: CancellationToken) {
         let result = match popped {
             Ok(ids) if !ids.is_empty() => {
                 let n = ids.len();
-                run_ids(&ctx, &mut slot, ids).await.map(|_| n)
+                run_ids(&ctx, &lane, &mut slot, ids).await.map(|_| n)
             }
-            _ => claim(&ctx, &mut slot, max).await,
+            _ => claim(&ctx, &lane, &mut slot, max).await,
         };
         match result {
             Ok(got) => {
@@ -333,10 +399,11 @@ const REFILL_EVERY: Duration = Duration::from_millis(100);
 async fn refill_task(
     store: Arc<dyn Store>,
     queue: Arc<dyn Queue>,
-    refill: Arc<tokio::sync::Notify>,
+    lane: Arc<Lane>,
     node_stale: Duration,
     stop: CancellationToken,
 ) {
+    let refill = &lane.refill;
     // Whether the last refill found more than it could take: the backlog goes on, so the
     // queue is topped up again as it runs low, without waiting for another full claim.
     let mut backlog = false;
@@ -363,7 +430,10 @@ async fn refill_task(
             }
         }
         // A failed refill costs nothing: runners keep claiming.
-        backlog = match store.due_pending(REFILL_LIMIT, node_stale).await {
+        backlog = match store
+            .due_pending(REFILL_LIMIT, node_stale, &lane.scope)
+            .await
+        {
             Ok(due) => {
                 let full = due.len() as i64 >= REFILL_LIMIT;
                 full && queue.push(&due).await.is_ok()
@@ -375,10 +445,15 @@ async fn refill_task(
 
 /// Claims a chunk of up to `max` jobs straight from the store and runs it; returns how many
 /// jobs it ran.
-async fn claim(ctx: &Ctx, slot: &mut Option<Box<dyn Slot>>, max: usize) -> Result<usize> {
+async fn claim(
+    ctx: &Ctx,
+    lane: &Lane,
+    slot: &mut Option<Box<dyn Slot>>,
+    max: usize,
+) -> Result<usize> {
     let s = match slot {
         Some(s) => s,
-        None => slot.insert(ctx.store.slot(&ctx.node.id).await?),
+        None => slot.insert(ctx.store.slot(&ctx.node.id, &lane.scope).await?),
     };
     match chunk::run(ctx, s.as_mut(), chunk::Source::Claim(max)).await {
         Ok(Ran::Done(n)) => {
@@ -386,14 +461,14 @@ async fn claim(ctx: &Ctx, slot: &mut Option<Box<dyn Slot>>, max: usize) -> Resul
                 // A full claim: a backlog is waiting. Claiming it chunk by chunk makes every
                 // runner skip the rows the others hold at the head of the index; one read of
                 // the backlog into the queue lets them take disjoint chunks by ID instead.
-                ctx.refill.notify_one();
+                lane.refill.notify_one();
             }
             Ok(n)
         }
         Ok(Ran::Broken { rest, alone }) => {
             *slot = None;
             let n = rest.len().max(1);
-            follow_up(ctx, slot, rest, alone).await?;
+            follow_up(ctx, lane, slot, rest, alone).await?;
             Ok(n)
         }
         Err(e) => {
@@ -406,31 +481,37 @@ async fn claim(ctx: &Ctx, slot: &mut Option<Box<dyn Slot>>, max: usize) -> Resul
 /// Runs what a broken chunk handed back: its chunk-mates together, or each job alone.
 async fn follow_up(
     ctx: &Ctx,
+    lane: &Lane,
     slot: &mut Option<Box<dyn Slot>>,
     rest: Vec<Uuid>,
     alone: bool,
 ) -> Result<()> {
     if alone {
         for id in rest {
-            run_ids(ctx, slot, vec![id]).await?;
+            run_ids(ctx, lane, slot, vec![id]).await?;
         }
         Ok(())
     } else if rest.is_empty() {
         Ok(())
     } else {
-        run_ids(ctx, slot, rest).await
+        run_ids(ctx, lane, slot, rest).await
     }
 }
 
 /// Runs popped IDs as a chunk, then whatever a broken chunk hands back: its chunk-mates
 /// (the culprit charged and gone, so this ends), or each job alone when the database refused
 /// the chunk's outcomes. The slot is replaced after anything went wrong on its connection.
-async fn run_ids(ctx: &Ctx, slot: &mut Option<Box<dyn Slot>>, ids: Vec<Uuid>) -> Result<()> {
+async fn run_ids(
+    ctx: &Ctx,
+    lane: &Lane,
+    slot: &mut Option<Box<dyn Slot>>,
+    ids: Vec<Uuid>,
+) -> Result<()> {
     let mut work = vec![ids];
     while let Some(ids) = work.pop() {
         let s = match slot {
             Some(s) => s,
-            None => slot.insert(ctx.store.slot(&ctx.node.id).await?),
+            None => slot.insert(ctx.store.slot(&ctx.node.id, &lane.scope).await?),
         };
         match chunk::run(ctx, s.as_mut(), chunk::Source::Ids(&ids)).await {
             Ok(Ran::Done(_)) => {}

@@ -190,8 +190,8 @@ impl Cron {
     }
 
     /// Evaluates every entry at `now` (the caller's clock), claiming and inserting what is
-    /// due. Returns the jobs this node inserted, for the caller to queue.
-    pub async fn run_once(&self, now: DateTime<Utc>) -> Result<(CronCounts, Vec<uuid::Uuid>)> {
+    /// due. Returns the jobs this node inserted (each with its queue), for the caller to queue.
+    pub async fn run_once(&self, now: DateTime<Utc>) -> Result<(CronCounts, Vec<Due>)> {
         let marks: HashMap<String, DateTime<Utc>> =
             self.store.cron_marks().await?.into_iter().collect();
         let mut counts = CronCounts::default();
@@ -217,7 +217,11 @@ impl Cron {
             match self.store.cron_claim(&e.name, from, to, &jobs).await? {
                 Some(done) => {
                     counts.inserted += done.iter().filter(|i| !i.duplicate).count() as u64;
-                    ids.extend(done.iter().filter(|i| !i.duplicate).map(|i| i.id));
+                    ids.extend(done.into_iter().filter(|i| !i.duplicate).map(|i| Due {
+                        id: i.id,
+                        priority: 0,
+                        queue: i.queue,
+                    }));
                 }
                 None => counts.lost += 1,
             }
@@ -243,7 +247,7 @@ impl Cron {
         loop {
             let now = Utc::now();
             let wait = match self.run_once(now).await {
-                Ok((c, ids)) => {
+                Ok((c, due)) => {
                     if failing {
                         failing = false;
                         warn!(service = "cron", "recovered");
@@ -255,7 +259,6 @@ impl Cron {
                             "cron ticks claimed"
                         );
                     }
-                    let due: Vec<Due> = ids.into_iter().map(|id| Due { id, priority: 0 }).collect();
                     if !due.is_empty() {
                         if let Err(e) = queue.push(&due).await {
                             warn!(error = %e, "cron: queue push failed; runners will claim the jobs");

@@ -8,6 +8,7 @@ mod pruner;
 mod reconciler;
 pub mod retention;
 pub mod schedule;
+mod unrunnable;
 
 use std::future::Future;
 use std::time::Duration;
@@ -20,6 +21,7 @@ pub use heartbeat::{Heartbeat, HeartbeatConfig};
 pub use pruner::{Pruner, PrunerConfig};
 pub use reconciler::{Reconciled, Reconciler, ReconcilerConfig};
 pub use retention::{Keep, Retention};
+pub use unrunnable::{UnrunnableConfig, UnrunnableJobs};
 
 /// Runs `once` every `every` until `stop`, logging failures only when they start and end, so
 /// an outage yields two lines, not one per tick.

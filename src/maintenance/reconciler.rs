@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::node_state::NodeState;
 use crate::queue::Queue;
-use crate::store::Store;
+use crate::store::{Scope, Store};
 
 #[derive(Debug, Clone)]
 pub struct ReconcilerConfig {
@@ -56,6 +56,10 @@ pub struct Reconciler {
     queue: Arc<dyn Queue>,
     metrics: Arc<Metrics>,
     config: ReconcilerConfig,
+    /// What this node runs, a scope per queue it serves: it offers only those jobs, so the
+    /// IDs it pushes are ones its own runners can take, and a job no node here can run is
+    /// never passed around (a node that can run it offers it).
+    scopes: Vec<Scope>,
 }
 
 impl Reconciler {
@@ -65,6 +69,7 @@ impl Reconciler {
         queue: Arc<dyn Queue>,
         metrics: Arc<Metrics>,
         config: ReconcilerConfig,
+        scopes: Vec<Scope>,
     ) -> Result<Self> {
         if config.interval.is_zero() || config.limit < 1 || config.node_stale.is_zero() {
             return Err(Error::Config(
@@ -77,6 +82,7 @@ impl Reconciler {
             queue,
             metrics,
             config,
+            scopes,
         })
     }
 
@@ -89,10 +95,14 @@ impl Reconciler {
         // Keeps the report's pending count changes few, so a report costs the same at any
         // age of the queue (see migration 0009).
         self.store.fold_counts().await?;
-        let mut due = self
-            .store
-            .due_pending(self.config.limit, self.config.node_stale)
-            .await?;
+        let mut due = Vec::new();
+        for scope in &self.scopes {
+            due.extend(
+                self.store
+                    .due_pending(self.config.limit, self.config.node_stale, scope)
+                    .await?,
+            );
+        }
         let held = self.node.held();
         due.retain(|d| !held.contains(&d.id));
         let enqueued = self.queue.push(&due).await? as u64;

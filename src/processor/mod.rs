@@ -217,6 +217,8 @@ impl TypeOptions {
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     types: HashMap<String, TypeOptions>,
+    /// Types whose jobs go to a named queue other than `default` unless a job says otherwise.
+    queues: HashMap<String, String>,
     unique: HashMap<String, UniquePolicy>,
 }
 
@@ -272,6 +274,11 @@ impl Policy {
         self.unique.get(job_type)
     }
 
+    /// The queue a type's jobs go to when they name none; `None`: `default`.
+    pub fn queue(&self, job_type: &str) -> Option<&str> {
+        self.queues.get(job_type).map(String::as_str)
+    }
+
     /// Each known type with its options, sorted by type.
     pub fn types(&self) -> Vec<(&str, TypeOptions)> {
         let mut v: Vec<_> = self.types.iter().map(|(t, o)| (t.as_str(), *o)).collect();
@@ -292,6 +299,8 @@ pub struct Registered {
 #[derive(Clone, Default)]
 pub struct Registry {
     types: HashMap<String, Registered>,
+    /// Each type's named queue, where one is set (see [`Registry::set_queue`]).
+    queues: HashMap<String, String>,
     /// Types' uniqueness, published with their policy (see [`UniquePolicy`]).
     unique: HashMap<String, UniquePolicy>,
 }
@@ -356,6 +365,24 @@ impl Registry {
         }
     }
 
+    /// Sends the type's jobs to a named queue unless a job names its own: published with the
+    /// policy, so every insert path applies it (`queue = "…"` in `[types.X]`).
+    pub fn set_queue(&mut self, job_type: &str, queue: &str) -> Result<()> {
+        crate::job::validate_queue(queue).map_err(Error::Config)?;
+        if !self.types.contains_key(job_type) {
+            return Err(Error::Config(format!("no processor for type {job_type:?}")));
+        }
+        self.queues.insert(job_type.to_string(), queue.to_string());
+        Ok(())
+    }
+
+    /// The queue a type's jobs go to when they name none.
+    pub fn queue(&self, job_type: &str) -> &str {
+        self.queues
+            .get(job_type)
+            .map_or(crate::job::DEFAULT_QUEUE, String::as_str)
+    }
+
     /// Makes a registered type's jobs unique by `policy` (see [`UniquePolicy`]).
     pub fn set_unique(&mut self, job_type: &str, policy: UniquePolicy) -> Result<()> {
         policy.validate()?;
@@ -387,6 +414,7 @@ impl Registry {
                 .iter()
                 .map(|(t, r)| (t.clone(), r.options))
                 .collect(),
+            queues: self.queues.clone(),
             unique: self.unique.clone(),
         }
     }

@@ -1,7 +1,11 @@
-//! The Redis queue for many nodes: one sorted set of job IDs under `{prefix}:queue`, scored so
-//! that the lowest score is the highest priority and, within a priority, the oldest job.
+//! The Redis queue for many nodes: one sorted set of job IDs per named queue (`{prefix}:queue`
+//! for `default`, `{prefix}:queue:NAME` for the others), scored so that the lowest score is
+//! the highest priority and, within a priority, the oldest job. A runner pops only the set of
+//! the queue it serves; the names other than `default` are kept in the set `{prefix}:queues`
+//! (added once per process and name), for the depth.
 //!
-//! - `push` is one `ZADD NX` for the whole slice: one round trip, and an ID already queued is
+//! - `push` is one `ZADD NX` per named queue in the slice (nearly always one: one round
+//!   trip), and an ID already queued is
 //!   neither added twice nor moved. The score is the priority, then the job's age read from
 //!   its UUIDv7 ID, so an ID the reconciler re-offers (after a crash, a flush) goes back to
 //!   its place near the front instead of behind the whole backlog.
@@ -66,7 +70,13 @@ pub struct RedisQueue {
     /// Idle connections for `BZPOPMIN`, one per waiting popper. A mutex held only to take or
     /// return one, never across an await.
     blocking: Mutex<Vec<MultiplexedConnection>>,
+    /// The prefix of every key.
+    prefix: String,
+    /// The `default` queue's sorted set.
     queue_key: String,
+    /// Named queues this process has added to `{prefix}:queues`. Held only for a lookup or
+    /// an insert, never across an await.
+    named: Mutex<std::collections::HashSet<String>>,
     /// Whether the last command failed, so an outage is logged once when it starts and once
     /// when it ends, not once per failed call.
     down: AtomicBool,
@@ -82,15 +92,55 @@ impl RedisQueue {
             client,
             conn,
             blocking: Mutex::new(Vec::new()),
+            prefix: prefix.to_string(),
             queue_key: format!("{prefix}:queue"),
+            named: Mutex::new(std::collections::HashSet::new()),
             down: AtomicBool::new(false),
             shown_url: crate::store::redact_url(url),
         })
     }
 
-    /// The sorted set's key, for operators (and tests that delete it).
+    /// The `default` queue's sorted set, for operators (and tests that delete it).
     pub fn queue_key(&self) -> &str {
         &self.queue_key
+    }
+
+    /// The sorted set of a named queue: `{prefix}:queue` for `default` (as before queues had
+    /// names), `{prefix}:queue:NAME` for the others. Names are validated where they come in
+    /// (letters, digits, `_ - .`), so one cannot reach into another key.
+    pub fn key_for(&self, queue: &str) -> String {
+        if queue == crate::job::DEFAULT_QUEUE {
+            self.queue_key.clone()
+        } else {
+            format!("{}:{queue}", self.queue_key)
+        }
+    }
+
+    /// The set of the named queues pushed to.
+    fn names_key(&self) -> String {
+        format!("{}:queues", self.prefix)
+    }
+
+    /// Adds a named queue other than `default` to the set of names (for the depth), once per
+    /// process and name: pushes to a queue cost one command, as before queues had names.
+    async fn remember(&self, queue: &str) -> Result<()> {
+        if queue == crate::job::DEFAULT_QUEUE
+            || self
+                .named
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(queue)
+        {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let r: redis::RedisResult<()> = conn.sadd(self.names_key(), queue).await;
+        self.watch(r)?;
+        self.named
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(queue.to_string());
+        Ok(())
     }
 
     /// Logs the transitions of Redis's health and passes the result through.
@@ -119,16 +169,15 @@ impl RedisQueue {
         }
     }
 
-    /// Takes up to `max` IDs without waiting.
-    async fn pop_now(&self, max: usize) -> Result<Vec<Uuid>> {
+    /// Takes up to `max` IDs of the set `key` without waiting.
+    async fn pop_now(&self, key: &str, max: usize) -> Result<Vec<Uuid>> {
         let mut conn = self.conn.clone();
-        let r: redis::RedisResult<Vec<(String, f64)>> =
-            conn.zpopmin(&self.queue_key, max as isize).await;
+        let r: redis::RedisResult<Vec<(String, f64)>> = conn.zpopmin(key, max as isize).await;
         Ok(parse_ids(self.watch(r)?))
     }
 
     /// Waits up to `wait` for one ID on a connection of its own.
-    async fn pop_blocking(&self, wait: Duration) -> Result<Option<Uuid>> {
+    async fn pop_blocking(&self, key: &str, wait: Duration) -> Result<Option<Uuid>> {
         // BZPOPMIN takes seconds as a double (Redis 6+); 0 would mean forever.
         let secs = wait.as_secs_f64().max(0.01);
         let idle = self
@@ -138,7 +187,7 @@ impl RedisQueue {
             .pop();
         if let Some(mut conn) = idle {
             let r: redis::RedisResult<Option<(String, String, f64)>> =
-                conn.bzpopmin(&self.queue_key, secs).await;
+                conn.bzpopmin(key, secs).await;
             // An idle connection may predate a Redis restart; if it fails, say nothing yet
             // and try a fresh one, which tells whether Redis itself is down.
             if let Ok(got) = r {
@@ -155,8 +204,7 @@ impl RedisQueue {
             .get_multiplexed_async_connection_with_config(&cfg)
             .await;
         let mut conn = self.watch(r)?;
-        let r: redis::RedisResult<Option<(String, String, f64)>> =
-            conn.bzpopmin(&self.queue_key, secs).await;
+        let r: redis::RedisResult<Option<(String, String, f64)>> = conn.bzpopmin(key, secs).await;
         // A failed connection is dropped, not kept: the next pop opens a fresh one.
         let got = self.watch(r)?;
         self.keep(conn);
@@ -178,29 +226,42 @@ impl Queue for RedisQueue {
         if items.is_empty() {
             return Ok(0);
         }
-        let mut cmd = redis::cmd("ZADD");
-        cmd.arg(&self.queue_key).arg("NX");
+        // One ZADD per named queue (a push is nearly always to one queue: one round trip). Not
+        // a pipeline: one caught by an outage on the reconnecting connection left it failing
+        // after Redis came back (tests/faults.rs, redis_down_for_a_while).
+        let mut by_queue: std::collections::BTreeMap<&str, Vec<&Due>> = Default::default();
         for d in items {
-            cmd.arg(score(d)).arg(d.id.to_string());
+            by_queue.entry(d.queue.as_str()).or_default().push(d);
         }
-        let mut conn = self.conn.clone();
-        let r: redis::RedisResult<usize> = cmd.query_async(&mut conn).await;
-        self.watch(r)
+        let mut added = 0;
+        for (queue, dues) in &by_queue {
+            self.remember(queue).await?;
+            let mut cmd = redis::cmd("ZADD");
+            cmd.arg(self.key_for(queue)).arg("NX");
+            for d in dues {
+                cmd.arg(score(d)).arg(d.id.to_string());
+            }
+            let mut conn = self.conn.clone();
+            let r: redis::RedisResult<usize> = cmd.query_async(&mut conn).await;
+            added += self.watch(r)?;
+        }
+        Ok(added)
     }
 
-    async fn pop(&self, max: usize, wait: Duration) -> Result<Vec<Uuid>> {
+    async fn pop(&self, queue: &str, max: usize, wait: Duration) -> Result<Vec<Uuid>> {
         let max = max.max(1);
-        let got = self.pop_now(max).await?;
+        let key = self.key_for(queue);
+        let got = self.pop_now(&key, max).await?;
         if !got.is_empty() || wait.is_zero() {
             return Ok(got);
         }
-        let Some(first) = self.pop_blocking(wait).await? else {
+        let Some(first) = self.pop_blocking(&key, wait).await? else {
             return Ok(Vec::new());
         };
         let mut out = vec![first];
         if max > 1 {
             // The first ID is ours already; if topping up fails, return what we have.
-            if let Ok(more) = self.pop_now(max - 1).await {
+            if let Ok(more) = self.pop_now(&key, max - 1).await {
                 out.extend(more);
             }
         }
@@ -209,8 +270,24 @@ impl Queue for RedisQueue {
 
     async fn depth(&self) -> Result<u64> {
         let mut conn = self.conn.clone();
-        let r: redis::RedisResult<u64> = conn.zcard(&self.queue_key).await;
-        self.watch(r)
+        let r: redis::RedisResult<Vec<String>> = conn.smembers(self.names_key()).await;
+        let mut keys: Vec<String> = self
+            .watch(r)?
+            .iter()
+            .filter(|q| crate::job::validate_queue(q).is_ok())
+            .map(|q| self.key_for(q))
+            .collect();
+        if !keys.contains(&self.queue_key) {
+            keys.push(self.queue_key.clone());
+        }
+        // One ZCARD per named queue, not a pipeline: a pipeline caught by an outage on the
+        // reconnecting connection could leave it failing after Redis came back.
+        let mut total = 0;
+        for k in &keys {
+            let r: redis::RedisResult<u64> = conn.zcard(k).await;
+            total += self.watch(r)?;
+        }
+        Ok(total)
     }
 
     fn backend(&self) -> &'static str {
@@ -232,10 +309,7 @@ mod tests {
     fn due_at(ms: u64, priority: i16) -> Due {
         let ts =
             uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, (ms % 1000) as u32 * 1_000_000);
-        Due {
-            id: Uuid::new_v7(ts),
-            priority,
-        }
+        Due::new(Uuid::new_v7(ts), priority)
     }
 
     #[test]

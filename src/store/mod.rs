@@ -31,7 +31,7 @@ use select::check_bulk;
 use crate::error::{Error, Result};
 use crate::job::{Due, Inserted, Job, JobDetail, JobStatus, NewJob, Submitted};
 use crate::processor::Policy;
-use crate::report::{BatchReport, NodeReport, StatusReport, Throughput, TypeCounts};
+use crate::report::{BatchReport, NodeReport, StatusReport, Throughput, TypeCounts, Unrunnable};
 
 /// Rows per bulk-insert statement: large enough to amortise round trips, small enough to
 /// keep one statement's parameter arrays (and the server's memory for them) modest.
@@ -46,6 +46,29 @@ pub struct BatchOptions {
     pub run_at: Option<DateTime<Utc>>,
     /// The W3C `traceparent` every job of the batch continues (see [`NewJob::traceparent`]).
     pub traceparent: Option<String>,
+    /// The named queue; `None` takes the type's, else `default`.
+    pub queue: Option<String>,
+}
+
+/// What one runner may take: jobs of one named queue whose type its node has a processor
+/// for. Claims, locks of popped IDs and the reconciler's offers all keep to it, so a job
+/// outside it stays pending, uncharged, for a node that can run it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub queue: String,
+    /// The node's job types (every runner of a node shares one list).
+    pub types: Arc<[String]>,
+}
+
+/// Pending jobs of one queue and type: the report compares these against what the live
+/// nodes can run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingGroup {
+    pub queue: String,
+    pub job_type: String,
+    pub pending: i64,
+    /// The earliest `run_at` among them: since when the oldest has been due (or will be).
+    pub since: DateTime<Utc>,
 }
 
 /// What one processor run decided for its job, written in the chunk's transaction. Each
@@ -150,6 +173,10 @@ pub struct NodeBeat {
     pub in_flight: i32,
     pub processed: i64,
     pub failed: i64,
+    /// The queues it serves, with each one's runners.
+    pub queues: std::collections::BTreeMap<String, usize>,
+    /// The job types it has processors for, sorted.
+    pub types: Vec<String>,
 }
 
 /// Filters for listing jobs. `after` is the cursor: the last ID of the previous page.
@@ -267,9 +294,10 @@ pub trait Store: Send + Sync + 'static {
     /// Creates or upgrades the tables. Safe to run from several nodes at once.
     async fn migrate(&self) -> Result<()>;
 
-    /// Inserts jobs in one transaction, a statement per [`INSERT_CHUNK`] rows. A job that
-    /// leaves `max_attempts` unset gets its type's published policy, or
-    /// [`crate::job::DEFAULT_MAX_ATTEMPTS`]. A job with a unique key (its own, or derived by
+    /// Inserts jobs in one transaction, a statement per [`INSERT_CHUNK`] rows, and says which
+    /// queue each is in. A job that leaves `max_attempts` or `queue` unset takes its type's
+    /// published policy (`job_types`), else [`crate::job::DEFAULT_MAX_ATTEMPTS`] and the
+    /// `default` queue. A job with a unique key (its own, or derived by
     /// its type) that duplicates an open job (or one within its window), stored or earlier in
     /// `jobs`, is not inserted: its entry names that job, `duplicate` set.
     async fn insert_checked(&self, jobs: &[NewJob]) -> Result<Vec<Inserted>>;
@@ -310,18 +338,24 @@ pub trait Store: Send + Sync + 'static {
         opts: BatchOptions,
     ) -> Result<Submitted>;
 
-    /// A slot for one runner task of `node_id` to keep (see [`Slot`]).
-    async fn slot(&self, node_id: &str) -> Result<Box<dyn Slot>>;
+    /// A slot for one runner task of `node_id` to keep (see [`Slot`]). It locks and claims
+    /// only jobs within `scope`.
+    async fn slot(&self, node_id: &str, scope: &Scope) -> Result<Box<dyn Slot>>;
 
     /// Records outcomes outside any chunk, in one short transaction, for jobs that are still
     /// pending: a processor broke its chunk's transaction, so they could not be written there.
     /// Waits for row locks (the broken chunk's are on their way out). Returns the rows changed.
     async fn settle(&self, outcomes: &[Outcome], node_id: &str) -> Result<u64>;
 
-    /// Pending jobs that are due, highest priority and oldest first: what the queue should
-    /// hold. Leaves out jobs a live node (heard from within `node_stale`) has recorded it is
-    /// running.
-    async fn due_pending(&self, limit: i64, node_stale: Duration) -> Result<Vec<Due>>;
+    /// Pending jobs within `scope` that are due, highest priority and oldest first: what the
+    /// queue should hold. Leaves out jobs a live node (heard from within `node_stale`) has
+    /// recorded it is running.
+    async fn due_pending(
+        &self,
+        limit: i64,
+        node_stale: Duration,
+        scope: &Scope,
+    ) -> Result<Vec<Due>>;
 
     /// Of `ids`, those pending and due now, with their priorities (to push after a commit).
     async fn due_among(&self, ids: &[Uuid]) -> Result<Vec<Due>>;
@@ -403,6 +437,20 @@ pub trait Store: Send + Sync + 'static {
     /// Live nodes (heard from within `node_stale`).
     async fn nodes(&self, node_stale: Duration) -> Result<Vec<NodeReport>>;
 
+    /// Pending jobs by queue and type (see [`PendingGroup`]).
+    async fn pending_groups(&self) -> Result<Vec<PendingGroup>>;
+
+    /// Fails up to `limit` pending jobs of `queue` and `job_type` due for longer than `older`,
+    /// with `reason`; returns how many. Jobs locked right now are left alone.
+    async fn fail_unrunnable(
+        &self,
+        queue: &str,
+        job_type: &str,
+        older: Duration,
+        reason: &str,
+        limit: i64,
+    ) -> Result<u64>;
+
     /// One job with its attempt history (see [`JobDetail`]).
     async fn job_detail(&self, id: Uuid) -> Result<Option<JobDetail>>;
 
@@ -436,15 +484,44 @@ impl dyn Store {
         if let Err(e) = self.fold_counts().await {
             tracing::debug!(error = %e, "report: cannot fold the count changes; reading them as they are");
         }
+        let nodes = self.nodes(node_stale).await?;
         Ok(StatusReport {
             types: self.type_counts().await?,
             batches: self.recent_batches(REPORT_BATCHES).await?,
-            nodes: self.nodes(node_stale).await?,
+            unrunnable: self.unrunnable(&nodes).await?,
+            nodes,
             queue_depth: None,
             throughput: Throughput::from_buckets(self.finished_buckets().await?),
             health: self.table_health().await?,
             generated_at: chrono::Utc::now(),
         })
+    }
+
+    /// Pending jobs that no live node in `nodes` can run (none serves their queue with a
+    /// processor for their type), by queue and type, oldest first.
+    pub async fn unrunnable(&self, nodes: &[NodeReport]) -> Result<Vec<Unrunnable>> {
+        let now = chrono::Utc::now();
+        let mut out: Vec<Unrunnable> = self
+            .pending_groups()
+            .await?
+            .into_iter()
+            .filter(|g| {
+                !nodes
+                    .iter()
+                    .any(|n| n.queues.contains_key(&g.queue) && n.types.contains(&g.job_type))
+            })
+            .map(|g| Unrunnable {
+                type_known: nodes.iter().any(|n| n.types.contains(&g.job_type)),
+                queue_served: nodes.iter().any(|n| n.queues.contains_key(&g.queue)),
+                waiting_secs: (now - g.since).num_milliseconds().max(0) as f64 / 1000.0,
+                queue: g.queue,
+                job_type: g.job_type,
+                pending: g.pending,
+                since: g.since,
+            })
+            .collect();
+        out.sort_by_key(|u| u.since);
+        Ok(out)
     }
 
     /// Retries a failed or cancelled job, or explains why not.
@@ -667,6 +744,7 @@ pub(crate) fn validate_batch(
     let probe = NewJob {
         max_attempts: opts.max_attempts,
         traceparent: opts.traceparent.clone(),
+        queue: opts.queue.clone(),
         ..NewJob::new(job_type, serde_json::Value::Null)
     };
     probe.validate().map_err(Error::Invalid)?;

@@ -297,6 +297,16 @@ impl ClusterArgs {
         v
     }
 
+    /// `worker` serving these named queues (`default=8,bulk=2`) instead of `--concurrency`.
+    #[allow(dead_code)]
+    pub fn worker_queues(&self, queues: &str, chunk: usize) -> Vec<String> {
+        let mut v = self.worker(1, chunk);
+        let at = v.iter().position(|a| a == "--concurrency").unwrap();
+        v[at] = "--queues".into();
+        v[at + 1] = queues.into();
+        v
+    }
+
     /// The queue the nodes use, for submitting from the test.
     pub async fn queue(&self) -> skiplock::queue::redis::RedisQueue {
         skiplock::queue::redis::RedisQueue::connect(&self.redis_url, &self.prefix)

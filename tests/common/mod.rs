@@ -233,3 +233,29 @@ macro_rules! for_each_backend {
         }
     };
 }
+
+/// The scope of a test's runner slot: the `default` queue and every type the tests submit.
+#[allow(dead_code)]
+pub fn scope() -> skiplock::store::Scope {
+    scope_of(
+        "default",
+        &[
+            "alpha", "beta", "bad", "culprit", "denied", "effect", "fail", "fine", "forever",
+            "hook", "later", "long", "noop", "nul", "other", "panics", "poison", "sleep", "slow",
+            "thumbs", "x", "t",
+        ],
+    )
+}
+
+/// A runner slot's scope: one queue, these types.
+#[allow(dead_code)]
+pub fn scope_of(queue: &str, types: &[&str]) -> skiplock::store::Scope {
+    skiplock::store::Scope {
+        queue: queue.to_string(),
+        types: types
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .into(),
+    }
+}

@@ -101,7 +101,11 @@ async fn counts_follow_every_kind_of_change(backend: Backend) {
     agree(&ts, "failures and retries").await;
     // Lease mode: claimed (running), then completed.
     {
-        let mut slot = ts.store.slot("node-l").await.unwrap();
+        let mut slot = ts
+            .store
+            .slot("node-l", &crate::common::scope())
+            .await
+            .unwrap();
         let mut chunk = slot.lock(&b[3..6]).await.unwrap();
         let ids: Vec<_> = chunk.jobs.iter().map(|j| j.id).collect();
         chunk.tx.lease(&ids, Duration::from_secs(60)).await.unwrap();

@@ -15,6 +15,7 @@ use crate::{insert, ok, settle};
 crate::for_each_backend!(
     inserted_jobs_read_back_exactly,
     invalid_jobs_insert_nothing,
+    jobs_take_their_queue_by_the_one_rule,
     batches_count_their_jobs,
     lock_chunk_takes_only_pending_due_jobs,
     a_locked_job_is_skipped_until_its_transaction_ends,
@@ -88,7 +89,114 @@ async fn invalid_jobs_insert_nothing(backend: Backend) {
         .insert_batch("bad type", vec![json!(1)], BatchOptions::default())
         .await;
     assert!(matches!(r, Err(Error::Invalid(_))), "{r:?}");
+    for q in [
+        "",
+        "a b",
+        "a:b",
+        "x'; DROP TABLE jobs;--",
+        &"q".repeat(100_000),
+    ] {
+        let bad = vec![
+            NewJob::new("fine", json!(1)),
+            NewJob::new("fine", json!(2)).queue(q),
+        ];
+        assert!(matches!(
+            ts.store.insert_jobs(&bad).await,
+            Err(Error::Invalid(_))
+        ));
+        let opts = BatchOptions {
+            queue: Some(q.to_string()),
+            ..BatchOptions::default()
+        };
+        let r = ts.store.insert_batch("fine", vec![json!(1)], opts).await;
+        assert!(matches!(r, Err(Error::Invalid(_))), "{r:?}");
+    }
     assert_eq!(ts.count_status("pending").await, 0);
+}
+
+/// Each job's queue: its own, else its type's (published policy), else `default`; the insert
+/// says which, and a batch too.
+async fn jobs_take_their_queue_by_the_one_rule(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let mut reg = skiplock::Registry::with_builtins();
+    reg.set_queue("sleep", "slow").unwrap();
+    ts.store.publish_policy(&reg.policy()).await.unwrap();
+    let queued = ts
+        .store
+        .insert_checked(&[
+            NewJob::new("noop", json!(1)),
+            NewJob::new("sleep", json!(2)),
+            NewJob::new("sleep", json!(3)).queue("media"),
+        ])
+        .await
+        .unwrap();
+    let queues: Vec<&str> = queued.iter().map(|q| q.queue.as_str()).collect();
+    assert_eq!(queues, ["default", "slow", "media"]);
+    for q in &queued {
+        assert_eq!(ts.store.job(q.id).await.unwrap().unwrap().queue, q.queue);
+    }
+    let sub = ts
+        .store
+        .insert_batch("sleep", vec![json!(1)], BatchOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(sub.queue, "slow");
+    // A slot keeps to its scope: another queue's job, or a type outside it, is not locked
+    // (nor claimed), and stays pending and uncharged.
+    let mut media = ts
+        .store
+        .slot("node-q", &crate::common::scope_of("media", &["noop"]))
+        .await
+        .unwrap();
+    let locked = media.lock(&[queued[0].id, queued[2].id]).await.unwrap();
+    assert!(
+        locked.jobs.is_empty(),
+        "noop is in default; sleep is not this node's type"
+    );
+    locked.finish(&[]).await.unwrap();
+    let claimed = media.claim(10).await.unwrap();
+    assert!(claimed.jobs.is_empty());
+    claimed.finish(&[]).await.unwrap();
+    drop(media);
+    let mut slow = ts
+        .store
+        .slot("node-q", &crate::common::scope_of("media", &["sleep"]))
+        .await
+        .unwrap();
+    let claimed = slow.claim(10).await.unwrap();
+    let ids: Vec<_> = claimed.jobs.iter().map(|j| j.id).collect();
+    assert_eq!(ids, vec![queued[2].id]);
+    claimed.finish(&[]).await.unwrap();
+    let j = ts.store.job(queued[0].id).await.unwrap().unwrap();
+    assert_eq!((j.status, j.attempts), (JobStatus::Pending, 0));
+    // Due jobs for the queue, and what is pending by queue and type.
+    let due = ts
+        .store
+        .due_pending(
+            10,
+            Duration::from_secs(10),
+            &crate::common::scope_of("slow", &["sleep"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 2);
+    assert!(due.iter().all(|d| d.queue == "slow"));
+    let groups: Vec<(String, String, i64)> = ts
+        .store
+        .pending_groups()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| (g.queue, g.job_type, g.pending))
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            ("default".to_string(), "noop".to_string(), 1),
+            ("media".to_string(), "sleep".to_string(), 1),
+            ("slow".to_string(), "sleep".to_string(), 2),
+        ]
+    );
 }
 
 async fn batches_count_their_jobs(backend: Backend) {
@@ -100,6 +208,7 @@ async fn batches_count_their_jobs(backend: Backend) {
         priority: 3,
         run_at: None,
         traceparent: None,
+        queue: None,
     };
     let sub = ts
         .store
@@ -148,7 +257,11 @@ async fn batches_count_their_jobs(backend: Backend) {
 
 async fn lock_chunk_takes_only_pending_due_jobs(backend: Backend) {
     let ts = TestStore::new(backend).await;
-    let mut slot = ts.store.slot("node-t").await.unwrap();
+    let mut slot = ts
+        .store
+        .slot("node-t", &crate::common::scope())
+        .await
+        .unwrap();
     let later = Utc::now() + chrono::Duration::hours(1);
     let ids = insert(
         &ts,
@@ -180,7 +293,11 @@ async fn lock_chunk_takes_only_pending_due_jobs(backend: Backend) {
 
 async fn a_locked_job_is_skipped_until_its_transaction_ends(backend: Backend) {
     let ts = TestStore::new(backend).await;
-    let mut slot = ts.store.slot("node-a").await.unwrap();
+    let mut slot = ts
+        .store
+        .slot("node-a", &crate::common::scope())
+        .await
+        .unwrap();
     let id = insert(&ts, vec![NewJob::new("noop", json!({}))]).await[0];
     let first = slot.lock(&[id]).await.unwrap();
     assert_eq!(first.jobs.len(), 1);
@@ -188,7 +305,7 @@ async fn a_locked_job_is_skipped_until_its_transaction_ends(backend: Backend) {
     // second writer waits for the first transaction. Either way it must not get the job.
     let store = ts.store.clone();
     let second = tokio::spawn(async move {
-        let mut other = store.slot("node-b").await.unwrap();
+        let mut other = store.slot("node-b", &crate::common::scope()).await.unwrap();
         let c = other.lock(&[id]).await.unwrap();
         let n = c.jobs.len();
         c.finish(&[]).await.unwrap();
@@ -203,7 +320,11 @@ async fn a_locked_job_is_skipped_until_its_transaction_ends(backend: Backend) {
 
 async fn a_dropped_chunk_leaves_its_jobs_untouched(backend: Backend) {
     let ts = TestStore::new(backend).await;
-    let mut slot = ts.store.slot("node-t").await.unwrap();
+    let mut slot = ts
+        .store
+        .slot("node-t", &crate::common::scope())
+        .await
+        .unwrap();
     let id = insert(&ts, vec![NewJob::new("noop", json!({}))]).await[0];
     let chunk = slot.lock(&[id]).await.unwrap();
     assert_eq!(chunk.jobs.len(), 1);
@@ -227,7 +348,11 @@ async fn a_dropped_chunk_leaves_its_jobs_untouched(backend: Backend) {
 
 async fn finish_chunk_records_every_outcome(backend: Backend) {
     let ts = TestStore::new(backend).await;
-    let mut slot = ts.store.slot("node-x").await.unwrap();
+    let mut slot = ts
+        .store
+        .slot("node-x", &crate::common::scope())
+        .await
+        .unwrap();
     let ids = insert(&ts, (0..4).map(|i| NewJob::new("noop", json!(i))).collect()).await;
     let before = Utc::now();
     let chunk = slot.lock(&ids).await.unwrap();
@@ -275,7 +400,7 @@ async fn finish_chunk_records_every_outcome(backend: Backend) {
     // The delayed retry is not due; the immediate one is, and keeps its attempt count.
     let due: Vec<Uuid> = ts
         .store
-        .due_pending(100, Duration::from_secs(10))
+        .due_pending(100, Duration::from_secs(10), &crate::common::scope())
         .await
         .unwrap()
         .iter()
@@ -346,7 +471,11 @@ async fn retry_and_cancel_follow_the_rules(backend: Backend) {
 
 async fn a_running_job_cannot_be_cancelled(backend: Backend) {
     let ts = TestStore::new(backend).await;
-    let mut slot = ts.store.slot("node-t").await.unwrap();
+    let mut slot = ts
+        .store
+        .slot("node-t", &crate::common::scope())
+        .await
+        .unwrap();
     let id = insert(&ts, vec![NewJob::new("noop", json!({}))]).await[0];
     let chunk = slot.lock(&[id]).await.unwrap();
     let e = ts.store.cancel(id).await.unwrap_err();

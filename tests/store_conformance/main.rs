@@ -31,7 +31,11 @@ pub(crate) async fn settle(
     ids: &[Uuid],
     outcome: impl Fn(Uuid) -> Outcome,
 ) -> usize {
-    let mut slot = ts.store.slot("node-t").await.unwrap();
+    let mut slot = ts
+        .store
+        .slot("node-t", &crate::common::scope())
+        .await
+        .unwrap();
     let chunk = slot.lock(ids).await.unwrap();
     let outs: Vec<Outcome> = chunk.jobs.iter().map(|j| outcome(j.id)).collect();
     chunk.finish(&outs).await.unwrap();
@@ -51,5 +55,7 @@ pub(crate) fn beat(id: &str, in_flight: i32) -> NodeBeat {
         in_flight,
         processed: 10,
         failed: 2,
+        queues: [("default".to_string(), 8)].into(),
+        types: vec!["noop".to_string()],
     }
 }

@@ -97,7 +97,11 @@ async fn a_success_leaves_the_history_alone(backend: Backend) {
     let ids = insert(&ts, (0..3).map(|i| NewJob::new("noop", json!(i))).collect()).await;
     settle(&ts, &ids[..1], |id| retry(id, 40)).await;
     // A mixed chunk: one job succeeds after its failure, one fails, one just succeeds.
-    let mut slot = ts.store.slot("node-m").await.unwrap();
+    let mut slot = ts
+        .store
+        .slot("node-m", &crate::common::scope())
+        .await
+        .unwrap();
     let chunk = slot.lock(&ids).await.unwrap();
     chunk
         .finish(&[ok(ids[0]), failed(ids[1], "no"), ok(ids[2])])
@@ -277,7 +281,11 @@ async fn bulk_cancel_leaves_running_jobs_alone(backend: Backend) {
     let ts = TestStore::new(backend).await;
     let (batch, ids) = batch_of(&ts, "noop", 4, |_, _| None).await;
     let other = insert(&ts, vec![NewJob::new("noop", json!({}))]).await[0];
-    let mut slot = ts.store.slot("node-r").await.unwrap();
+    let mut slot = ts
+        .store
+        .slot("node-r", &crate::common::scope())
+        .await
+        .unwrap();
     let chunk = slot.lock(&ids[1..2]).await.unwrap();
     assert_eq!(chunk.jobs.len(), 1, "job 1 is running");
     let sel = Selection {

@@ -112,7 +112,7 @@ async fn due_pending_orders_by_priority_then_age(backend: Backend) {
     settle(&ts, &ids[4..5], ok).await;
     let due = ts
         .store
-        .due_pending(100, Duration::from_secs(10))
+        .due_pending(100, Duration::from_secs(10), &crate::common::scope())
         .await
         .unwrap();
     let got: Vec<(Uuid, i16)> = due.iter().map(|d| (d.id, d.priority)).collect();
@@ -122,7 +122,7 @@ async fn due_pending_orders_by_priority_then_age(backend: Backend) {
     );
     assert_eq!(
         ts.store
-            .due_pending(2, Duration::from_secs(10))
+            .due_pending(2, Duration::from_secs(10), &crate::common::scope())
             .await
             .unwrap()
             .len(),
@@ -226,7 +226,7 @@ async fn heartbeats_upsert_and_remove_nodes(backend: Backend) {
 /// A runner's intent record, as a crash leaves it: written, then the chunk dropped before it
 /// could commit (its slot's connection closed with it).
 async fn crash_holding(ts: &TestStore, node: &str, ids: &[Uuid]) {
-    let mut slot = ts.store.slot(node).await.unwrap();
+    let mut slot = ts.store.slot(node, &crate::common::scope()).await.unwrap();
     let locked = slot.lock(ids).await.unwrap();
     drop(locked);
     drop(slot);

@@ -20,6 +20,7 @@ crate::for_each_backend!(
     a_batch_leaves_out_its_duplicates,
     bad_keys_are_refused_and_nothing_is_inserted,
     a_retry_cannot_open_a_second_job_with_a_key,
+    keyed_jobs_go_to_their_queue_and_keys_span_queues,
 );
 
 fn keyed(t: &str, key: &str) -> NewJob {
@@ -41,26 +42,30 @@ async fn a_key_allows_one_open_job_per_type(backend: Backend) {
         .store
         .insert_checked(&[keyed("noop", "k")])
         .await
-        .unwrap()[0];
+        .unwrap()
+        .remove(0);
     assert!(!first.duplicate);
     let again = ts
         .store
         .insert_checked(&[keyed("noop", "k")])
         .await
-        .unwrap()[0];
+        .unwrap()
+        .remove(0);
     assert!(again.duplicate, "an open job holds the key");
     assert_eq!(again.id, first.id, "the duplicate names the open job");
     let other_type = ts
         .store
         .insert_checked(&[keyed("fail", "k")])
         .await
-        .unwrap()[0];
+        .unwrap()
+        .remove(0);
     assert!(!other_type.duplicate, "keys are per type");
     let no_key = ts
         .store
         .insert_checked(&[NewJob::new("noop", json!({}))])
         .await
-        .unwrap()[0];
+        .unwrap()
+        .remove(0);
     assert!(!no_key.duplicate);
     assert_eq!(ts.count_status("pending").await, 3);
 
@@ -70,7 +75,8 @@ async fn a_key_allows_one_open_job_per_type(backend: Backend) {
         .store
         .insert_checked(&[keyed("noop", "k")])
         .await
-        .unwrap()[0];
+        .unwrap()
+        .remove(0);
     assert!(
         !after.duplicate,
         "a finished job does not hold its key without a window"
@@ -82,7 +88,8 @@ async fn a_key_allows_one_open_job_per_type(backend: Backend) {
         .store
         .insert_checked(&[keyed("noop", "k")])
         .await
-        .unwrap()[0];
+        .unwrap()
+        .remove(0);
     assert!(!third.duplicate);
 }
 
@@ -121,13 +128,15 @@ async fn a_window_covers_finished_jobs_until_pruned(backend: Backend) {
         .store
         .insert_checked(&[keyed("noop", "day-1").unique_for(hour)])
         .await
-        .unwrap()[0];
+        .unwrap()
+        .remove(0);
     assert_eq!(settle(&ts, &[first.id], ok).await, 1);
     let again = ts
         .store
         .insert_checked(&[keyed("noop", "day-1").unique_for(hour)])
         .await
-        .unwrap()[0];
+        .unwrap()
+        .remove(0);
     assert!(again.duplicate, "created within the hour, finished or not");
     assert_eq!(again.id, first.id);
     // Without a window the finished job does not count.
@@ -135,7 +144,8 @@ async fn a_window_covers_finished_jobs_until_pruned(backend: Backend) {
         .store
         .insert_checked(&[keyed("noop", "day-1")])
         .await
-        .unwrap()[0];
+        .unwrap()
+        .remove(0);
     assert!(!plain.duplicate);
     assert_eq!(settle(&ts, &[plain.id], ok).await, 1);
 
@@ -146,20 +156,23 @@ async fn a_window_covers_finished_jobs_until_pruned(backend: Backend) {
         .store
         .insert_checked(&[keyed("noop", "s").unique_for(hour)])
         .await
-        .unwrap()[0];
+        .unwrap()
+        .remove(0);
     assert_eq!(settle(&ts, &[a.id], ok).await, 1);
     let b = ts
         .store
         .insert_checked(&[keyed("noop", "s").unique_for(hour)])
         .await
-        .unwrap()[0];
+        .unwrap()
+        .remove(0);
     assert!(b.duplicate);
     tokio::time::sleep(Duration::from_millis(400)).await;
     let c = ts
         .store
         .insert_checked(&[keyed("noop", "s").unique_for(short)])
         .await
-        .unwrap()[0];
+        .unwrap()
+        .remove(0);
     assert!(!c.duplicate, "the window has passed");
 
     // Pruning the key's latest job forgets the key: a window never outlives retention.
@@ -169,7 +182,8 @@ async fn a_window_covers_finished_jobs_until_pruned(backend: Backend) {
         .store
         .insert_checked(&[keyed("noop", "day-1").unique_for(hour)])
         .await
-        .unwrap()[0];
+        .unwrap()
+        .remove(0);
     assert!(!d.duplicate, "its job was pruned");
 }
 
@@ -199,7 +213,8 @@ async fn a_type_derives_its_key_from_target_fields(backend: Backend) {
         .store
         .insert_checked(&[j(json!({"invoice": 1, "kind": "a"})).unique_key("mine")])
         .await
-        .unwrap()[0];
+        .unwrap()
+        .remove(0);
     assert!(!own.duplicate);
 
     // A missing field is refused, not treated as null; so is a target that is no object.
@@ -233,13 +248,15 @@ async fn a_type_derives_its_key_from_target_fields(backend: Backend) {
         .store
         .insert_checked(&[j(json!({"invoice": 9}))])
         .await
-        .unwrap()[0];
+        .unwrap()
+        .remove(0);
     assert_eq!(settle(&ts, &[w.id], ok).await, 1);
     let w2 = ts
         .store
         .insert_checked(&[j(json!({"invoice": 9}))])
         .await
-        .unwrap()[0];
+        .unwrap()
+        .remove(0);
     assert!(w2.duplicate);
     assert_eq!(w2.id, w.id);
 }
@@ -251,7 +268,8 @@ async fn a_batch_leaves_out_its_duplicates(backend: Backend) {
         .store
         .insert_checked(&[NewJob::new("noop", json!({"invoice": 1}))])
         .await
-        .unwrap()[0];
+        .unwrap()
+        .remove(0);
     let targets = vec![
         json!({"invoice": 1}),
         json!({"invoice": 2}),
@@ -330,12 +348,14 @@ async fn bad_keys_are_refused_and_nothing_is_inserted(backend: Backend) {
         .store
         .insert_checked(&[keyed("noop", evil)])
         .await
-        .unwrap()[0];
+        .unwrap()
+        .remove(0);
     let b = ts
         .store
         .insert_checked(&[keyed("noop", evil)])
         .await
-        .unwrap()[0];
+        .unwrap()
+        .remove(0);
     assert!(b.duplicate && a.id == b.id);
     for w in [Duration::ZERO, Duration::from_secs(400 * 86400)] {
         let e = ts
@@ -354,13 +374,15 @@ async fn a_retry_cannot_open_a_second_job_with_a_key(backend: Backend) {
         .store
         .insert_checked(&[keyed("noop", "k")])
         .await
-        .unwrap()[0];
+        .unwrap()
+        .remove(0);
     ts.store.cancel_job(a.id).await.unwrap().unwrap();
     let b = ts
         .store
         .insert_checked(&[keyed("noop", "k")])
         .await
-        .unwrap()[0];
+        .unwrap()
+        .remove(0);
     assert!(!b.duplicate);
     let e = ts.store.retry(a.id).await.unwrap_err();
     assert!(matches!(e, Error::Conflict(_)), "{e:?}");
@@ -372,9 +394,115 @@ async fn a_retry_cannot_open_a_second_job_with_a_key(backend: Backend) {
         .store
         .insert_checked(&[keyed("noop", "k")])
         .await
-        .unwrap()[0];
+        .unwrap()
+        .remove(0);
     assert!(
         c.duplicate && c.id == a.id,
         "the retried job holds the key again"
     );
+}
+
+/// A keyed insert applies the queue rule too (the job's own queue, else its type's), and a
+/// key is per type whatever the queue: a duplicate names the open job and that job's queue.
+async fn keyed_jobs_go_to_their_queue_and_keys_span_queues(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let first = ts
+        .store
+        .insert_checked(&[keyed("noop", "k").queue("media")])
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(!first.duplicate);
+    assert_eq!(first.queue, "media");
+    let again = ts
+        .store
+        .insert_checked(&[keyed("noop", "k").queue("other")])
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(again.duplicate);
+    assert_eq!(again.id, first.id);
+    assert_eq!(
+        again.queue, "media",
+        "the open job's queue, not the caller's"
+    );
+    let job = ts.store.job(first.id).await.unwrap().unwrap();
+    assert_eq!(job.queue, "media");
+
+    // A type with both a derived key and a queue: mixed inserts, batches.
+    let mut reg = Registry::with_builtins();
+    reg.set_unique(
+        "noop",
+        UniquePolicy {
+            fields: vec!["invoice".into()],
+            window: None,
+        },
+    )
+    .unwrap();
+    reg.set_queue("noop", "billing").unwrap();
+    ts.store.publish_policy(&reg.policy()).await.unwrap();
+    let done = ts
+        .store
+        .insert_checked(&[
+            NewJob::new("noop", json!({"invoice": 1})),
+            NewJob::new("fail", json!({})),
+            NewJob::new("noop", json!({"invoice": 1})).queue("elsewhere"),
+            NewJob::new("noop", json!({"invoice": 2})).queue("rush"),
+            NewJob::new("fail", json!({})).queue("rush"),
+        ])
+        .await
+        .unwrap();
+    let got: Vec<(bool, &str)> = done
+        .iter()
+        .map(|i| (i.duplicate, i.queue.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (false, "billing"),
+            (false, "default"),
+            (true, "billing"),
+            (false, "rush"),
+            (false, "rush"),
+        ]
+    );
+    assert_eq!(done[2].id, done[0].id);
+    for i in &done {
+        let j = ts.store.job(i.id).await.unwrap().unwrap();
+        assert_eq!(j.queue, i.queue, "what the insert said is what is stored");
+    }
+    let sub = ts
+        .store
+        .insert_batch(
+            "noop",
+            vec![
+                json!({"invoice": 2}),
+                json!({"invoice": 3}),
+                json!({"invoice": 3}),
+            ],
+            BatchOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sub.queue, "billing");
+    assert_eq!(sub.duplicates, 2);
+    assert_eq!(sub.ids[0], done[3].id, "the duplicate in another queue");
+    let new = ts.store.job(sub.ids[1]).await.unwrap().unwrap();
+    assert_eq!(new.queue, "billing");
+    let named = ts
+        .store
+        .insert_batch(
+            "noop",
+            vec![json!({"invoice": 4})],
+            BatchOptions {
+                queue: Some("night".into()),
+                ..BatchOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(named.queue, "night");
+    assert_eq!(named.duplicates, 0);
+    let j = ts.store.job(named.ids[0]).await.unwrap().unwrap();
+    assert_eq!(j.queue, "night");
 }

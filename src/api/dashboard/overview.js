@@ -61,11 +61,31 @@ function renderBatches(r) {
   }));
 }
 
+// Pending jobs no live node can run: a queue nobody serves, or a type nobody has a
+// processor for. They wait, uncharged; this says which and for how long.
+function renderUnrunnable(r) {
+  const tb = $("unrunnable");
+  const rows = r.unrunnable || [];
+  if (!changed("unrunnable", rows)) return;
+  if (!rows.length) return emptyRow(tb, 5, "every pending job has a node that can run it");
+  tb.replaceChildren(...rows.map((u) => {
+    const why = !u.type_known ? "no node has a processor for the type"
+      : !u.queue_served ? "no node serves the queue"
+      : "no node serving the queue has a processor for the type";
+    const tr = row([el("td", u.queue, "mono"), el("td", u.type, "mono"), num(u.pending),
+      el("td", Math.round(u.waiting_secs).toLocaleString("en-US") + " s", "num"), el("td", why)]);
+    tr.dataset.queue = u.queue;
+    tr.dataset.type = u.type;
+    return tr;
+  }));
+}
+
 function renderNodes(r) {
   const tb = $("nodes");
-  if (!r.nodes.length) return emptyRow(tb, 7, "no live nodes");
+  if (!r.nodes.length) return emptyRow(tb, 8, "no live nodes");
   tb.replaceChildren(...r.nodes.map((n) => {
-    const tr = row([el("td", n.id, "mono"), el("td", n.host), num(n.concurrency), num(n.in_flight),
+    const queues = Object.entries(n.queues || {}).map(([q, c]) => q + "=" + c).join(", ");
+    const tr = row([el("td", n.id, "mono"), el("td", n.host), el("td", queues, "mono"), num(n.concurrency), num(n.in_flight),
       num(n.processed), num(n.failed), el("td", new Date(n.last_heartbeat).toLocaleTimeString())]);
     tr.dataset.node = n.id;
     return tr;
@@ -104,7 +124,7 @@ async function poll() {
   try {
     const r = await api("status");
     $("error").textContent = "";
-    renderTotals(r); renderTypes(r); renderBatches(r); renderNodes(r);
+    renderTotals(r); renderTypes(r); renderBatches(r); renderUnrunnable(r); renderNodes(r);
     renderSpark(r.throughput.buckets_10s);
     setLive(true, "updated " + new Date(r.generated_at).toLocaleTimeString());
     document.body.dataset.loaded = "1";

@@ -14,7 +14,7 @@ use super::rows::job_from_row;
 use super::sql::Statements;
 use super::{record_outcomes, PgStore};
 use crate::error::Result;
-use crate::store::{ChunkTx, CommitProbe, JobConn, Locked, Outcome, Slot, ROLLBACK_JOB};
+use crate::store::{ChunkTx, CommitProbe, JobConn, Locked, Outcome, Scope, Slot, ROLLBACK_JOB};
 use crate::Job;
 
 /// A runner's kept connection: a chunk costs no pool checkout and no release ping.
@@ -23,12 +23,14 @@ pub(super) struct PgSlot {
     node_id: String,
     /// This slot's id in its intent records (rows of `intents`, one appended per chunk).
     slot: Uuid,
+    /// The one queue this slot's runner serves and the types its node can run.
+    scope: Scope,
     sql: Arc<Statements>,
     pool: PgPool,
 }
 
 impl PgStore {
-    pub(super) async fn open_slot(&self, node_id: &str) -> Result<PgSlot> {
+    pub(super) async fn open_slot(&self, node_id: &str, scope: &Scope) -> Result<PgSlot> {
         let mut conn = self.pool.acquire().await?;
         // A runner drops its slot only on error or exit: close the connection rather than
         // hand a possibly broken (or mid-transaction) one back to the pool.
@@ -37,6 +39,7 @@ impl PgStore {
             conn,
             node_id: node_id.to_string(),
             slot: Uuid::now_v7(),
+            scope: scope.clone(),
             sql: self.sql.clone(),
             pool: self.pool.clone(),
         })
@@ -50,6 +53,7 @@ impl Slot for PgSlot {
             conn,
             node_id,
             slot,
+            scope,
             sql,
             pool,
         } = self;
@@ -64,6 +68,8 @@ impl Slot for PgSlot {
         };
         let rows = sqlx::query(&sql.lock_chunk)
             .bind(ids)
+            .bind(&scope.queue)
+            .bind(&scope.types[..])
             .fetch_all(&mut *tx)
             .await?;
         locked(rows, tx, node_id, sql, pool)
@@ -74,12 +80,15 @@ impl Slot for PgSlot {
             conn,
             node_id,
             slot,
+            scope,
             sql,
             pool,
         } = self;
         let mut tx = sqlx::Connection::begin(&mut **conn).await?;
         let rows = sqlx::query(&sql.claim_chunk)
             .bind(max.min(i64::MAX as usize) as i64)
+            .bind(&scope.queue)
+            .bind(&scope.types[..])
             .fetch_all(&mut *tx)
             .await?;
         if !rows.is_empty() {

@@ -23,10 +23,10 @@ use uuid::Uuid;
 use super::split_deleted;
 use super::{
     decode_status, validate_batch, validate_schema, BatchOptions, JobFilter, NodeBeat, Outcome,
-    PruneRule, Selection, Slot, Store, Wake, INSERT_CHUNK,
+    PendingGroup, PruneRule, Scope, Selection, Slot, Store, Wake, INSERT_CHUNK,
 };
 use crate::error::{Error, Result};
-use crate::job::{Due, Inserted, Job, JobDetail, JobStatus, NewJob, Submitted};
+use crate::job::{Due, Inserted, Job, JobDetail, JobStatus, NewJob, Submitted, DEFAULT_QUEUE};
 use crate::processor::Policy;
 use crate::report::{BatchReport, NodeReport, TypeCounts};
 use futures::stream::BoxStream;
@@ -146,6 +146,7 @@ impl PgStore {
         let unique = self.unique_types(conn, &types).await?;
         let keyed = |j: &NewJob| j.unique_key.is_some() || unique.contains(&j.job_type);
         let mut out = Vec::with_capacity(jobs.len());
+        let mut queue_of = std::collections::HashMap::new();
         for chunk in jobs.chunks(INSERT_CHUNK) {
             let cids: Vec<Uuid> = chunk.iter().map(|_| Uuid::now_v7()).collect();
             let plain: Vec<usize> = (0..chunk.len()).filter(|&i| !keyed(&chunk[i])).collect();
@@ -157,26 +158,36 @@ impl PgStore {
                 let max: Vec<Option<i32>> = plain.iter().map(|&i| chunk[i].max_attempts).collect();
                 let run_at: Vec<_> = plain.iter().map(|&i| chunk[i].run_at).collect();
                 let prio: Vec<i16> = plain.iter().map(|&i| chunk[i].priority).collect();
+                let queues: Vec<Option<&str>> =
+                    plain.iter().map(|&i| chunk[i].queue.as_deref()).collect();
                 let traces: Vec<Option<&str>> = plain
                     .iter()
                     .map(|&i| chunk[i].traceparent.as_deref())
                     .collect();
-                sqlx::query(&self.sql.insert_jobs)
+                let rows = sqlx::query(&self.sql.insert_jobs)
                     .bind(&ids)
                     .bind(&types)
                     .bind(&targets)
                     .bind(&max)
                     .bind(&run_at)
                     .bind(&prio)
+                    .bind(&queues)
                     .bind(&traces)
-                    .execute(&mut *conn)
+                    .fetch_all(&mut *conn)
                     .await?;
+                // RETURNING promises no order: match the queues back to the IDs.
+                for r in &rows {
+                    queue_of.insert(r.try_get::<Uuid, _>(0)?, r.try_get::<String, _>(1)?);
+                }
             }
             let mut done: Vec<Inserted> = cids
                 .iter()
                 .map(|&id| Inserted {
                     id,
                     duplicate: false,
+                    queue: queue_of
+                        .remove(&id)
+                        .unwrap_or_else(|| DEFAULT_QUEUE.to_string()),
                 })
                 .collect();
             let keyed_at: Vec<usize> = (0..chunk.len()).filter(|&i| keyed(&chunk[i])).collect();
@@ -283,6 +294,7 @@ fn due_from_row(r: &sqlx::postgres::PgRow) -> Result<Due> {
     Ok(Due {
         id: r.try_get(0)?,
         priority: r.try_get(1)?,
+        queue: r.try_get(2)?,
     })
 }
 
@@ -344,6 +356,11 @@ impl Store for PgStore {
         let max_attempts = validate_batch(job_type, &targets, &opts)?;
         let batch_id = Uuid::now_v7();
         let mut tx = self.pool.begin().await?;
+        let queue: String = sqlx::query_scalar(&self.sql.resolve_queue)
+            .bind(&opts.queue)
+            .bind(job_type)
+            .fetch_one(&mut *tx)
+            .await?;
         sqlx::query(&self.sql.insert_batch_row)
             .bind(batch_id)
             .bind(&opts.name)
@@ -353,7 +370,7 @@ impl Store for PgStore {
             .await?;
         if !self.unique_types(&mut tx, &[job_type]).await?.is_empty() {
             let sub = self
-                .insert_unique_batch(&mut tx, batch_id, job_type, targets, &opts)
+                .insert_unique_batch(&mut tx, batch_id, job_type, targets, &opts, queue)
                 .await?;
             tx.commit().await?;
             return Ok(sub);
@@ -369,6 +386,7 @@ impl Store for PgStore {
                 .bind(opts.run_at)
                 .bind(opts.priority)
                 .bind(batch_id)
+                .bind(&queue)
                 .bind(&opts.traceparent)
                 .execute(&mut *tx)
                 .await?;
@@ -378,12 +396,13 @@ impl Store for PgStore {
         Ok(Submitted {
             batch_id: Some(batch_id),
             ids,
+            queue,
             duplicates: 0,
         })
     }
 
-    async fn slot(&self, node_id: &str) -> Result<Box<dyn Slot>> {
-        Ok(Box::new(self.open_slot(node_id).await?))
+    async fn slot(&self, node_id: &str, scope: &Scope) -> Result<Box<dyn Slot>> {
+        Ok(Box::new(self.open_slot(node_id, scope).await?))
     }
 
     async fn settle(&self, outcomes: &[Outcome], node_id: &str) -> Result<u64> {
@@ -393,10 +412,17 @@ impl Store for PgStore {
         Ok(n)
     }
 
-    async fn due_pending(&self, limit: i64, node_stale: Duration) -> Result<Vec<Due>> {
+    async fn due_pending(
+        &self,
+        limit: i64,
+        node_stale: Duration,
+        scope: &Scope,
+    ) -> Result<Vec<Due>> {
         let rows = sqlx::query(&self.sql.due_pending)
             .bind(limit)
             .bind(ms(node_stale))
+            .bind(&scope.queue)
+            .bind(&scope.types[..])
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(due_from_row).collect()
@@ -415,18 +441,21 @@ impl Store for PgStore {
         let mut max = Vec::new();
         let mut fields: Vec<Option<serde_json::Value>> = Vec::new();
         let mut for_ms: Vec<Option<i64>> = Vec::new();
+        let mut queues: Vec<Option<&str>> = Vec::new();
         for (t, o) in policy.types() {
             let u = policy.unique(t);
             types.push(t);
             max.push(o.max_attempts);
             fields.push(u.and_then(|u| (!u.fields.is_empty()).then(|| u.fields.clone().into())));
             for_ms.push(u.and_then(|u| u.window).map(|w| w.as_millis() as i64));
+            queues.push(policy.queue(t));
         }
         sqlx::query(&self.sql.publish_policy)
             .bind(types)
             .bind(max)
             .bind(fields)
             .bind(for_ms)
+            .bind(queues)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -445,6 +474,8 @@ impl Store for PgStore {
             .bind(b.in_flight)
             .bind(b.processed)
             .bind(b.failed)
+            .bind(sqlx::types::Json(&b.queues))
+            .bind(sqlx::types::Json(&b.types))
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -638,9 +669,52 @@ impl Store for PgStore {
                     failed: r.try_get("failed")?,
                     started_at: r.try_get("started_at")?,
                     last_heartbeat: r.try_get("last_seen")?,
+                    queues: r
+                        .try_get::<sqlx::types::Json<_>, _>("queues")
+                        .map(|j| j.0)
+                        .unwrap_or_default(),
+                    types: r
+                        .try_get::<sqlx::types::Json<_>, _>("types")
+                        .map(|j| j.0)
+                        .unwrap_or_default(),
                 })
             })
             .collect()
+    }
+
+    async fn pending_groups(&self) -> Result<Vec<PendingGroup>> {
+        sqlx::query(&self.sql.pending_groups)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(PendingGroup {
+                    queue: r.try_get("queue")?,
+                    job_type: r.try_get("type")?,
+                    pending: r.try_get("pending")?,
+                    since: r.try_get("since")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn fail_unrunnable(
+        &self,
+        queue: &str,
+        job_type: &str,
+        older: Duration,
+        reason: &str,
+        limit: i64,
+    ) -> Result<u64> {
+        Ok(sqlx::query(&self.sql.fail_unrunnable)
+            .bind(queue)
+            .bind(job_type)
+            .bind(reason)
+            .bind(ms(older))
+            .bind(limit)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     async fn job_detail(&self, id: Uuid) -> Result<Option<JobDetail>> {

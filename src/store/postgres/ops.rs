@@ -32,6 +32,7 @@ impl PgStore {
                 Ok(Due {
                     id: r.try_get(0)?,
                     priority: r.try_get(1)?,
+                    queue: r.try_get(2)?,
                 })
             })
             .collect()

@@ -20,6 +20,7 @@ pub(crate) fn job_from_row(r: &PgRow) -> Result<Job> {
         run_at: r.try_get("run_at")?,
         priority: r.try_get("priority")?,
         batch_id: r.try_get("batch_id")?,
+        queue: r.try_get("queue")?,
         last_error: r.try_get("last_error")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,

@@ -9,7 +9,7 @@
 //! **Plans that cannot flip.** A statement that reaches jobs by id writes its status guard as
 //! `(status = 'pending') IS TRUE`: the same test (status is never NULL), but one the planner
 //! cannot match to a partial index's `WHERE status = 'pending'`. Written plainly, the guard
-//! lets the planner trade the primary key for a whole scan of `jobs_due_idx` (or
+//! lets the planner trade the primary key for a whole scan of `jobs_queue_due_idx` (or
 //! `jobs_lease_idx`) whenever its statistics say that index is empty, which they do after the
 //! table is analysed between bursts, the normal state of a healthy queue; each chunk then costs
 //! as much as the backlog. Only the claim, the reconciler and the rescue of expired leases
@@ -50,43 +50,56 @@ macro_rules! history_append {
 }
 
 pub const JOB_COLUMNS: &str = "id, type, target, status, attempts, max_attempts, run_at, \
-    priority, batch_id, last_error, created_at, updated_at, finished_at, node_id, traceparent";
+    priority, batch_id, queue, last_error, created_at, updated_at, finished_at, node_id, \
+    traceparent";
 
 pub const INSERT_BATCH_ROW: &str =
     "INSERT INTO {s}.batches (id, name, type, total) VALUES ($1, $2, $3, $4)";
 
+/// A batch's queue, resolved once before its rows go in: its own (`$1`), else its type's
+/// (`$2`), else `default` (the rule every insert path applies).
+pub const RESOLVE_QUEUE: &str = "SELECT COALESCE($1::text, \
+    (SELECT t.queue FROM {s}.job_types t WHERE t.type = $2), 'default')";
+
 /// One statement per chunk of a batch: the type and options are shared scalars. A batch that
 /// does not set `max_attempts` takes its type's policy, or 3 (the one rule of every insert).
+/// `$8` is the queue [`RESOLVE_QUEUE`] found.
 pub const INSERT_BATCH_JOBS: &str = "INSERT INTO {s}.jobs \
-    (id, type, target, max_attempts, run_at, priority, batch_id, traceparent) \
+    (id, type, target, max_attempts, run_at, priority, batch_id, queue, traceparent) \
     SELECT u.id, $2, u.target, \
     COALESCE($4, (SELECT t.max_attempts FROM {s}.job_types t WHERE t.type = $2), 3), \
-    COALESCE($5, now()), $6, $7, $8 \
+    COALESCE($5, now()), $6, $7, $8, $9 \
     FROM UNNEST($1::uuid[], $3::jsonb[]) AS u(id, target)";
 
-/// One statement per chunk of mixed jobs, with the same policy rule per job.
+/// One statement per chunk of mixed jobs, with the same policy rule per job (its
+/// `max_attempts` and its queue). Returns each job's queue, for the push after commit.
 pub const INSERT_JOBS: &str = "INSERT INTO {s}.jobs \
-    (id, type, target, max_attempts, run_at, priority, traceparent) \
+    (id, type, target, max_attempts, run_at, priority, queue, traceparent) \
     SELECT u.id, u.type, u.target, \
     COALESCE(u.max_attempts, (SELECT t.max_attempts FROM {s}.job_types t WHERE t.type = u.type), 3), \
-    COALESCE(u.run_at, now()), u.priority, u.traceparent \
+    COALESCE(u.run_at, now()), u.priority, \
+    COALESCE(u.queue, (SELECT t.queue FROM {s}.job_types t WHERE t.type = u.type), 'default'), \
+    u.traceparent \
     FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::int[], $5::timestamptz[], $6::smallint[], \
-    $7::text[]) AS u(id, type, target, max_attempts, run_at, priority, traceparent)";
+    $7::text[], $8::text[]) AS u(id, type, target, max_attempts, run_at, priority, queue, traceparent) \
+    RETURNING id, queue";
 
 /// The trace of keyed jobs inserted through `insert_job`: `$1` ids, `$2` their traceparents.
 pub const SET_TRACEPARENTS: &str = "UPDATE {s}.jobs AS j SET traceparent = u.tp \
     FROM UNNEST($1::uuid[], $2::text[]) AS u(id, tp) WHERE j.id = u.id AND j.id = ANY($1)";
 
 /// Publishes a node's type policy: `$1` types, `$2` their max_attempts, `$3` their unique
-/// fields (a JSON array, or NULL), `$4` their unique windows in milliseconds (or NULL).
+/// fields (a JSON array, or NULL), `$4` their unique windows in milliseconds (or NULL), `$5`
+/// their queues (NULL: `default`).
 pub const PUBLISH_POLICY: &str = "INSERT INTO {s}.job_types \
-    (type, max_attempts, unique_fields, unique_for_ms) \
-    SELECT * FROM UNNEST($1::text[], $2::int[], $3::jsonb[], $4::bigint[]) \
+    (type, max_attempts, unique_fields, unique_for_ms, queue) \
+    SELECT * FROM UNNEST($1::text[], $2::int[], $3::jsonb[], $4::bigint[], $5::text[]) \
     ON CONFLICT (type) DO UPDATE SET max_attempts = EXCLUDED.max_attempts, \
     unique_fields = EXCLUDED.unique_fields, unique_for_ms = EXCLUDED.unique_for_ms, \
-    updated_at = now() \
-    WHERE (job_types.max_attempts, job_types.unique_fields, job_types.unique_for_ms) \
-    IS DISTINCT FROM (EXCLUDED.max_attempts, EXCLUDED.unique_fields, EXCLUDED.unique_for_ms)";
+    queue = EXCLUDED.queue, updated_at = now() \
+    WHERE (job_types.max_attempts, job_types.unique_fields, job_types.unique_for_ms, \
+    job_types.queue) IS DISTINCT FROM (EXCLUDED.max_attempts, EXCLUDED.unique_fields, \
+    EXCLUDED.unique_for_ms, EXCLUDED.queue)";
 
 /// Of `$1`, the types whose jobs get a unique key derived from their target: their jobs take
 /// the keyed insert even when the caller gave no key.
@@ -95,13 +108,16 @@ pub const UNIQUE_TYPES: &str = "SELECT type FROM {s}.job_types \
 
 /// Jobs with a unique key (given, or derived by their type), one `insert_job` call each in
 /// order, so that a later duplicate within the same statement finds the earlier job. `$9` is
-/// the batch, or NULL. Returns (id, duplicate) per job, in order.
-pub const INSERT_KEYED: &str = "SELECT r.inserted_id, r.duplicate FROM UNNEST($1::uuid[], \
+/// the batch, or NULL; `$10` each job's queue (NULL: its type's, else `default`). Returns
+/// (id, duplicate, queue) per job, in order; a duplicate's queue is the existing job's.
+pub const INSERT_KEYED: &str = "SELECT r.inserted_id, r.duplicate, r.inserted_queue \
+    FROM UNNEST($1::uuid[], \
     $2::text[], $3::jsonb[], $4::int[], $5::timestamptz[], $6::smallint[], $7::text[], \
-    $8::bigint[]) WITH ORDINALITY AS u(id, type, target, max_attempts, run_at, priority, \
-    key, for_ms, n) \
+    $8::bigint[], $10::text[]) WITH ORDINALITY AS u(id, type, target, max_attempts, run_at, \
+    priority, key, for_ms, queue, n) \
     CROSS JOIN LATERAL {s}.insert_job(u.id, u.type, u.target, u.run_at, u.priority, \
-    u.max_attempts, $9::uuid, u.key, u.for_ms * interval '1 millisecond') AS r ORDER BY u.n";
+    u.max_attempts, $9::uuid, u.key, u.for_ms * interval '1 millisecond', u.queue) AS r \
+    ORDER BY u.n";
 
 /// Cron entries' marks: the last tick each claimed.
 pub const CRON_MARKS: &str = "SELECT name, last_tick FROM {s}.cron ORDER BY name";
@@ -119,9 +135,12 @@ pub const CRON_ADVANCE: &str = "UPDATE {s}.cron SET last_tick = $3, updated_at =
 pub const SET_BATCH_TOTAL: &str = "UPDATE {s}.batches SET total = $2 WHERE id = $1";
 
 /// The heart of the design: lock the popped IDs that are still pending and due, skipping any
-/// row another transaction holds. A duplicate or stale ID simply finds nothing.
+/// row another transaction holds. A duplicate or stale ID simply finds nothing, and so does
+/// an ID of a queue this runner does not serve (`$2`) or of a type this node has no processor
+/// for (`$3`): such a job stays pending, untouched and uncharged, for a node that can run it.
 pub const LOCK_CHUNK: &str = "SELECT {cols}, txid_current() AS xid FROM {s}.jobs \
     WHERE id = ANY($1) AND (status = 'pending') IS TRUE AND run_at <= now() \
+    AND queue = $2 AND type = ANY($3) \
     FOR UPDATE SKIP LOCKED";
 
 /// Lease mode's claim, in the chunk's transaction: the jobs become `running`, owned by the
@@ -225,11 +244,12 @@ pub const RECORD_OUTCOMES: &str = concat!(
     "WHERE j.id = o.id AND j.id = ANY($1) AND (j.status = 'pending') IS TRUE"
 );
 
-/// Pending, due jobs for the queue, highest priority and oldest first, without those a live
-/// node's runner has said it is running (its intent record): offering them again would only
-/// make runners find them locked.
-pub const DUE_PENDING: &str = "SELECT id, priority FROM {s}.jobs \
-    WHERE status = 'pending' AND run_at <= now() \
+/// Pending, due jobs of one queue (`$3`) and the types this node can run (`$4`) for the ID
+/// queue, highest priority and oldest first, without those a live node's runner has said it
+/// is running (its intent record): offering them again would only make runners find them
+/// locked. Like the claim, it reads the head of `jobs_queue_due_idx` for that one queue.
+pub const DUE_PENDING: &str = "SELECT id, priority, queue FROM {s}.jobs \
+    WHERE status = 'pending' AND queue = $3 AND type = ANY($4) AND run_at <= now() \
     AND id NOT IN (SELECT unnest(h.ids) FROM \
                    (SELECT node_id, ids FROM {s}.intents UNION ALL \
                     SELECT node_id, ids FROM {s}.holds) h \
@@ -239,28 +259,33 @@ pub const DUE_PENDING: &str = "SELECT id, priority FROM {s}.jobs \
 
 /// Of `$1`, the jobs that are pending and due, with their priority: what a push after commit
 /// should carry.
-pub const DUE_AMONG: &str = "SELECT id, priority FROM {s}.jobs \
+pub const DUE_AMONG: &str = "SELECT id, priority, queue FROM {s}.jobs \
     WHERE id = ANY($1) AND (status = 'pending') IS TRUE AND run_at <= now()";
 
-/// The database path to work: the most urgent pending, due jobs no other transaction holds,
-/// locked in the chunk's own transaction. The partial index `jobs_due_idx` is in exactly this
-/// order, so the scan stops after `$1` rows however many jobs the table has finished.
+/// The database path to work: the most urgent pending, due jobs of one queue (`$2`) and of the
+/// types this node has processors for (`$3`) that no other transaction holds, locked in the
+/// chunk's own transaction. The partial index `jobs_queue_due_idx` (queue, priority DESC,
+/// run_at, id) is in exactly this order within a queue, so the scan starts at this queue's
+/// head, never touches another queue's entries, and stops after `$1` rows however many jobs
+/// the table has finished. The type is a filter on that scan: jobs of the queue whose type
+/// this node cannot run are stepped over (see the README on routing types to queues).
 pub const CLAIM_CHUNK: &str = "SELECT {cols}, txid_current() AS xid FROM {s}.jobs \
-    WHERE status = 'pending' AND run_at <= now() \
+    WHERE status = 'pending' AND queue = $2 AND type = ANY($3) AND run_at <= now() \
     ORDER BY priority DESC, run_at, id LIMIT $1 \
     FOR UPDATE SKIP LOCKED";
 
 /// The heartbeat, which also deletes this node's superseded intent records (each slot's
-/// newest one is the chunk it may be running), in the same round trip.
-/// One pass over the node's records (the table has no index, so that appending costs the
-/// chunk nothing more): each slot's newest `seq`, then a hash join deletes the rest.
+/// newest one is the chunk it may be running), in the same round trip. `$8` the queues the
+/// node serves (`{"name": runners}`), `$9` the types it can run. One pass over the node's
+/// records (the table has no index, so that appending costs the chunk nothing more): each
+/// slot's newest `seq`, then a hash join deletes the rest.
 pub const HEARTBEAT: &str = "WITH latest AS (SELECT slot, max(seq) AS seq FROM {s}.intents \
     WHERE node_id = $1 GROUP BY slot), \
     superseded AS (DELETE FROM {s}.intents i USING latest l \
     WHERE i.node_id = $1 AND i.slot = l.slot AND i.seq < l.seq) \
     INSERT INTO {s}.nodes \
-    (id, host, pid, concurrency, in_flight, processed, failed, last_seen) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, now()) \
+    (id, host, pid, concurrency, in_flight, processed, failed, last_seen, queues, types) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, now(), $8, $9) \
     ON CONFLICT (id) DO UPDATE SET in_flight = EXCLUDED.in_flight, \
     processed = EXCLUDED.processed, failed = EXCLUDED.failed, \
     concurrency = EXCLUDED.concurrency, last_seen = now()";
@@ -443,7 +468,7 @@ pub const FOLD_COUNTS: &str = "WITH turn AS \
     SELECT count(*) FROM d";
 
 pub const NODES: &str = "SELECT id, host, pid, concurrency, in_flight, processed, failed, \
-    started_at, last_seen FROM {s}.nodes \
+    started_at, last_seen, queues, types FROM {s}.nodes \
     WHERE last_seen >= now() - $1 * interval '1 millisecond' ORDER BY started_at, id";
 
 /// Jobs finished in each of the last 30 ten-second buckets (bucket 0 is the oldest).
@@ -467,7 +492,7 @@ pub const RETRY_JOBS: &str = "WITH picked AS (SELECT id FROM {s}.jobs \
     ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
     UPDATE {s}.jobs AS j SET status = 'pending', attempts = 0, run_at = now(), \
     finished_at = NULL, updated_at = now() \
-    FROM picked WHERE j.id = picked.id RETURNING j.id, j.priority";
+    FROM picked WHERE j.id = picked.id RETURNING j.id, j.priority, j.queue";
 
 /// A bulk cancel: up to `$3` pending jobs matching the filters. A job running right now has
 /// its row locked by its chunk, so SKIP LOCKED leaves it alone (and does not wait for it).
@@ -484,6 +509,22 @@ pub const CANCEL_JOBS: &str = "WITH picked AS (SELECT id FROM {s}.jobs \
 pub const PRUNE_FINISHED: &str = "DELETE FROM {s}.jobs WHERE id IN (SELECT id FROM {s}.jobs \
     WHERE finished_at < now() - $1 * interval '1 millisecond' AND status = $2 \
     AND ($3::text IS NULL OR type = $3) AND NOT (type = ANY($4::text[])) LIMIT $5)";
+
+/// Pending jobs by queue and type, with the earliest time one of them was due: the status
+/// report compares these against what the live nodes can run. A report, not a hot path: it
+/// reads the pending jobs' index, as the counts by type read the table.
+pub const PENDING_GROUPS: &str = "SELECT queue, type, count(*) AS pending, \
+    min(run_at) AS since FROM {s}.jobs WHERE status = 'pending' GROUP BY queue, type \
+    ORDER BY queue, type";
+
+/// Fails up to `$5` pending jobs of queue `$1` and type `$2` due for longer than `$4`
+/// milliseconds, with the reason `$3`: no node has had a processor for the type for that long.
+/// Jobs locked right now are stepped around.
+pub const FAIL_UNRUNNABLE: &str = "UPDATE {s}.jobs SET status = 'failed', last_error = $3, \
+    finished_at = now(), updated_at = now() \
+    WHERE id IN (SELECT id FROM {s}.jobs WHERE status = 'pending' AND queue = $1 AND type = $2 \
+                 AND run_at < now() - $4 * interval '1 millisecond' LIMIT $5 \
+                 FOR UPDATE SKIP LOCKED) AND status = 'pending'";
 
 /// A statement as the store runs it in `schema`: the job columns and the quoted schema
 /// substituted. Public so that a plan can be checked (`EXPLAIN`) on the very text that runs.
@@ -512,6 +553,9 @@ macro_rules! statements {
 
 statements! {
     insert_batch_row = INSERT_BATCH_ROW,
+    resolve_queue = RESOLVE_QUEUE,
+    pending_groups = PENDING_GROUPS,
+    fail_unrunnable = FAIL_UNRUNNABLE,
     insert_batch_jobs = INSERT_BATCH_JOBS,
     insert_jobs = INSERT_JOBS,
     set_traceparents = SET_TRACEPARENTS,

@@ -1,6 +1,7 @@
 //! Unique jobs on PostgreSQL: which jobs take the keyed insert, and that insert, which the
 //! schema's `insert_job` function does (the same function `add_job` calls, so every path
-//! derives and checks keys alike; see `migrations/postgres/0006_unique_and_cron.sql`).
+//! derives and checks keys alike; see `migrations/postgres/0006_unique_and_cron.sql`,
+//! and 0012, which gave it the queue).
 
 use std::collections::HashSet;
 
@@ -37,6 +38,7 @@ impl PgStore {
         job_type: &str,
         targets: Vec<serde_json::Value>,
         opts: &BatchOptions,
+        queue: String,
     ) -> Result<Submitted> {
         let mut ids = Vec::with_capacity(targets.len());
         let mut duplicates = 0;
@@ -47,6 +49,7 @@ impl PgStore {
                     max_attempts: opts.max_attempts,
                     run_at: opts.run_at,
                     priority: opts.priority,
+                    queue: Some(queue.clone()),
                     ..NewJob::new(job_type, t.clone())
                 })
                 .collect();
@@ -68,6 +71,7 @@ impl PgStore {
         Ok(Submitted {
             batch_id: Some(batch_id),
             ids,
+            queue,
             duplicates,
         })
     }
@@ -94,6 +98,7 @@ impl PgStore {
                     .map(|w| w.as_millis().min(i64::MAX as u128) as i64)
             })
             .collect();
+        let queues: Vec<Option<&str>> = jobs.iter().map(|j| j.queue.as_deref()).collect();
         let rows = sqlx::query(&self.sql.insert_keyed)
             .bind(ids)
             .bind(&types)
@@ -104,6 +109,7 @@ impl PgStore {
             .bind(&keys)
             .bind(&for_ms)
             .bind(batch_id)
+            .bind(&queues)
             .fetch_all(&mut *conn)
             .await
             .map_err(refused)?;
@@ -112,6 +118,7 @@ impl PgStore {
                 Ok(Inserted {
                     id: r.try_get(0)?,
                     duplicate: r.try_get(1)?,
+                    queue: r.try_get(2)?,
                 })
             })
             .collect()

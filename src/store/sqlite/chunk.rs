@@ -11,11 +11,11 @@ use sqlx::{Executor as _, Sqlite, SqliteConnection, SqlitePool, Transaction};
 use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
-use super::rows::{ids_json, job_from_row, modifier};
+use super::rows::{ids_json, job_from_row, modifier, types_json};
 use super::{record_outcomes, sql, SqliteStore};
 use crate::error::Result;
 use crate::job::Job;
-use crate::store::{ChunkTx, CommitProbe, JobConn, Locked, Outcome, Slot, ROLLBACK_JOB};
+use crate::store::{ChunkTx, CommitProbe, JobConn, Locked, Outcome, Scope, Slot, ROLLBACK_JOB};
 
 /// How long after a job's time limit its running SQL statement is interrupted.
 const INTERRUPT_GRACE: Duration = Duration::from_millis(100);
@@ -29,16 +29,22 @@ pub(super) struct SqliteSlot {
     node_id: String,
     /// This slot's intent record, a row of `holds`.
     slot: Uuid,
+    /// The one queue this slot's runner serves.
+    queue: String,
+    /// The types its node can run, as the JSON array the statements read.
+    types: String,
 }
 
 impl SqliteStore {
-    pub(super) fn open_slot(&self, node_id: &str) -> SqliteSlot {
+    pub(super) fn open_slot(&self, node_id: &str, scope: &Scope) -> SqliteSlot {
         SqliteSlot {
             pool: self.pool.clone(),
             writer: self.writer.clone(),
             running: self.running.clone(),
             node_id: node_id.to_string(),
             slot: Uuid::now_v7(),
+            queue: scope.queue.clone(),
+            types: types_json(&scope.types),
         }
     }
 }
@@ -57,6 +63,8 @@ impl Slot for SqliteSlot {
         let guard = self.writer.clone().lock_owned().await;
         let ids: Vec<String> = sqlx::query_scalar(sql::CLAIMABLE)
             .bind(max.min(i64::MAX as usize) as i64)
+            .bind(&self.queue)
+            .bind(&self.types)
             .fetch_all(&self.pool)
             .await?;
         let ids = ids
@@ -113,6 +121,8 @@ impl SqliteSlot {
         }
         let rows = sqlx::query(sql::LOCK_CHUNK)
             .bind(&popped)
+            .bind(&self.queue)
+            .bind(&self.types)
             .fetch_all(&mut *tx)
             .await?;
         let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;

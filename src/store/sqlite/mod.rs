@@ -47,11 +47,11 @@ use uuid::Uuid;
 use self::rows::{batch_from_row, fmt_time, job_from_row, modifier, node_from_row};
 use super::split_deleted;
 use super::{
-    decode_status, validate_batch, BatchOptions, JobFilter, NodeBeat, Outcome, PruneRule,
-    Selection, Slot, Store, Wake, INSERT_CHUNK,
+    decode_status, validate_batch, BatchOptions, JobFilter, NodeBeat, Outcome, PendingGroup,
+    PruneRule, Scope, Selection, Slot, Store, Wake, INSERT_CHUNK,
 };
 use crate::error::{Error, Result};
-use crate::job::{Due, Inserted, Job, JobDetail, JobStatus, NewJob, Submitted};
+use crate::job::{Due, Inserted, Job, JobDetail, JobStatus, NewJob, Submitted, DEFAULT_QUEUE};
 use crate::processor::Policy;
 use crate::report::{BatchReport, NodeReport, TypeCounts};
 use futures::stream::BoxStream;
@@ -146,7 +146,12 @@ impl SqliteStore {
         targets: &[serde_json::Value],
         max_attempts: Option<i32>,
         opts: &BatchOptions,
-    ) -> Result<Vec<Uuid>> {
+    ) -> Result<(Vec<Uuid>, String)> {
+        let queue: String = sqlx::query_scalar(sql::RESOLVE_QUEUE)
+            .bind(&opts.queue)
+            .bind(job_type)
+            .fetch_one(&mut **tx)
+            .await?;
         sqlx::query(sql::INSERT_BATCH_ROW)
             .bind(batch_id.to_string())
             .bind(&opts.name)
@@ -170,12 +175,13 @@ impl SqliteStore {
                 .bind(&run_at)
                 .bind(opts.priority)
                 .bind(batch_id.to_string())
+                .bind(&queue)
                 .bind(&opts.traceparent)
                 .execute(&mut **tx)
                 .await?;
             ids.extend(cids);
         }
-        Ok(ids)
+        Ok((ids, queue))
     }
 }
 
@@ -239,6 +245,8 @@ async fn insert_checked_in(
     let policies = unique::policies(&mut *tx, &types).await?;
     let policy = |j: &NewJob| policies.get(&j.job_type);
     let mut out = Vec::with_capacity(jobs.len());
+    // RETURNING promises no order: each plain job's queue, matched back to its ID.
+    let mut queues = std::collections::HashMap::new();
     for chunk in jobs.chunks(INSERT_CHUNK) {
         let mut rows = Vec::with_capacity(chunk.len());
         for j in chunk {
@@ -251,25 +259,34 @@ async fn insert_checked_in(
                     j.max_attempts,
                     j.run_at.map(fmt_time),
                     j.priority,
+                    j.queue,
                     j.traceparent
                 ]));
             }
             out.push(Inserted {
                 id,
                 duplicate: false,
+                queue: String::new(),
             });
         }
         if !rows.is_empty() {
-            sqlx::query(sql::INSERT_JOBS)
+            let inserted = sqlx::query(sql::INSERT_JOBS)
                 .bind(serde_json::Value::from(rows).to_string())
-                .execute(&mut **tx)
+                .fetch_all(&mut **tx)
                 .await?;
+            for r in &inserted {
+                queues.insert(rows::uuid(r.try_get(0)?)?, r.try_get::<String, _>(1)?);
+            }
         }
     }
     // Keyed jobs after the plain ones, in order: each sees the ones before it.
     for (j, done) in jobs.iter().zip(out.iter_mut()) {
         if unique::Unique::keyed(policy(j), j) {
             *done = unique::insert_keyed(&mut *tx, j, policy(j), done.id, None).await?;
+        } else {
+            done.queue = queues
+                .remove(&done.id)
+                .unwrap_or_else(|| DEFAULT_QUEUE.to_string());
         }
     }
     Ok(out)
@@ -279,6 +296,7 @@ fn due_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Due> {
     Ok(Due {
         id: rows::uuid(r.try_get::<String, _>(0)?)?,
         priority: r.try_get(1)?,
+        queue: r.try_get(2)?,
     })
 }
 
@@ -366,19 +384,21 @@ impl Store for SqliteStore {
         let policy = policies.get(job_type);
         let probe = NewJob::new(job_type, serde_json::Value::Null);
         if !unique::Unique::keyed(policy, &probe) {
-            let ids = self
+            let (ids, queue) = self
                 .insert_batch_in(&mut w.tx, batch_id, job_type, &targets, max_attempts, &opts)
                 .await?;
             w.tx.commit().await?;
             return Ok(Submitted {
                 batch_id: Some(batch_id),
                 ids,
+                queue,
                 duplicates: 0,
             });
         }
         // A type that derives unique keys: each target through the keyed insert; the batch
         // counts only the jobs it got.
-        self.insert_batch_in(&mut w.tx, batch_id, job_type, &[], max_attempts, &opts)
+        let (_, queue) = self
+            .insert_batch_in(&mut w.tx, batch_id, job_type, &[], max_attempts, &opts)
             .await?;
         let mut ids = Vec::with_capacity(targets.len());
         let mut duplicates = 0;
@@ -387,6 +407,7 @@ impl Store for SqliteStore {
                 max_attempts,
                 run_at: opts.run_at,
                 priority: opts.priority,
+                queue: Some(queue.clone()),
                 ..NewJob::new(job_type, t)
             };
             let i = unique::insert_keyed(&mut w.tx, &job, policy, Uuid::now_v7(), Some(batch_id))
@@ -403,12 +424,13 @@ impl Store for SqliteStore {
         Ok(Submitted {
             batch_id: Some(batch_id),
             ids,
+            queue,
             duplicates,
         })
     }
 
-    async fn slot(&self, node_id: &str) -> Result<Box<dyn Slot>> {
-        Ok(Box::new(self.open_slot(node_id)))
+    async fn slot(&self, node_id: &str, scope: &Scope) -> Result<Box<dyn Slot>> {
+        Ok(Box::new(self.open_slot(node_id, scope)))
     }
 
     async fn settle(&self, outcomes: &[Outcome], node_id: &str) -> Result<u64> {
@@ -418,10 +440,17 @@ impl Store for SqliteStore {
         Ok(n)
     }
 
-    async fn due_pending(&self, limit: i64, node_stale: Duration) -> Result<Vec<Due>> {
+    async fn due_pending(
+        &self,
+        limit: i64,
+        node_stale: Duration,
+        scope: &Scope,
+    ) -> Result<Vec<Due>> {
         let rows = sqlx::query(sql::DUE_PENDING)
             .bind(limit)
             .bind(modifier(node_stale, -1))
+            .bind(&scope.queue)
+            .bind(rows::types_json(&scope.types))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(due_from_row).collect()
@@ -445,7 +474,7 @@ impl Store for SqliteStore {
                     .filter(|u| !u.fields.is_empty())
                     .map(|u| serde_json::Value::from(u.fields.clone()).to_string());
                 let ms = u.and_then(|u| u.window).map(|w| w.as_millis() as i64);
-                serde_json::json!([t, o.max_attempts, fields, ms])
+                serde_json::json!([t, o.max_attempts, fields, ms, policy.queue(t)])
             })
             .collect();
         let mut w = self.write().await?;
@@ -471,6 +500,8 @@ impl Store for SqliteStore {
             .bind(b.in_flight)
             .bind(b.processed)
             .bind(b.failed)
+            .bind(serde_json::to_string(&b.queues).map_err(invalid)?)
+            .bind(serde_json::to_string(&b.types).map_err(invalid)?)
             .execute(&mut *w.tx)
             .await?;
         w.tx.commit().await?;
@@ -665,6 +696,53 @@ impl Store for SqliteStore {
             .iter()
             .map(node_from_row)
             .collect()
+    }
+
+    async fn pending_groups(&self) -> Result<Vec<PendingGroup>> {
+        sqlx::query(sql::PENDING_GROUPS)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(PendingGroup {
+                    queue: r.try_get("queue")?,
+                    job_type: r.try_get("type")?,
+                    pending: r.try_get("pending")?,
+                    since: rows::time(r, "since")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn fail_unrunnable(
+        &self,
+        queue: &str,
+        job_type: &str,
+        older: Duration,
+        reason: &str,
+        limit: i64,
+    ) -> Result<u64> {
+        // What our chunks hold right now is running: left alone, as in a bulk cancel.
+        let running: Vec<Uuid> = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        let mut w = self.write().await?;
+        let n = sqlx::query(sql::FAIL_UNRUNNABLE)
+            .bind(queue)
+            .bind(job_type)
+            .bind(reason)
+            .bind(modifier(older, -1))
+            .bind(limit)
+            .bind(rows::ids_json(&running))
+            .execute(&mut *w.tx)
+            .await?
+            .rows_affected();
+        w.tx.commit().await?;
+        Ok(n)
     }
 
     async fn job_detail(&self, id: Uuid) -> Result<Option<JobDetail>> {

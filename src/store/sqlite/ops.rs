@@ -34,6 +34,7 @@ impl SqliteStore {
                 Ok(Due {
                     id: rows::uuid(r.try_get::<String, _>(0)?)?,
                     priority: r.try_get(1)?,
+                    queue: r.try_get(2)?,
                 })
             })
             .collect()

@@ -34,7 +34,7 @@ pub(super) fn uuid(s: String) -> Result<Uuid> {
     Uuid::parse_str(&s).map_err(decode)
 }
 
-fn time(r: &SqliteRow, col: &str) -> Result<DateTime<Utc>> {
+pub(super) fn time(r: &SqliteRow, col: &str) -> Result<DateTime<Utc>> {
     parse_time(&r.try_get::<String, _>(col)?)
 }
 
@@ -47,6 +47,11 @@ fn opt_time(r: &SqliteRow, col: &str) -> Result<Option<DateTime<Utc>>> {
 /// A JSON array of canonical UUID strings: how lists of IDs are bound.
 pub(super) fn ids_json(ids: &[Uuid]) -> String {
     serde_json::Value::from(ids.iter().map(|i| i.to_string()).collect::<Vec<_>>()).to_string()
+}
+
+/// Job types as one JSON array parameter, for `type IN (SELECT value FROM json_each(…))`.
+pub(super) fn types_json(types: &[String]) -> String {
+    serde_json::Value::from(types.to_vec()).to_string()
 }
 
 /// A SQLite date modifier moving `d` in the direction of `sign` (`-1` for the past), in
@@ -72,6 +77,7 @@ pub(super) fn job_from_row(r: &SqliteRow) -> Result<Job> {
             .try_get::<Option<String>, _>("batch_id")?
             .map(uuid)
             .transpose()?,
+        queue: r.try_get("queue")?,
         last_error: r.try_get("last_error")?,
         created_at: time(r, "created_at")?,
         updated_at: time(r, "updated_at")?,
@@ -118,6 +124,8 @@ pub(super) fn node_from_row(r: &SqliteRow) -> Result<NodeReport> {
         failed: r.try_get("failed")?,
         started_at: time(r, "started_at")?,
         last_heartbeat: time(r, "last_seen")?,
+        queues: serde_json::from_str(&r.try_get::<String, _>("queues")?).map_err(decode)?,
+        types: serde_json::from_str(&r.try_get::<String, _>("types")?).map_err(decode)?,
     })
 }
 

@@ -16,7 +16,7 @@ macro_rules! now {
 macro_rules! cols {
     () => {
         "id, type, target, status, attempts, max_attempts, run_at, priority, batch_id, \
-         last_error, created_at, updated_at, finished_at, node_id, traceparent"
+         queue, last_error, created_at, updated_at, finished_at, node_id, traceparent"
     };
 }
 
@@ -60,15 +60,20 @@ pub const INSERT_BATCH_ROW: &str = concat!(
     ")"
 );
 
+/// A batch's queue, resolved once before its rows go in: its own (`$1`), else its type's
+/// (`$2`), else `default`.
+pub const RESOLVE_QUEUE: &str =
+    "SELECT COALESCE($1, (SELECT t.queue FROM job_types t WHERE t.type = $2), 'default')";
+
 /// One statement per chunk of a batch: `$1` is `[[id, target JSON text], …]`; the type and
-/// options are shared scalars.
+/// options are shared scalars, `$7` the queue [`RESOLVE_QUEUE`] found.
 pub const INSERT_BATCH_JOBS: &str = concat!(
-    "INSERT INTO jobs (id, type, target, max_attempts, run_at, priority, batch_id, ",
+    "INSERT INTO jobs (id, type, target, max_attempts, run_at, priority, batch_id, queue, ",
     "traceparent, created_at, updated_at) ",
     "SELECT value ->> 0, $2, value ->> 1, ",
     "COALESCE($3, (SELECT t.max_attempts FROM job_types t WHERE t.type = $2), 3), COALESCE($4, ",
     now!(),
-    "), $5, $6, $7, ",
+    "), $5, $6, $7, $8, ",
     now!(),
     ", ",
     now!(),
@@ -76,19 +81,22 @@ pub const INSERT_BATCH_JOBS: &str = concat!(
 );
 
 /// One statement per chunk of mixed jobs: `$1` is
-/// `[[id, type, target JSON text, max_attempts, run_at or null, priority], …]`.
+/// `[[id, type, target JSON text, max_attempts, run_at or null, priority, queue or null], …]`.
+/// Returns each job's queue (its own, its type's or `default`), for the push after commit.
 pub const INSERT_JOBS: &str = concat!(
-    "INSERT INTO jobs (id, type, target, max_attempts, run_at, priority, traceparent, ",
+    "INSERT INTO jobs (id, type, target, max_attempts, run_at, priority, queue, traceparent, ",
     "created_at, updated_at) ",
     "SELECT value ->> 0, value ->> 1, value ->> 2, ",
     "COALESCE(value ->> 3, (SELECT t.max_attempts FROM job_types t WHERE t.type = value ->> 1), 3), ",
     "COALESCE(value ->> 4, ",
     now!(),
-    "), value ->> 5, value ->> 6, ",
+    "), value ->> 5, ",
+    "COALESCE(value ->> 6, (SELECT t.queue FROM job_types t WHERE t.type = value ->> 1), 'default'), ",
+    "value ->> 7, ",
     now!(),
     ", ",
     now!(),
-    " FROM json_each($1) ORDER BY key"
+    " FROM json_each($1) WHERE true ORDER BY key RETURNING id, queue"
 );
 
 /// The heart of the design, SQLite edition. There is no `FOR UPDATE SKIP LOCKED`: SQLite
@@ -96,12 +104,14 @@ pub const INSERT_JOBS: &str = concat!(
 /// transaction that it holds (with its in-process writer lock) until `finish_chunk` commits.
 /// No other transaction, in this process or another, can change these rows before then, so
 /// "pending and due, read inside the write transaction" is exactly the guarantee that
-/// PostgreSQL's row lock gives: a duplicate or stale ID finds nothing.
+/// PostgreSQL's row lock gives: a duplicate or stale ID finds nothing. So does an ID of
+/// another queue than `$2` or of a type not in `$3` (a JSON array): it stays pending.
 pub const LOCK_CHUNK: &str = concat!(
     "SELECT ",
     cols!(),
     " FROM jobs WHERE id IN (SELECT value FROM json_each($1)) ",
-    "AND status = 'pending' AND run_at <= ",
+    "AND status = 'pending' AND queue = $2 AND type IN (SELECT value FROM json_each($3)) ",
+    "AND run_at <= ",
     now!()
 );
 
@@ -226,8 +236,10 @@ pub const RECORD_OUTCOMES: &str = concat!(
 
 /// Pending, due jobs for the queue, without those a live node's runner has recorded it is
 /// running (`$2`, a negative modifier, is the node timeout).
+/// Only queue `$3` and the types in `$4` (a JSON array), from `jobs_queue_due_idx`.
 pub const DUE_PENDING: &str = concat!(
-    "SELECT id, priority FROM jobs WHERE status = 'pending' AND run_at <= ",
+    "SELECT id, priority, queue FROM jobs WHERE status = 'pending' AND queue = $3 ",
+    "AND type IN (SELECT value FROM json_each($4)) AND run_at <= ",
     now!(),
     " AND id NOT IN (SELECT u.value FROM holds h JOIN nodes n ON n.id = h.node_id, ",
     "json_each(h.ids) AS u WHERE n.last_seen >= strftime('%Y-%m-%d %H:%M:%f', 'now', $2))",
@@ -236,39 +248,46 @@ pub const DUE_PENDING: &str = concat!(
 
 /// Of `$1` (a JSON array of IDs), the jobs pending and due, with their priority.
 pub const DUE_AMONG: &str = concat!(
-    "SELECT id, priority FROM jobs WHERE id IN (SELECT value FROM json_each($1)) ",
+    "SELECT id, priority, queue FROM jobs WHERE id IN (SELECT value FROM json_each($1)) ",
     "AND status = 'pending' AND run_at <= ",
     now!()
 );
 
-/// The most urgent pending, due jobs: a claim reads them with the store's write turn held
-/// (so no chunk of this process holds them), then locks them as popped IDs are locked.
+/// The most urgent pending, due jobs of queue `$2` and the types in `$3` (a JSON array): a
+/// claim reads them with the store's write turn held (so no chunk of this process holds
+/// them), then locks them as popped IDs are locked. `jobs_queue_due_idx` (queue, priority
+/// DESC, run_at, id) gives this order within the queue: other queues are never read.
 pub const CLAIMABLE: &str = concat!(
-    "SELECT id FROM jobs WHERE status = 'pending' AND run_at <= ",
+    "SELECT id FROM jobs WHERE status = 'pending' AND queue = $2 ",
+    "AND type IN (SELECT value FROM json_each($3)) AND run_at <= ",
     now!(),
     " ORDER BY priority DESC, run_at, id LIMIT $1"
 );
 
-/// Publishes the type policy: `$1` is `[[type, max_attempts], …]`.
+/// Publishes the type policy: `$1` is `[[type, max_attempts, unique fields or null,
+/// unique window ms or null, queue or null], …]`.
 pub const PUBLISH_POLICY: &str = concat!(
-    "INSERT INTO job_types (type, max_attempts, unique_fields, unique_for_ms, updated_at) ",
-    "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, ",
+    "INSERT INTO job_types (type, max_attempts, unique_fields, unique_for_ms, queue, ",
+    "updated_at) ",
+    "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, ",
     now!(),
     " FROM json_each($1) WHERE true ",
     "ON CONFLICT (type) DO UPDATE SET max_attempts = excluded.max_attempts, ",
     "unique_fields = excluded.unique_fields, unique_for_ms = excluded.unique_for_ms, ",
+    "queue = excluded.queue, ",
     "updated_at = excluded.updated_at WHERE job_types.max_attempts <> excluded.max_attempts ",
     "OR job_types.unique_fields IS NOT excluded.unique_fields ",
-    "OR job_types.unique_for_ms IS NOT excluded.unique_for_ms"
+    "OR job_types.unique_for_ms IS NOT excluded.unique_for_ms ",
+    "OR job_types.queue IS NOT excluded.queue"
 );
 
 pub const HEARTBEAT: &str = concat!(
     "INSERT INTO nodes (id, host, pid, concurrency, in_flight, processed, failed, ",
-    "started_at, last_seen) VALUES ($1, $2, $3, $4, $5, $6, $7, ",
+    "started_at, last_seen, queues, types) VALUES ($1, $2, $3, $4, $5, $6, $7, ",
     now!(),
     ", ",
     now!(),
-    ") ON CONFLICT (id) DO UPDATE SET in_flight = excluded.in_flight, ",
+    ", $8, $9) ON CONFLICT (id) DO UPDATE SET in_flight = excluded.in_flight, ",
     "processed = excluded.processed, failed = excluded.failed, ",
     "concurrency = excluded.concurrency, last_seen = excluded.last_seen"
 );
@@ -393,7 +412,7 @@ pub const TYPE_COUNTS: &str = "SELECT type, \
     FROM counts GROUP BY type HAVING sum(n) <> 0 ORDER BY type";
 
 pub const NODES: &str = "SELECT id, host, pid, concurrency, in_flight, processed, failed, \
-    started_at, last_seen FROM nodes \
+    started_at, last_seen, queues, types FROM nodes \
     WHERE last_seen >= strftime('%Y-%m-%d %H:%M:%f', 'now', $1) ORDER BY started_at, id";
 
 /// Jobs finished in each of the last 30 ten-second buckets (bucket 0 is the oldest).
@@ -427,7 +446,7 @@ pub const RETRY_JOBS: &str = concat!(
     now!(),
     " WHERE id IN (SELECT id FROM jobs WHERE status IN ('failed', 'cancelled') ",
     "AND ($1 IS NULL OR status = $1) AND ($2 IS NULL OR type = $2) ",
-    "AND ($3 IS NULL OR batch_id = $3) ORDER BY id LIMIT $4) RETURNING id, priority"
+    "AND ($3 IS NULL OR batch_id = $3) ORDER BY id LIMIT $4) RETURNING id, priority, queue"
 );
 
 /// A bulk cancel: up to `$4` pending jobs matching the filters, except those in `$3` (a JSON
@@ -448,21 +467,42 @@ pub const PRUNE_FINISHED: &str = "DELETE FROM jobs WHERE id IN (SELECT id FROM j
     WHERE finished_at < strftime('%Y-%m-%d %H:%M:%f', 'now', $1) AND status = $2 \
     AND ($3 IS NULL OR type = $3) AND type NOT IN (SELECT value FROM json_each($4)) LIMIT $5)";
 
+/// Pending jobs by queue and type, with the earliest `run_at` among them (see the PostgreSQL
+/// statement of the same name).
+pub const PENDING_GROUPS: &str = "SELECT queue, type, count(*) AS pending, \
+    min(run_at) AS since FROM jobs WHERE status = 'pending' GROUP BY queue, type \
+    ORDER BY queue, type";
+
+/// Fails up to `$5` pending jobs of queue `$1` and type `$2` due before `$4` (a negative
+/// modifier), with the reason `$3`, except those in `$6` (a JSON array of the IDs this
+/// store's chunks hold).
+pub const FAIL_UNRUNNABLE: &str = concat!(
+    "UPDATE jobs SET status = 'failed', last_error = $3, finished_at = ",
+    now!(),
+    ", updated_at = ",
+    now!(),
+    " WHERE id IN (SELECT id FROM jobs WHERE status = 'pending' AND queue = $1 AND type = $2 ",
+    "AND run_at < strftime('%Y-%m-%d %H:%M:%f', 'now', $4) ",
+    "AND id NOT IN (SELECT value FROM json_each($6)) LIMIT $5)"
+);
+
 /// Of the types in `$1` (a JSON array), those with a unique policy: their key fields (JSON
 /// array text, or NULL) and window in milliseconds (or NULL).
 pub const UNIQUE_POLICIES: &str = "SELECT type, unique_fields, unique_for_ms FROM job_types \
     WHERE type IN (SELECT value FROM json_each($1)) \
     AND (unique_fields IS NOT NULL OR unique_for_ms IS NOT NULL)";
 
-/// The open job (pending, or running in lease mode) with this type and key, if any.
-pub const OPEN_WITH_KEY: &str = "SELECT id FROM jobs WHERE type = $1 AND unique_key = $2 \
-    AND status IN ('pending', 'running')";
+/// The open job (pending, or running in lease mode) with this type and key, if any, and its
+/// queue (keys are per type, whatever the queue).
+pub const OPEN_WITH_KEY: &str = "SELECT id, queue FROM jobs WHERE type = $1 \
+    AND unique_key = $2 AND status IN ('pending', 'running')";
 
 /// The latest job with this type and key if it was created after `now` moved by `$3` (a
 /// negative date modifier: the window).
 pub const KEY_WITHIN: &str = concat!(
-    "SELECT job_id FROM unique_keys WHERE type = $1 AND unique_key = $2 ",
-    "AND created_at > strftime('%Y-%m-%d %H:%M:%f', 'now', $3)"
+    "SELECT k.job_id, COALESCE((SELECT j.queue FROM jobs j WHERE j.id = k.job_id), 'default') ",
+    "FROM unique_keys k WHERE k.type = $1 AND k.unique_key = $2 ",
+    "AND k.created_at > strftime('%Y-%m-%d %H:%M:%f', 'now', $3)"
 );
 
 /// The key's row names its latest job.
@@ -473,17 +513,19 @@ pub const CLAIM_KEY: &str = concat!(
     "created_at = excluded.created_at"
 );
 
-/// One keyed job; the type's policy for max_attempts as in [`INSERT_JOBS`].
+/// One keyed job; the type's policy for max_attempts and queue as in [`INSERT_JOBS`].
+/// Returns the queue it went into.
 pub const INSERT_KEYED_JOB: &str = concat!(
     "INSERT INTO jobs (id, type, target, max_attempts, run_at, priority, batch_id, unique_key, ",
-    "traceparent, created_at, updated_at) VALUES ($1, $2, $3, ",
+    "queue, traceparent, created_at, updated_at) VALUES ($1, $2, $3, ",
     "COALESCE($4, (SELECT t.max_attempts FROM job_types t WHERE t.type = $2), 3), COALESCE($5, ",
     now!(),
-    "), $6, $7, $8, $9, ",
+    "), $6, $7, $8, ",
+    "COALESCE($9, (SELECT t.queue FROM job_types t WHERE t.type = $2), 'default'), $10, ",
     now!(),
     ", ",
     now!(),
-    ")"
+    ") RETURNING queue"
 );
 
 /// A batch counts the jobs it holds: duplicates are not among them.

@@ -99,28 +99,30 @@ pub(super) async fn insert_keyed(
     };
     validate_unique_key(&key).map_err(Error::Invalid)?;
     let window = job.unique_for.or(policy.and_then(|p| p.window));
-    let open: Option<String> = sqlx::query_scalar(sql::OPEN_WITH_KEY)
+    let open: Option<(String, String)> = sqlx::query_as(sql::OPEN_WITH_KEY)
         .bind(&job.job_type)
         .bind(&key)
         .fetch_optional(&mut *conn)
         .await?;
-    if let Some(open) = open {
+    if let Some((open, queue)) = open {
         return Ok(Inserted {
             id: uuid(open)?,
             duplicate: true,
+            queue,
         });
     }
     if let Some(w) = window {
-        let recent: Option<String> = sqlx::query_scalar(sql::KEY_WITHIN)
+        let recent: Option<(String, String)> = sqlx::query_as(sql::KEY_WITHIN)
             .bind(&job.job_type)
             .bind(&key)
             .bind(modifier(w, -1))
             .fetch_optional(&mut *conn)
             .await?;
-        if let Some(recent) = recent {
+        if let Some((recent, queue)) = recent {
             return Ok(Inserted {
                 id: uuid(recent)?,
                 duplicate: true,
+                queue,
             });
         }
     }
@@ -130,7 +132,7 @@ pub(super) async fn insert_keyed(
         .bind(id.to_string())
         .execute(&mut *conn)
         .await?;
-    sqlx::query(sql::INSERT_KEYED_JOB)
+    let queue: String = sqlx::query_scalar(sql::INSERT_KEYED_JOB)
         .bind(id.to_string())
         .bind(&job.job_type)
         .bind(job.target.to_string())
@@ -139,11 +141,13 @@ pub(super) async fn insert_keyed(
         .bind(job.priority)
         .bind(batch_id.map(|b| b.to_string()))
         .bind(&key)
+        .bind(&job.queue)
         .bind(&job.traceparent)
-        .execute(&mut *conn)
+        .fetch_one(&mut *conn)
         .await?;
     Ok(Inserted {
         id,
         duplicate: false,
+        queue,
     })
 }

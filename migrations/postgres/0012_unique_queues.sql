@@ -1,21 +1,15 @@
--- Unique jobs and named queues together. Migrations 0006 (unique keys) and 0007 (queues) each
--- gave `add_job` and `add_jobs` one more set of arguments; after both, each function exists
--- twice (one per set), so every call that both would accept is ambiguous. Both go, and one
--- of each comes back with the union: `unique_key`/`unique_keys` and `unique_for` (as in 0006),
--- then `queue` last. Calls by position or by name from before either feature mean what they
--- meant; a call naming `queue` or the unique arguments works as its feature documents.
+-- Unique jobs (0006) and named queues (0007) both give `add_job` and `add_jobs` more
+-- arguments; they are defined once, here, with the union: `unique_key`/`unique_keys` and
+-- `unique_for`, then `queue` last. The versions of 0003 go first (an overload with more
+-- defaulted arguments would make every old call ambiguous); calls by position or by name from
+-- before either feature mean what they meant.
 --
--- `insert_job`, the one keyed insert every path shares, takes the queue too (so a keyed job
--- lands in its queue, its own or its type's) and says which queue the job is in: a
--- duplicate's is the existing job's, since keys are per (type, key) whatever the queue.
--- Its result columns change, which `CREATE OR REPLACE` cannot do, so it is dropped first.
-DROP FUNCTION IF EXISTS add_job(text, jsonb, timestamptz, smallint, integer, uuid, text, interval);
-DROP FUNCTION IF EXISTS add_job(text, jsonb, timestamptz, smallint, integer, uuid, text);
+-- `insert_job` is the one keyed insert every path shares, so that a key derived from a
+-- target is the same text whoever inserts it. It puts a keyed job in its queue (its own or
+-- its type's) and says which queue the job is in: a duplicate's is the existing job's, since
+-- keys are per (type, key) whatever the queue.
 DROP FUNCTION IF EXISTS add_job(text, jsonb, timestamptz, smallint, integer, uuid);
-DROP FUNCTION IF EXISTS add_jobs(text, jsonb[], timestamptz, smallint, integer, uuid, text[], interval);
-DROP FUNCTION IF EXISTS add_jobs(text, jsonb[], timestamptz, smallint, integer, uuid, text);
 DROP FUNCTION IF EXISTS add_jobs(text, jsonb[], timestamptz, smallint, integer, uuid);
-DROP FUNCTION IF EXISTS insert_job(uuid, text, jsonb, timestamptz, smallint, integer, uuid, text, interval);
 
 CREATE FUNCTION insert_job(
     p_id uuid, p_type text, p_target jsonb, p_run_at timestamptz, p_priority smallint,

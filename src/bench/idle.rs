@@ -92,7 +92,7 @@ pub async fn measure(
         window.as_secs_f64()
     ));
     let pool = ExecutorConfig::default().concurrency as u32 + 6;
-    let s = Scratch::new(&cfg.database_url, pool).await?;
+    let s = Scratch::new(cfg, pool).await?;
     let mut load = Load::start(&cfg.database_url, &s, queue, rate).await?;
     let mut tick = tokio::time::interval(window);
     tick.tick().await;

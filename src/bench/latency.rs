@@ -57,7 +57,7 @@ pub async fn measure(
     queue: Arc<dyn Queue>,
     pushed: bool,
 ) -> Result<Latency> {
-    let s = Scratch::new(&cfg.database_url, concurrency as u32 + 6).await?;
+    let s = Scratch::new(cfg, concurrency as u32 + 6).await?;
     let started_at = Arc::new(Mutex::new(HashMap::new()));
     let mut reg = Registry::with_builtins();
     reg.register("probe", Probe(started_at.clone()), TypeOptions::default())?;

@@ -15,7 +15,7 @@ use crate::store::Store;
 const STOP_GRACE: Duration = Duration::from_secs(30);
 
 pub async fn measure(cfg: &BenchConfig) -> Result<f64> {
-    let s = Scratch::new(&cfg.database_url, 2).await?;
+    let s = Scratch::new(cfg, 2).await?;
     s.noop_batch(cfg.jobs).await?;
     let exe = std::env::current_exe()
         .map_err(|e| Error::Invalid(format!("cannot find the skiplock binary: {e}")))?;

@@ -68,6 +68,9 @@ pub struct BenchConfig {
     /// Run the processing phases with succeeded jobs kept for zero time: deleted by the
     /// chunk that completes them.
     pub delete_succeeded: bool,
+    /// Run every phase with the report's count triggers disabled, to measure what keeping the
+    /// counts costs (the scratch schemas' counts are then wrong; they are dropped anyway).
+    pub without_counters: bool,
 }
 
 /// The cost of a unique key at insert: the same jobs, one transaction each run.
@@ -111,6 +114,8 @@ pub struct BenchReport {
     pub queue: String,
     /// Whether successes deleted their rows at completion (`--delete-succeeded`).
     pub delete_succeeded: bool,
+    /// Whether the count triggers were disabled (`--without-counters`).
+    pub without_counters: bool,
     pub enqueue_jobs: usize,
     pub enqueue_jobs_per_sec: f64,
     pub processing: Vec<ProcessingRow>,
@@ -137,13 +142,21 @@ struct Scratch {
 }
 
 impl Scratch {
-    async fn new(url: &str, pool: u32) -> Result<Scratch> {
+    async fn new(cfg: &BenchConfig, pool: u32) -> Result<Scratch> {
         let schema = format!(
             "skiplock_bench_{}",
             &uuid::Uuid::new_v4().simple().to_string()[..10]
         );
-        let store = Arc::new(PgStore::connect(url, &schema, pool).await?);
+        let store = Arc::new(PgStore::connect(&cfg.database_url, &schema, pool).await?);
         store.migrate().await?;
+        if cfg.without_counters {
+            sqlx::query(&format!(
+                "ALTER TABLE \"{schema}\".jobs DISABLE TRIGGER jobs_count_insert, \
+                 DISABLE TRIGGER jobs_count_update, DISABLE TRIGGER jobs_count_delete"
+            ))
+            .execute(store.pool())
+            .await?;
+        }
         Ok(Scratch { store, schema })
     }
 
@@ -184,7 +197,7 @@ where
     let queue_name = make_queue().await?.backend().to_string();
 
     progress("enqueue", 0.0);
-    let s = Scratch::new(&cfg.database_url, 4).await?;
+    let s = Scratch::new(cfg, 4).await?;
     let started = Instant::now();
     s.noop_batch(cfg.enqueue_jobs).await?;
     let enqueue_rate = cfg.enqueue_jobs as f64 / started.elapsed().as_secs_f64();
@@ -299,6 +312,7 @@ where
     Ok(BenchReport {
         queue: queue_name,
         delete_succeeded: cfg.delete_succeeded,
+        without_counters: cfg.without_counters,
         enqueue_jobs: cfg.enqueue_jobs,
         enqueue_jobs_per_sec: enqueue_rate,
         processing,
@@ -353,7 +367,7 @@ async fn processing_rate_in(
     pushed: bool,
     mode: Mode,
 ) -> Result<f64> {
-    let s = Scratch::new(&cfg.database_url, concurrency as u32 + 4).await?;
+    let s = Scratch::new(cfg, concurrency as u32 + 4).await?;
     let ids = s.noop_batch(cfg.jobs).await?;
     if pushed {
         let due: Vec<Due> = ids.iter().map(|&id| Due::new(id, 0)).collect();
@@ -402,7 +416,7 @@ async fn processing_rate_in(
 /// Plain, keyed and duplicate inserts of the same jobs, each run one `insert_jobs` call.
 async fn unique_enqueue(cfg: &BenchConfig) -> Result<UniqueEnqueue> {
     let n = cfg.enqueue_jobs;
-    let s = Scratch::new(&cfg.database_url, 4).await?;
+    let s = Scratch::new(cfg, 4).await?;
     let plain: Vec<crate::NewJob> = (0..n)
         .map(|i| crate::NewJob::new("noop", serde_json::json!({ "n": i })))
         .collect();
@@ -431,7 +445,7 @@ async fn unique_enqueue(cfg: &BenchConfig) -> Result<UniqueEnqueue> {
 }
 
 async fn raw_rate(cfg: &BenchConfig, concurrency: usize, chunk: usize) -> Result<f64> {
-    let s = Scratch::new(&cfg.database_url, 2).await?;
+    let s = Scratch::new(cfg, 2).await?;
     let ids = s.noop_batch(cfg.jobs).await?;
     let took = raw::run(&cfg.database_url, &s.schema, ids, concurrency, chunk).await?;
     s.drop_schema().await?;
@@ -448,6 +462,12 @@ impl BenchReport {
             let _ = writeln!(
                 o,
                 "succeeded jobs: deleted by the chunk that completes them"
+            );
+        }
+        if self.without_counters {
+            let _ = writeln!(
+                o,
+                "count triggers: disabled (the report's counts are not kept)"
             );
         }
         let _ = writeln!(

@@ -84,7 +84,7 @@ pub async fn measure(
         duration.as_secs(),
         interval.as_secs_f64()
     ));
-    let s = Scratch::new(&cfg.database_url, concurrency as u32 + 6).await?;
+    let s = Scratch::new(cfg, concurrency as u32 + 6).await?;
     let mut load = Load::start(&cfg.database_url, &s, queue, offered).await?;
     let mut intervals = Vec::new();
     let run = async {

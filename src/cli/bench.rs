@@ -64,6 +64,10 @@ pub struct BenchArgs {
     /// its row in the chunk that completes it.
     #[arg(long)]
     pub delete_succeeded: bool,
+    /// Run every phase with the report's count triggers disabled: beside a run without this,
+    /// what keeping the counts costs.
+    #[arg(long)]
+    pub without_counters: bool,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -115,6 +119,7 @@ pub async fn run(s: &Settings, a: BenchArgs) -> anyhow::Result<()> {
         soak: a.soak.map(|d| (d, a.soak_interval)),
         idle_tx: a.idle_tx.map(|d| (d, a.idle_rate)),
         delete_succeeded: a.delete_succeeded,
+        without_counters: a.without_counters,
     };
     if let Some((soak, every)) = cfg.soak {
         if every > soak {

@@ -67,8 +67,6 @@ pub struct PendingGroup {
     pub queue: String,
     pub job_type: String,
     pub pending: i64,
-    /// The earliest `run_at` among them: since when the oldest has been due (or will be).
-    pub since: DateTime<Utc>,
 }
 
 /// What one processor run decided for its job, written in the chunk's transaction. Each
@@ -440,6 +438,11 @@ pub trait Store: Send + Sync + 'static {
     /// Pending jobs by queue and type (see [`PendingGroup`]).
     async fn pending_groups(&self) -> Result<Vec<PendingGroup>>;
 
+    /// The earliest `run_at` among the pending jobs of `queue` and `job_type` (since when the
+    /// oldest has been due, or will be); `None` when there are none. It may read the whole
+    /// group, so it is asked only of groups no live node can run.
+    async fn oldest_pending(&self, queue: &str, job_type: &str) -> Result<Option<DateTime<Utc>>>;
+
     /// Fails up to `limit` pending jobs of `queue` and `job_type` due for longer than `older`,
     /// with `reason`; returns how many. Jobs locked right now are left alone.
     async fn fail_unrunnable(
@@ -501,25 +504,28 @@ impl dyn Store {
     /// processor for their type), by queue and type, oldest first.
     pub async fn unrunnable(&self, nodes: &[NodeReport]) -> Result<Vec<Unrunnable>> {
         let now = chrono::Utc::now();
-        let mut out: Vec<Unrunnable> = self
-            .pending_groups()
-            .await?
-            .into_iter()
-            .filter(|g| {
-                !nodes
-                    .iter()
-                    .any(|n| n.queues.contains_key(&g.queue) && n.types.contains(&g.job_type))
-            })
-            .map(|g| Unrunnable {
+        let mut out = Vec::new();
+        for g in self.pending_groups().await? {
+            let runnable = nodes
+                .iter()
+                .any(|n| n.queues.contains_key(&g.queue) && n.types.contains(&g.job_type));
+            if runnable {
+                continue;
+            }
+            // Gone between the two reads: run, cancelled or failed meanwhile.
+            let Some(since) = self.oldest_pending(&g.queue, &g.job_type).await? else {
+                continue;
+            };
+            out.push(Unrunnable {
                 type_known: nodes.iter().any(|n| n.types.contains(&g.job_type)),
                 queue_served: nodes.iter().any(|n| n.queues.contains_key(&g.queue)),
-                waiting_secs: (now - g.since).num_milliseconds().max(0) as f64 / 1000.0,
+                waiting_secs: (now - since).num_milliseconds().max(0) as f64 / 1000.0,
                 queue: g.queue,
                 job_type: g.job_type,
                 pending: g.pending,
-                since: g.since,
-            })
-            .collect();
+                since,
+            });
+        }
         out.sort_by_key(|u| u.since);
         Ok(out)
     }

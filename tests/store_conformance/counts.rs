@@ -58,8 +58,38 @@ async fn reported(ts: &TestStore) -> Tally {
     out
 }
 
+/// Pending jobs by queue and type, counted from the table.
+async fn pending_truth(ts: &TestStore) -> Tally {
+    let q = "SELECT queue, type, count(*) FROM {t} WHERE status = 'pending' GROUP BY 1, 2";
+    let rows: Vec<(String, String, i64)> = match ts.backend {
+        Backend::Postgres => sqlx::query_as(&q.replace("{t}", &format!("\"{}\".jobs", ts.schema)))
+            .fetch_all(ts.pg.as_ref().unwrap())
+            .await
+            .unwrap(),
+        Backend::Sqlite => sqlx::query_as(&q.replace("{t}", "jobs"))
+            .fetch_all(ts.sqlite.as_ref().unwrap())
+            .await
+            .unwrap(),
+    };
+    rows.into_iter().map(|(q, t, n)| ((q, t), n)).collect()
+}
+
+/// What the store says of them (the report's unrunnable jobs are taken from these).
+async fn pending_reported(ts: &TestStore) -> Tally {
+    let groups = ts.store.pending_groups().await.unwrap();
+    groups
+        .into_iter()
+        .map(|g| ((g.queue, g.job_type), g.pending))
+        .collect()
+}
+
 async fn agree(ts: &TestStore, step: &str) {
     assert_eq!(reported(ts).await, truth(ts).await, "after {step}");
+    assert_eq!(
+        pending_reported(ts).await,
+        pending_truth(ts).await,
+        "pending groups after {step}"
+    );
 }
 
 async fn counts_follow_every_kind_of_change(backend: Backend) {
@@ -83,6 +113,33 @@ async fn counts_follow_every_kind_of_change(backend: Backend) {
         .unwrap()
         .ids;
     agree(&ts, "inserts").await;
+    insert(
+        &ts,
+        (0..4)
+            .map(|i| NewJob::new("gamma", json!(i)).queue("slow"))
+            .collect(),
+    )
+    .await;
+    agree(&ts, "inserts into another queue").await;
+    // An operator moving jobs between queues by hand.
+    let moved = "UPDATE {t} SET queue = 'other' WHERE type = 'gamma' AND target = {one}";
+    match ts.backend {
+        Backend::Postgres => sqlx::query(
+            &moved
+                .replace("{t}", &format!("\"{}\".jobs", ts.schema))
+                .replace("{one}", "'1'::jsonb"),
+        )
+        .execute(ts.pg.as_ref().unwrap())
+        .await
+        .map(|r| r.rows_affected()),
+        Backend::Sqlite => sqlx::query(&moved.replace("{t}", "jobs").replace("{one}", "'1'"))
+            .execute(ts.sqlite.as_ref().unwrap())
+            .await
+            .map(|r| r.rows_affected()),
+    }
+    .map(|n| assert_eq!(n, 1, "one gamma job moved"))
+    .unwrap();
+    agree(&ts, "a job moved to another queue").await;
     settle(&ts, &a[..5], ok).await;
     agree(&ts, "successes").await;
     settle(&ts, &a[5..10], |id| Outcome::Failed {

@@ -692,10 +692,17 @@ impl Store for PgStore {
                     queue: r.try_get("queue")?,
                     job_type: r.try_get("type")?,
                     pending: r.try_get("pending")?,
-                    since: r.try_get("since")?,
                 })
             })
             .collect()
+    }
+
+    async fn oldest_pending(&self, queue: &str, job_type: &str) -> Result<Option<DateTime<Utc>>> {
+        Ok(sqlx::query_scalar(&self.sql.oldest_pending)
+            .bind(queue)
+            .bind(job_type)
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     async fn fail_unrunnable(

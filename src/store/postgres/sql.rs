@@ -454,10 +454,11 @@ pub const TABLE_HEALTH: &str = "SELECT COALESCE(s.n_live_tup, 0) AS live_rows, \
 pub const FOLD_COUNTS: &str = "WITH turn AS \
     (SELECT pg_try_advisory_xact_lock(hashtext('skiplock.counts.' || $1)) AS mine), \
     d AS (DELETE FROM {s}.count_deltas WHERE (SELECT mine FROM turn) \
-          RETURNING type, status, n, at), \
-    f AS (INSERT INTO {s}.counts (type, status, n) \
-          SELECT type, status, sum(n) FROM d WHERE status <> 'completed' GROUP BY type, status \
-          ON CONFLICT (type, status) DO UPDATE SET n = counts.n + EXCLUDED.n), \
+          RETURNING type, queue, status, n, at), \
+    f AS (INSERT INTO {s}.counts (type, queue, status, n) \
+          SELECT type, queue, status, sum(n) FROM d WHERE status <> 'completed' \
+          GROUP BY type, queue, status \
+          ON CONFLICT (type, queue, status) DO UPDATE SET n = counts.n + EXCLUDED.n), \
     t AS (INSERT INTO {s}.finished_per_second (second, n) \
           SELECT date_trunc('second', at), sum(n) FROM d \
           WHERE status IN ('succeeded', 'failed', 'cancelled', 'completed') AND n > 0 \
@@ -510,12 +511,18 @@ pub const PRUNE_FINISHED: &str = "DELETE FROM {s}.jobs WHERE id IN (SELECT id FR
     WHERE finished_at < now() - $1 * interval '1 millisecond' AND status = $2 \
     AND ($3::text IS NULL OR type = $3) AND NOT (type = ANY($4::text[])) LIMIT $5)";
 
-/// Pending jobs by queue and type, with the earliest time one of them was due: the status
-/// report compares these against what the live nodes can run. A report, not a hot path: it
-/// reads the pending jobs' index, as the counts by type read the table.
-pub const PENDING_GROUPS: &str = "SELECT queue, type, count(*) AS pending, \
-    min(run_at) AS since FROM {s}.jobs WHERE status = 'pending' GROUP BY queue, type \
-    ORDER BY queue, type";
+/// Pending jobs by queue and type: the status report compares these against what the live
+/// nodes can run. Read from the counts (migration 0013), like the counts by type: a few rows
+/// whatever the backlog.
+pub const PENDING_GROUPS: &str = "SELECT queue, type, sum(n)::bigint AS pending FROM \
+    (SELECT type, queue, n FROM {s}.counts WHERE status = 'pending' \
+     UNION ALL SELECT type, queue, n FROM {s}.count_deltas WHERE status = 'pending') c \
+    GROUP BY queue, type HAVING sum(n) > 0 ORDER BY queue, type";
+
+/// The earliest `run_at` among the pending jobs of queue `$1` and type `$2`. Asked only for
+/// a group no live node can run: it reads that queue's part of the pending index.
+pub const OLDEST_PENDING: &str = "SELECT min(run_at) FROM {s}.jobs \
+    WHERE status = 'pending' AND queue = $1 AND type = $2";
 
 /// Fails up to `$5` pending jobs of queue `$1` and type `$2` due for longer than `$4`
 /// milliseconds, with the reason `$3`: no node has had a processor for the type for that long.
@@ -555,6 +562,7 @@ statements! {
     insert_batch_row = INSERT_BATCH_ROW,
     resolve_queue = RESOLVE_QUEUE,
     pending_groups = PENDING_GROUPS,
+    oldest_pending = OLDEST_PENDING,
     fail_unrunnable = FAIL_UNRUNNABLE,
     insert_batch_jobs = INSERT_BATCH_JOBS,
     insert_jobs = INSERT_JOBS,

@@ -708,10 +708,18 @@ impl Store for SqliteStore {
                     queue: r.try_get("queue")?,
                     job_type: r.try_get("type")?,
                     pending: r.try_get("pending")?,
-                    since: rows::time(r, "since")?,
                 })
             })
             .collect()
+    }
+
+    async fn oldest_pending(&self, queue: &str, job_type: &str) -> Result<Option<DateTime<Utc>>> {
+        let row = sqlx::query(sql::OLDEST_PENDING)
+            .bind(queue)
+            .bind(job_type)
+            .fetch_one(&self.pool)
+            .await?;
+        rows::opt_time(&row, "since")
     }
 
     async fn fail_unrunnable(

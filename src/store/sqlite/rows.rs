@@ -38,7 +38,7 @@ pub(super) fn time(r: &SqliteRow, col: &str) -> Result<DateTime<Utc>> {
     parse_time(&r.try_get::<String, _>(col)?)
 }
 
-fn opt_time(r: &SqliteRow, col: &str) -> Result<Option<DateTime<Utc>>> {
+pub(super) fn opt_time(r: &SqliteRow, col: &str) -> Result<Option<DateTime<Utc>>> {
     r.try_get::<Option<String>, _>(col)?
         .map(|s| parse_time(&s))
         .transpose()

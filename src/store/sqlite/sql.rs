@@ -469,9 +469,12 @@ pub const PRUNE_FINISHED: &str = "DELETE FROM jobs WHERE id IN (SELECT id FROM j
 
 /// Pending jobs by queue and type, with the earliest `run_at` among them (see the PostgreSQL
 /// statement of the same name).
-pub const PENDING_GROUPS: &str = "SELECT queue, type, count(*) AS pending, \
-    min(run_at) AS since FROM jobs WHERE status = 'pending' GROUP BY queue, type \
-    ORDER BY queue, type";
+pub const PENDING_GROUPS: &str = "SELECT queue, type, count(*) AS pending \
+    FROM jobs WHERE status = 'pending' GROUP BY queue, type ORDER BY queue, type";
+
+/// The earliest `run_at` among the pending jobs of queue `$1` and type `$2`.
+pub const OLDEST_PENDING: &str = "SELECT min(run_at) AS since FROM jobs \
+    WHERE status = 'pending' AND queue = $1 AND type = $2";
 
 /// Fails up to `$5` pending jobs of queue `$1` and type `$2` due before `$4` (a negative
 /// modifier), with the reason `$3`, except those in `$6` (a JSON array of the IDs this

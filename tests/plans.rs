@@ -233,6 +233,12 @@ async fn check_all(stats: Stats) {
             Want::Index("jobs_queue_due_idx"),
         ),
         (
+            "oldest pending of a group",
+            sql::OLDEST_PENDING,
+            "'default', 'noop'".into(),
+            Want::Index("jobs_queue_due_idx"),
+        ),
+        (
             "rescue expired leases",
             sql::RESCUE_EXPIRED,
             String::new(),

@@ -16,6 +16,7 @@ use crate::{insert, ok, settle};
 crate::for_each_backend!(
     counts_follow_every_kind_of_change,
     counts_stay_exact_under_concurrent_writers_and_folds,
+    oldest_pending_looks_across_priorities_and_types,
 );
 
 type Tally = BTreeMap<(String, String), i64>;
@@ -244,4 +245,38 @@ async fn counts_stay_exact_under_concurrent_writers_and_folds(backend: Backend) 
     agree(&ts, "concurrent writers and folds").await;
     let total: i64 = reported(&ts).await.values().sum();
     assert_eq!(total, 600);
+}
+
+/// The oldest pending job of a queue and type, whatever priorities and other types share the
+/// queue: the earliest `run_at`, not the first in claiming order.
+async fn oldest_pending_looks_across_priorities_and_types(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let now = chrono::Utc::now();
+    let at = |mins: i64| now + chrono::Duration::minutes(mins);
+    let mut jobs = vec![
+        NewJob::new("t", json!(1)).priority(5).run_at(at(60)),
+        NewJob::new("t", json!(2)).priority(-3).run_at(at(-30)),
+        NewJob::new("t", json!(3)).priority(0).run_at(at(-10)),
+        NewJob::new("t", json!(4))
+            .queue("elsewhere")
+            .run_at(at(-90)),
+    ];
+    // Other types ahead of them in every priority.
+    for p in [5, 0, -3] {
+        jobs.extend((0..30).map(|i| NewJob::new("u", json!(i)).priority(p).run_at(at(-120))));
+    }
+    insert(&ts, jobs).await;
+    let oldest = ts
+        .store
+        .oldest_pending("default", "t")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        (oldest - at(-30)).num_milliseconds().abs() < 5,
+        "{oldest} is not the -3 priority job's run_at {}",
+        at(-30)
+    );
+    assert_eq!(ts.store.oldest_pending("default", "v").await.unwrap(), None);
+    assert_eq!(ts.store.oldest_pending("nowhere", "t").await.unwrap(), None);
 }

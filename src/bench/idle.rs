@@ -93,7 +93,7 @@ pub async fn measure(
     ));
     let pool = ExecutorConfig::default().concurrency as u32 + 6;
     let s = Scratch::new(cfg, pool).await?;
-    let mut load = Load::start(&cfg.database_url, &s, queue, rate).await?;
+    let mut load = Load::start(cfg, &s, queue, rate).await?;
     let mut tick = tokio::time::interval(window);
     tick.tick().await;
     let mut run = Run {

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::Scratch;
+use super::{BenchConfig, Scratch};
 use crate::error::{Error, Result};
 use crate::job::{Job, NewJob};
 use crate::node::Node;
@@ -84,7 +84,12 @@ pub struct Load {
 
 impl Load {
     /// Starts the node (default concurrency and chunk size) and the producer at `rate` jobs/s.
-    pub async fn start(url: &str, s: &Scratch, queue: Arc<dyn Queue>, rate: f64) -> Result<Load> {
+    pub async fn start(
+        cfg: &BenchConfig,
+        s: &Scratch,
+        queue: Arc<dyn Queue>,
+        rate: f64,
+    ) -> Result<Load> {
         if !(rate.is_finite() && rate > 0.0) {
             return Err(Error::Invalid(format!(
                 "a steady load needs a rate above 0, got {rate}"
@@ -94,9 +99,13 @@ impl Load {
         let mut reg = Registry::with_builtins();
         reg.register("probe", Probe(started.clone()), TypeOptions::default())?;
         let store: Arc<dyn Store> = s.store.clone();
-        let node = Node::builder(store, queue).registry(reg).start().await?;
+        let node = Node::builder(store, queue)
+            .config(super::node_config(cfg)?)
+            .registry(reg)
+            .start()
+            .await?;
         // Its own pool: the producer never waits behind the node for a connection.
-        let producer_store = PgStore::connect(url, &s.schema, 2).await?;
+        let producer_store = PgStore::connect(&cfg.database_url, &s.schema, 2).await?;
         let committed: Instants = Arc::default();
         let inserted = Arc::new(AtomicU64::new(0));
         let stop = CancellationToken::new();

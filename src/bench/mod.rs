@@ -384,20 +384,9 @@ async fn processing_rate_in(
             ..registry.options("noop")
         },
     )?;
-    let mut config = crate::node::NodeConfig::default();
-    if cfg.delete_succeeded {
-        config
-            .pruner
-            .retention
-            .set(
-                crate::job::JobStatus::Succeeded,
-                crate::maintenance::retention::Keep::For(Duration::ZERO),
-            )
-            .map_err(Error::Config)?;
-    }
     let started = Instant::now();
     let w = Node::builder(store, queue)
-        .config(config)
+        .config(node_config(cfg)?)
         .registry(registry)
         .concurrency(concurrency)
         .chunks(chunk)
@@ -442,6 +431,23 @@ async fn unique_enqueue(cfg: &BenchConfig) -> Result<UniqueEnqueue> {
         unique_jobs_per_sec: unique_rate,
         duplicate_jobs_per_sec: dup_rate,
     })
+}
+
+/// The node settings of every phase: the defaults, with successes deleted by the chunk that
+/// completes them under `--delete-succeeded`.
+fn node_config(cfg: &BenchConfig) -> Result<crate::node::NodeConfig> {
+    let mut config = crate::node::NodeConfig::default();
+    if cfg.delete_succeeded {
+        config
+            .pruner
+            .retention
+            .set(
+                crate::job::JobStatus::Succeeded,
+                crate::maintenance::retention::Keep::For(Duration::ZERO),
+            )
+            .map_err(Error::Config)?;
+    }
+    Ok(config)
 }
 
 async fn raw_rate(cfg: &BenchConfig, concurrency: usize, chunk: usize) -> Result<f64> {

@@ -85,7 +85,7 @@ pub async fn measure(
         interval.as_secs_f64()
     ));
     let s = Scratch::new(cfg, concurrency as u32 + 6).await?;
-    let mut load = Load::start(&cfg.database_url, &s, queue, offered).await?;
+    let mut load = Load::start(cfg, &s, queue, offered).await?;
     let mut intervals = Vec::new();
     let run = async {
         let mut tick = tokio::time::interval(interval);

@@ -2,6 +2,7 @@
 //! Runner slots and chunk transactions are in [`chunk`]; named statements in [`sql`].
 
 mod chunk;
+mod copy;
 mod listen;
 mod ops;
 mod rows;
@@ -356,9 +357,10 @@ impl Store for PgStore {
         let max_attempts = validate_batch(job_type, &targets, &opts)?;
         let batch_id = Uuid::now_v7();
         let mut tx = self.pool.begin().await?;
-        let queue: String = sqlx::query_scalar(&self.sql.resolve_queue)
+        let (queue, max_attempts): (String, i32) = sqlx::query_as(&self.sql.resolve_batch)
             .bind(&opts.queue)
             .bind(job_type)
+            .bind(max_attempts)
             .fetch_one(&mut *tx)
             .await?;
         sqlx::query(&self.sql.insert_batch_row)
@@ -375,22 +377,21 @@ impl Store for PgStore {
             tx.commit().await?;
             return Ok(sub);
         }
-        let mut ids = Vec::with_capacity(targets.len());
-        for chunk in targets.chunks(INSERT_CHUNK) {
-            let cids: Vec<Uuid> = chunk.iter().map(|_| Uuid::now_v7()).collect();
-            sqlx::query(&self.sql.insert_batch_jobs)
-                .bind(&cids)
-                .bind(job_type)
-                .bind(chunk)
-                .bind(max_attempts)
-                .bind(opts.run_at)
-                .bind(opts.priority)
-                .bind(batch_id)
-                .bind(&queue)
-                .bind(&opts.traceparent)
-                .execute(&mut *tx)
-                .await?;
-            ids.extend(cids);
+        let rows = copy::BatchRows {
+            job_type,
+            max_attempts,
+            run_at: opts.run_at,
+            priority: opts.priority,
+            batch_id,
+            queue: &queue,
+            traceparent: opts.traceparent.as_deref(),
+        };
+        let table = sql::qualify("{s}.jobs", &self.schema);
+        let ids: Vec<Uuid> = targets.iter().map(|_| Uuid::now_v7()).collect();
+        // A COPY per chunk, as the INSERTs were: each fires the statement triggers over a
+        // transition table that stays in memory.
+        for (cids, chunk) in ids.chunks(INSERT_CHUNK).zip(targets.chunks(INSERT_CHUNK)) {
+            rows.copy(&mut tx, &table, cids, chunk).await?;
         }
         tx.commit().await?;
         Ok(Submitted {

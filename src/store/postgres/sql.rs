@@ -56,20 +56,12 @@ pub const JOB_COLUMNS: &str = "id, type, target, status, attempts, max_attempts,
 pub const INSERT_BATCH_ROW: &str =
     "INSERT INTO {s}.batches (id, name, type, total) VALUES ($1, $2, $3, $4)";
 
-/// A batch's queue, resolved once before its rows go in: its own (`$1`), else its type's
-/// (`$2`), else `default` (the rule every insert path applies).
-pub const RESOLVE_QUEUE: &str = "SELECT COALESCE($1::text, \
-    (SELECT t.queue FROM {s}.job_types t WHERE t.type = $2), 'default')";
-
-/// One statement per chunk of a batch: the type and options are shared scalars. A batch that
-/// does not set `max_attempts` takes its type's policy, or 3 (the one rule of every insert).
-/// `$8` is the queue [`RESOLVE_QUEUE`] found.
-pub const INSERT_BATCH_JOBS: &str = "INSERT INTO {s}.jobs \
-    (id, type, target, max_attempts, run_at, priority, batch_id, queue, traceparent) \
-    SELECT u.id, $2, u.target, \
-    COALESCE($4, (SELECT t.max_attempts FROM {s}.job_types t WHERE t.type = $2), 3), \
-    COALESCE($5, now()), $6, $7, $8, $9 \
-    FROM UNNEST($1::uuid[], $3::jsonb[]) AS u(id, target)";
+/// A batch's queue and `max_attempts`, resolved once before its rows go in (`copy.rs`
+/// writes them into every row): its own (`$1`, `$3`), else its type's (`$2`), else `default`
+/// and 3 (the rule every insert path applies).
+pub const RESOLVE_BATCH: &str = "SELECT \
+    COALESCE($1::text, (SELECT t.queue FROM {s}.job_types t WHERE t.type = $2), 'default'), \
+    COALESCE($3::int, (SELECT t.max_attempts FROM {s}.job_types t WHERE t.type = $2), 3)";
 
 /// One statement per chunk of mixed jobs, with the same policy rule per job (its
 /// `max_attempts` and its queue). Returns each job's queue, for the push after commit.
@@ -572,11 +564,10 @@ macro_rules! statements {
 
 statements! {
     insert_batch_row = INSERT_BATCH_ROW,
-    resolve_queue = RESOLVE_QUEUE,
+    resolve_batch = RESOLVE_BATCH,
     pending_groups = PENDING_GROUPS,
     oldest_pending = OLDEST_PENDING,
     fail_unrunnable = FAIL_UNRUNNABLE,
-    insert_batch_jobs = INSERT_BATCH_JOBS,
     insert_jobs = INSERT_JOBS,
     set_traceparents = SET_TRACEPARENTS,
     lock_chunk = LOCK_CHUNK,

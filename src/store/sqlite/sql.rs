@@ -467,14 +467,23 @@ pub const PRUNE_FINISHED: &str = "DELETE FROM jobs WHERE id IN (SELECT id FROM j
     WHERE finished_at < strftime('%Y-%m-%d %H:%M:%f', 'now', $1) AND status = $2 \
     AND ($3 IS NULL OR type = $3) AND type NOT IN (SELECT value FROM json_each($4)) LIMIT $5)";
 
-/// Pending jobs by queue and type, with the earliest `run_at` among them (see the PostgreSQL
-/// statement of the same name).
-pub const PENDING_GROUPS: &str = "SELECT queue, type, count(*) AS pending \
-    FROM jobs WHERE status = 'pending' GROUP BY queue, type ORDER BY queue, type";
+/// Pending jobs by queue and type, from the counts the triggers keep (migration 0014).
+pub const PENDING_GROUPS: &str = "SELECT queue, type, sum(n) AS pending FROM counts \
+    WHERE status = 'pending' GROUP BY queue, type HAVING sum(n) > 0 ORDER BY queue, type";
 
-/// The earliest `run_at` among the pending jobs of queue `$1` and type `$2`.
-pub const OLDEST_PENDING: &str = "SELECT min(run_at) AS since FROM jobs \
-    WHERE status = 'pending' AND queue = $1 AND type = $2";
+/// The earliest `run_at` among the pending jobs of queue `$1` and type `$2`, by the walk the
+/// PostgreSQL store describes: each priority of the queue, then `run_at` order to the first
+/// job of the type, all in the pending index.
+pub const OLDEST_PENDING: &str = "WITH RECURSIVE p(priority) AS ( \
+    SELECT max(priority) FROM jobs WHERE status = 'pending' AND queue = $1 \
+    UNION ALL \
+    SELECT (SELECT max(j.priority) FROM jobs j WHERE j.status = 'pending' AND j.queue = $1 \
+            AND j.priority < p.priority) \
+    FROM p WHERE p.priority IS NOT NULL) \
+    SELECT min((SELECT j.run_at FROM jobs j WHERE j.status = 'pending' AND j.queue = $1 \
+                AND j.priority = p.priority AND j.type = $2 \
+                ORDER BY j.priority DESC, j.run_at LIMIT 1)) AS since \
+    FROM p WHERE p.priority IS NOT NULL";
 
 /// Fails up to `$5` pending jobs of queue `$1` and type `$2` due before `$4` (a negative
 /// modifier), with the reason `$3`, except those in `$6` (a JSON array of the IDs this

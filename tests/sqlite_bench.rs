@@ -38,7 +38,11 @@ fn bench_on_sqlite_reports_enqueue_and_processing_beside_the_raw_limit() {
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["store"], "sqlite");
     assert_eq!(r["enqueue_jobs"], 1000);
-    for k in ["enqueue_jobs_per_sec", "enqueue_raw_jobs_per_sec"] {
+    for k in [
+        "enqueue_jobs_per_sec",
+        "enqueue_raw_jobs_per_sec",
+        "enqueue_raw_bulk_jobs_per_sec",
+    ] {
         assert!(r[k].as_f64().unwrap() > 0.0, "{k}");
     }
     let rows = r["processing"].as_array().unwrap();

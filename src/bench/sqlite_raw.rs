@@ -1,6 +1,6 @@
 //! The raw limit on SQLite: the statements skiplock's SQLite store runs for an enqueue and for
 //! a chunk (insert; lock, update, commit), driven straight through SQLite with rusqlite on one
-//! connection, prepared once, with the store's settings (WAL, `synchronous = NORMAL`). No
+//! connection (for the enqueue, both row by row and as the store's own bulk statement), prepared once, with the store's settings (WAL, `synchronous = NORMAL`). No
 //! async runtime, no connection thread, no queue, no processor, no events: what SQLite itself
 //! allows on this machine, measured in the same run as skiplock's figures.
 
@@ -28,6 +28,22 @@ const INSERT_BATCH_ROW: &str = concat!(
 /// the batch, as the store's one statement per chunk reads it once.
 const INSERT_JOB: &str = "INSERT INTO jobs (id, type, target, max_attempts, run_at, priority, \
     batch_id, queue, created_at, updated_at) VALUES (?1, 'noop', ?2, 3, ?4, 0, ?3, 'default', ?4, ?4)";
+
+/// The store's own bulk insert (one statement per 5,000 rows, `[[id, target], …]` read with
+/// `json_each`), with the batch's options as literals.
+const INSERT_BULK: &str = concat!(
+    "INSERT INTO jobs (id, type, target, max_attempts, run_at, priority, batch_id, queue, ",
+    "created_at, updated_at) SELECT value ->> 0, 'noop', value ->> 1, 3, ",
+    now!(),
+    ", 0, ?2, 'default', ",
+    now!(),
+    ", ",
+    now!(),
+    " FROM json_each(?1) ORDER BY key"
+);
+
+/// Rows per bulk statement, as the store's `INSERT_CHUNK`.
+const BULK_ROWS: usize = 5_000;
 
 /// The store's lock: the popped IDs that are still pending and due, inside `BEGIN IMMEDIATE`.
 const LOCK: &str = concat!(
@@ -78,6 +94,34 @@ pub fn enqueue(path: &str, n: usize) -> Result<Duration> {
             insert
                 .execute(params![Uuid::now_v7().to_string(), target, batch, now])
                 .map_err(sqlite)?;
+        }
+    }
+    tx.commit().map_err(sqlite)?;
+    Ok(started.elapsed())
+}
+
+/// Inserts `n` `noop` jobs of one batch in one transaction with the store's own bulk
+/// statement. Returns the time from building the first rows to the commit.
+pub fn enqueue_bulk(path: &str, n: usize) -> Result<Duration> {
+    let mut conn = open(path)?;
+    let started = Instant::now();
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sqlite)?;
+    let batch = Uuid::now_v7().to_string();
+    tx.execute(INSERT_BATCH_ROW, params![batch, n as i64])
+        .map_err(sqlite)?;
+    {
+        let mut insert = tx.prepare_cached(INSERT_BULK).map_err(sqlite)?;
+        let target = serde_json::json!({}).to_string();
+        let mut left = n;
+        while left > 0 {
+            let rows: Vec<(String, &str)> = (0..left.min(BULK_ROWS))
+                .map(|_| (Uuid::now_v7().to_string(), target.as_str()))
+                .collect();
+            left -= rows.len();
+            let rows = serde_json::to_string(&rows).map_err(|e| Error::Invalid(e.to_string()))?;
+            insert.execute(params![rows, batch]).map_err(sqlite)?;
         }
     }
     tx.commit().map_err(sqlite)?;

@@ -225,3 +225,32 @@ async fn a_chunk_dropped_mid_job_is_rolled_back_by_the_next_write() {
     assert_eq!(again.jobs.len(), 1, "the job is free to run again");
     again.finish(&[]).await.unwrap();
 }
+
+/// The job's connection is inside the chunk's transaction: sqlx's `begin()` on it is refused
+/// by SQLite with a clear error (a processor would be charged with it), and the chunk still
+/// commits its outcome afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nested_sqlx_begin_on_the_job_connection_is_refused_and_the_chunk_still_commits() {
+    let ts = TestStore::new(Backend::Sqlite).await;
+    let id = ts
+        .store
+        .insert_jobs(&[NewJob::new("noop", json!({}))])
+        .await
+        .unwrap()[0];
+    let mut slot = ts.store.slot("node-b", &common::scope()).await.unwrap();
+    let mut locked = slot.lock(&[id]).await.unwrap();
+    let conn = locked.tx.job_conn();
+    conn.savepoint(Duration::from_secs(5)).await.unwrap();
+    let err = match sqlx::Connection::begin(conn.sqlite().unwrap()).await {
+        Ok(_) => panic!("a nested begin() should be refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("within a transaction"), "{err}");
+    conn.rollback().await.unwrap();
+    locked
+        .finish(&[skiplock::store::Outcome::Succeeded { id }])
+        .await
+        .unwrap();
+    let j = ts.store.job(id).await.unwrap().unwrap();
+    assert_eq!((j.status, j.attempts), (JobStatus::Succeeded, 1));
+}

@@ -186,3 +186,71 @@ async fn submits_from_another_process_wait_their_turn() {
         .collect();
     assert_eq!(ids.len(), 2500);
 }
+
+/// A chunk dropped without finishing or abandoning (its task cancelled mid-job) leaves its
+/// transaction open on the store's writing connection: the next write turn rolls it back, so
+/// the job's write is undone, the job stays pending and uncharged, and the next chunk runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_dropped_mid_job_is_rolled_back_by_the_next_write() {
+    let ts = TestStore::new(Backend::Sqlite).await;
+    let pool = effects_table(&ts).await;
+    let id = ts
+        .store
+        .insert_jobs(&[NewJob::new("noop", json!({}))])
+        .await
+        .unwrap()[0];
+    let mut slot = ts.store.slot("node-d", &common::scope()).await.unwrap();
+    let mut locked = slot.lock(&[id]).await.unwrap();
+    assert_eq!(locked.jobs.len(), 1);
+    let job = locked.jobs[0].clone();
+    let conn = locked.tx.job_conn();
+    conn.savepoint(Duration::from_secs(5)).await.unwrap();
+    conn.execute("INSERT INTO effects (job) VALUES ($1)", &job)
+        .await
+        .unwrap();
+    drop(locked);
+    // Another write goes first: it must not wait on (or commit) the dropped chunk.
+    ts.store
+        .insert_jobs(&[NewJob::new("noop", json!({ "after": true }))])
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM effects")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "the dropped chunk's write was rolled back");
+    let j = ts.store.job(id).await.unwrap().unwrap();
+    assert_eq!((j.status, j.attempts), (JobStatus::Pending, 0));
+    let again = slot.lock(&[id]).await.unwrap();
+    assert_eq!(again.jobs.len(), 1, "the job is free to run again");
+    again.finish(&[]).await.unwrap();
+}
+
+/// The job's connection is inside the chunk's transaction: sqlx's `begin()` on it is refused
+/// by SQLite with a clear error (a processor would be charged with it), and the chunk still
+/// commits its outcome afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nested_sqlx_begin_on_the_job_connection_is_refused_and_the_chunk_still_commits() {
+    let ts = TestStore::new(Backend::Sqlite).await;
+    let id = ts
+        .store
+        .insert_jobs(&[NewJob::new("noop", json!({}))])
+        .await
+        .unwrap()[0];
+    let mut slot = ts.store.slot("node-b", &common::scope()).await.unwrap();
+    let mut locked = slot.lock(&[id]).await.unwrap();
+    let conn = locked.tx.job_conn();
+    conn.savepoint(Duration::from_secs(5)).await.unwrap();
+    let err = match sqlx::Connection::begin(conn.sqlite().unwrap()).await {
+        Ok(_) => panic!("a nested begin() should be refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("within a transaction"), "{err}");
+    conn.rollback().await.unwrap();
+    locked
+        .finish(&[skiplock::store::Outcome::Succeeded { id }])
+        .await
+        .unwrap();
+    let j = ts.store.job(id).await.unwrap().unwrap();
+    assert_eq!((j.status, j.attempts), (JobStatus::Succeeded, 1));
+}

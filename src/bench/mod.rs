@@ -1,5 +1,5 @@
 //! `skiplock bench`: measured, never asserted. Each phase runs in a fresh PostgreSQL schema
-//! (dropped afterwards) so a bench never touches real jobs:
+//! (dropped afterwards) so a bench never touches real jobs (on SQLite, see [`sqlite`]):
 //!
 //! 1. enqueue: one batch of N targets, insert to commit;
 //! 2. processing: N `noop` jobs per (concurrency, chunk) setting, node start to last outcome
@@ -26,6 +26,8 @@ mod memory;
 mod raw;
 mod scale;
 mod soak;
+pub mod sqlite;
+mod sqlite_raw;
 
 pub use scale::DEFAULT_SCALE;
 
@@ -191,7 +193,8 @@ where
 {
     if !cfg.database_url.starts_with("postgres") {
         return Err(Error::Config(
-            "bench needs a PostgreSQL --database-url".into(),
+            "bench needs a PostgreSQL --database-url (SQLite has its own run: bench::sqlite)"
+                .into(),
         ));
     }
     let queue_name = make_queue().await?.backend().to_string();

@@ -20,13 +20,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 100_000)]
     pub enqueue_jobs: usize,
     /// Settings to sweep, as CONCURRENCY:CHUNK pairs; CHUNK `auto` is the default adaptive
-    /// size (up to 1000), `auto:MAX` another ceiling.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "16:auto,16:1,64:1,16:100,16:1000"
-    )]
-    pub sweep: Vec<String>,
+    /// size (up to 1000), `auto:MAX` another ceiling. Default: 16:auto,16:1,64:1,16:100,16:1000
+    /// (on SQLite, 4:auto,4:1,4:100,4:1000).
+    #[arg(long, value_delimiter = ',')]
+    pub sweep: Option<Vec<String>>,
     /// Seconds of steady load for the pickup-latency run (0 skips it).
     #[arg(long, default_value_t = 5)]
     pub latency_secs: u64,
@@ -77,8 +74,18 @@ pub async fn run(s: &Settings, a: BenchArgs) -> anyhow::Result<()> {
     if a.jobs == 0 || a.jobs > 10_000_000 || a.enqueue_jobs == 0 || a.enqueue_jobs > 10_000_000 {
         bail!("--jobs and --enqueue-jobs must be between 1 and 10000000");
     }
+    let on_sqlite = s.database_url.starts_with("sqlite:");
+    let default_sweep = if on_sqlite {
+        bench::sqlite::DEFAULT_SWEEP
+    } else {
+        DEFAULT_SWEEP
+    };
+    let pairs = a
+        .sweep
+        .clone()
+        .unwrap_or_else(|| default_sweep.split(',').map(String::from).collect());
     let mut sweep = Vec::new();
-    for p in &a.sweep {
+    for p in &pairs {
         let parsed = p.split_once(':').and_then(|(c, k)| {
             Some((
                 c.trim().parse::<usize>().ok()?,
@@ -107,6 +114,17 @@ pub async fn run(s: &Settings, a: BenchArgs) -> anyhow::Result<()> {
             ),
         },
     };
+    if on_sqlite {
+        let only_pg = [
+            ("--backlog/--scale", backlog.is_some()),
+            ("--unique", a.unique),
+            ("--soak", a.soak.is_some()),
+            ("--idle-tx", a.idle_tx.is_some()),
+        ];
+        if let Some((flag, _)) = only_pg.iter().find(|(_, given)| *given) {
+            bail!("{flag} is a PostgreSQL phase; bench on SQLite runs enqueue and processing");
+        }
+    }
     let cfg = BenchConfig {
         database_url: s.database_url.clone(),
         enqueue_jobs: a.enqueue_jobs,
@@ -141,6 +159,16 @@ pub async fn run(s: &Settings, a: BenchArgs) -> anyhow::Result<()> {
     });
     let pb = bar.clone();
     let line: bench::Line = Arc::new(move |l: &str| pb.suspend(|| eprintln!("{l}")));
+    if on_sqlite {
+        let report = bench::sqlite::run(&cfg, || s.queue_boxed(), progress).await?;
+        bar.finish_and_clear();
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", report.render());
+        }
+        return Ok(());
+    }
     let report = bench::run(&cfg, || s.queue_boxed(), progress, line).await?;
     bar.finish_and_clear();
     if a.json {
@@ -150,6 +178,9 @@ pub async fn run(s: &Settings, a: BenchArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The sweep on PostgreSQL when `--sweep` is not given.
+const DEFAULT_SWEEP: &str = "16:auto,16:1,64:1,16:100,16:1000";
 
 /// The longest soak, and the longest idle transaction: beyond these a typo is likelier.
 const MAX_SOAK: Duration = Duration::from_secs(7 * 86_400);

@@ -1,6 +1,7 @@
 //! `skiplock demo`: the whole main job on the embedded default, for a first run on a machine
 //! with nothing installed. Submits three sample batches to `sqlite://skiplock.db` (or
-//! `--database-url`), processes them with an in-process worker behind a progress bar, and
+//! `--database-url`), processes them with an in-process worker behind a progress bar, then
+//! shows the speed with one last batch of 100,000 no-op jobs (its own bar and rate), and
 //! prints the status report.
 
 use std::sync::Arc;
@@ -31,6 +32,9 @@ const FAILING_JOBS: usize = 8;
 /// short, so the retries are visible and the demo still ends in seconds.
 const FAIL_ATTEMPTS: i32 = 3;
 const FAIL_BACKOFF: Duration = Duration::from_millis(150);
+/// The last batch: no-op jobs enqueued and processed as fast as the store goes. On SQLite
+/// that is a couple of seconds each way on a laptop.
+const SPEED_JOBS: usize = 100_000;
 /// The demo gives up (exit 1) if the sample has not finished by then: something is wrong.
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -77,16 +81,21 @@ pub async fn run(s: &Settings, a: DemoArgs) -> anyhow::Result<()> {
     );
 
     let started = Instant::now();
-    let waited = wait_with_bar(&*store, &batches, total).await;
+    let mut waited = wait_with_bar(&*store, &batches, total).await;
+    if waited.is_ok() {
+        println!(
+            "sample finished in {:.1} s; the webhooks failed on purpose, after {FAIL_ATTEMPTS} \
+             attempts each\n",
+            started.elapsed().as_secs_f64()
+        );
+        waited = speed_run(&client, &worker).await;
+    }
     let report = store.report(NODE_STALE).await;
     worker.shutdown(Duration::from_secs(5)).await;
     waited?;
     let mut report = report?;
     report.queue_depth = Some(0);
-    println!(
-        "\nfinished in {:.1} s; the webhooks failed on purpose, after {FAIL_ATTEMPTS} attempts each\n",
-        started.elapsed().as_secs_f64()
-    );
+    println!();
     print!("{}", report.render());
     println!(
         "\nEverything lives in {url}. Next: `skiplock status`, `skiplock jobs list --status failed`, \
@@ -128,6 +137,62 @@ async fn submit_samples(client: &Client) -> anyhow::Result<Vec<Uuid>> {
         ids.extend(sub.batch_id);
     }
     Ok(ids)
+}
+
+/// The last batch: [`SPEED_JOBS`] no-op jobs in one submit, then processed behind a bar that
+/// shows the rate, from the node's count of committed outcomes.
+async fn speed_run(client: &Client, worker: &Node) -> anyhow::Result<()> {
+    let targets = (0..SPEED_JOBS).map(|i| json!({ "n": i })).collect();
+    let before = worker.state().processed();
+    let started = Instant::now();
+    client
+        .submit_batch(
+            "noop",
+            targets,
+            BatchOptions {
+                name: Some("speed".into()),
+                ..BatchOptions::default()
+            },
+        )
+        .await?;
+    let enqueued = started.elapsed();
+    println!(
+        "submitted {SPEED_JOBS} no-op jobs in one batch in {:.2} s ({:.0} jobs/s); processing:",
+        enqueued.as_secs_f64(),
+        SPEED_JOBS as f64 / enqueued.as_secs_f64()
+    );
+    let bar = ProgressBar::new(SPEED_JOBS as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} jobs ({per_sec})",
+        )?
+        .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    let deadline = started + DEADLINE;
+    loop {
+        let done = worker.state().processed().saturating_sub(before);
+        bar.set_position(done.min(SPEED_JOBS as u64));
+        if done >= SPEED_JOBS as u64 {
+            bar.finish();
+            break;
+        }
+        if Instant::now() >= deadline {
+            bar.abandon();
+            bail!(
+                "the speed batch did not finish within {} s ({done}/{SPEED_JOBS} jobs)",
+                DEADLINE.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = started.elapsed();
+    println!(
+        "processed {SPEED_JOBS} no-op jobs in {:.2} s ({:.0} jobs/s)",
+        took.as_secs_f64(),
+        SPEED_JOBS as f64 / took.as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Draws the bar from the batches' committed counts until every job has finished.

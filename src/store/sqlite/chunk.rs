@@ -1,5 +1,6 @@
 //! Runner slots and chunk transactions on SQLite: the write turn a chunk keeps until it
-//! commits, the intent record written before it opens, and the job savepoints inside it.
+//! commits, the intent record written before it opens, and the job savepoints inside it. A
+//! chunk runs on the store's writing connection in two messages (see [`super::writer`]).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,24 +8,24 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use sqlx::{Executor as _, Sqlite, SqliteConnection, SqlitePool, Transaction};
-use tokio::sync::OwnedMutexGuard;
+use sqlx::{Executor as _, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::rows::{ids_json, job_from_row, modifier, types_json};
-use super::{record_outcomes, sql, SqliteStore};
-use crate::error::Result;
+use super::writer::{self, Turn, Writer};
+use super::{plain_outcomes, record_outcomes, sql, SqliteStore};
+use crate::error::{Error, Result};
 use crate::job::Job;
 use crate::store::{ChunkTx, CommitProbe, JobConn, Locked, Outcome, Scope, Slot, ROLLBACK_JOB};
 
 /// How long after a job's time limit its running SQL statement is interrupted.
 const INTERRUPT_GRACE: Duration = Duration::from_millis(100);
 
-/// A runner's slot. SQLite runs one writer at a time, so a kept connection buys nothing:
-/// each chunk borrows one from the (small) pool.
+/// A runner's slot. SQLite runs one writer at a time, so every slot's chunks run on the
+/// store's one writing connection, in turn.
 pub(super) struct SqliteSlot {
     pool: SqlitePool,
-    writer: Arc<tokio::sync::Mutex<()>>,
+    writer: Arc<tokio::sync::Mutex<Writer>>,
     running: Arc<Mutex<HashSet<Uuid>>>,
     node_id: String,
     /// This slot's intent record, a row of `holds`.
@@ -52,39 +53,35 @@ impl SqliteStore {
 #[async_trait]
 impl Slot for SqliteSlot {
     async fn lock<'s>(&'s mut self, ids: &[Uuid]) -> Result<Locked<'s>> {
-        let guard = self.writer.clone().lock_owned().await;
-        self.lock_with(guard, ids).await
+        let turn = writer::turn(&self.writer).await?;
+        self.lock_with(turn, ids).await
     }
 
     async fn claim<'s>(&'s mut self, max: usize) -> Result<Locked<'s>> {
         // With the write turn held, no chunk of this process holds any job, so the most
         // urgent pending ones are free here; another process's chunk may still take some
         // first, and locking them below (pending and due) drops those.
-        let guard = self.writer.clone().lock_owned().await;
+        let mut turn = writer::turn(&self.writer).await?;
         let ids: Vec<String> = sqlx::query_scalar(sql::CLAIMABLE)
             .bind(max.min(i64::MAX as usize) as i64)
             .bind(&self.queue)
             .bind(&self.types)
-            .fetch_all(&self.pool)
+            .fetch_all(turn.conn(&self.pool).await?)
             .await?;
         let ids = ids
             .into_iter()
             .map(super::rows::uuid)
             .collect::<Result<Vec<_>>>()?;
-        self.lock_with(guard, &ids).await
+        self.lock_with(turn, &ids).await
     }
 
     async fn begin<'s>(&'s mut self) -> Result<Box<dyn ChunkTx + 's>> {
-        let guard = self.writer.clone().lock_owned().await;
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut turn = writer::turn(&self.writer).await?;
+        turn.began();
+        let conn = turn.conn(&self.pool).await?;
+        conn.execute(sql::BEGIN_CHUNK).await?;
         Ok(Box::new(SqliteChunk {
-            tx,
-            turn: WriteTurn {
-                _guard: guard,
-                locked: Vec::new(),
-                running: self.running.clone(),
-                alive: Arc::new(AtomicBool::new(true)),
-            },
+            turn: WriteTurn::new(turn, Vec::new(), self.running.clone()),
             node_id: &self.node_id,
             probe: SqliteProbe {
                 pool: self.pool.clone(),
@@ -97,34 +94,25 @@ impl Slot for SqliteSlot {
 
 impl SqliteSlot {
     /// Records the intent to run `ids`, then opens the chunk's transaction and locks them,
-    /// holding the store's write turn throughout.
-    async fn lock_with(&mut self, guard: OwnedMutexGuard<()>, ids: &[Uuid]) -> Result<Locked<'_>> {
+    /// holding the store's write turn throughout: one message to the connection
+    /// ([`sql::START_CHUNK`]).
+    async fn lock_with(&mut self, mut turn: Turn, ids: &[Uuid]) -> Result<Locked<'_>> {
         let slot = self.slot.to_string();
-        let popped = ids_json(ids);
-        if !ids.is_empty() {
-            // Committed before the chunk's transaction opens, so it outlives a crash mid-job.
-            let mut intent = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-            sqlx::query(sql::RECORD_HOLD)
+        turn.began();
+        let conn = turn.conn(&self.pool).await?;
+        let rows = if ids.is_empty() {
+            conn.execute(sql::BEGIN_CHUNK).await?;
+            Vec::new()
+        } else {
+            sqlx::query(sql::START_CHUNK)
                 .bind(&slot)
                 .bind(&self.node_id)
-                .bind(&popped)
-                .execute(&mut *intent)
-                .await?;
-            intent.commit().await?;
-        }
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        if !ids.is_empty() {
-            sqlx::query(sql::CLEAR_HOLD)
-                .bind(&slot)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let rows = sqlx::query(sql::LOCK_CHUNK)
-            .bind(&popped)
-            .bind(&self.queue)
-            .bind(&self.types)
-            .fetch_all(&mut *tx)
-            .await?;
+                .bind(ids_json(ids))
+                .bind(&self.queue)
+                .bind(&self.types)
+                .fetch_all(conn)
+                .await?
+        };
         let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
         jobs.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.id));
         let locked: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
@@ -132,17 +120,10 @@ impl SqliteSlot {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .extend(locked.iter().copied());
-        let turn = WriteTurn {
-            _guard: guard,
-            locked,
-            running: self.running.clone(),
-            alive: Arc::new(AtomicBool::new(true)),
-        };
         Ok(Locked {
             jobs,
             tx: Box::new(SqliteChunk {
-                tx,
-                turn,
+                turn: WriteTurn::new(turn, locked, self.running.clone()),
                 node_id: &self.node_id,
                 probe: SqliteProbe {
                     pool: self.pool.clone(),
@@ -155,16 +136,41 @@ impl SqliteSlot {
 }
 
 /// The store's one write turn, held by a chunk until it ends, and what the chunk locked.
-/// Declared after the transaction in [`SqliteChunk`], so that dropping a chunk queues its
-/// rollback before the next writer is let in.
+/// A chunk dropped without ending leaves its transaction marked open on the connection; the
+/// next turn rolls it back (see [`super::writer`]).
 struct WriteTurn {
-    _guard: OwnedMutexGuard<()>,
+    turn: Turn,
     /// IDs locked by this chunk (removed from `running` when the chunk ends, however).
     locked: Vec<Uuid>,
     running: Arc<Mutex<HashSet<Uuid>>>,
     /// Whether the chunk is alive. Its jobs' time-limit handlers check it, so a handler left
-    /// on a connection by a chunk that ended abnormally never interrupts its next user.
+    /// on the connection by a chunk that ended abnormally never interrupts its next user.
     alive: Arc<AtomicBool>,
+}
+
+impl WriteTurn {
+    fn new(turn: Turn, locked: Vec<Uuid>, running: Arc<Mutex<HashSet<Uuid>>>) -> Self {
+        WriteTurn {
+            turn,
+            locked,
+            running,
+            alive: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    fn conn(&mut self) -> Result<&mut SqliteConnection> {
+        self.turn
+            .open_conn()
+            .ok_or_else(|| Error::Invalid("the chunk's connection is gone".into()))
+    }
+
+    /// Sends the statement that ends the chunk's transaction (and, before it, whatever else
+    /// `sql` holds); marks the transaction ended once it has.
+    async fn end(&mut self, sql: &str) -> Result<()> {
+        self.conn()?.execute(sql).await?;
+        self.turn.ended();
+        Ok(())
+    }
 }
 
 impl Drop for WriteTurn {
@@ -178,7 +184,6 @@ impl Drop for WriteTurn {
 }
 
 struct SqliteChunk<'s> {
-    tx: Transaction<'static, Sqlite>,
     turn: WriteTurn,
     node_id: &'s str,
     probe: SqliteProbe,
@@ -194,16 +199,22 @@ impl ChunkTx for SqliteChunk<'_> {
         Box::new(self.probe.clone())
     }
 
-    async fn finish(self: Box<Self>, outcomes: &[Outcome]) -> Result<()> {
-        let SqliteChunk {
-            mut tx,
-            turn,
-            node_id,
-            ..
-        } = *self;
-        record_outcomes(&mut tx, outcomes, node_id).await?;
-        tx.commit().await?;
-        drop(turn);
+    async fn finish(mut self: Box<Self>, outcomes: &[Outcome]) -> Result<()> {
+        let node_id = self.node_id;
+        if outcomes.is_empty() {
+            self.turn.end(sql::COMMIT).await?;
+        } else if let Some(rows) = plain_outcomes(outcomes) {
+            // The common case: outcomes and commit in one message.
+            sqlx::query(sql::RECORD_OUTCOMES_AND_COMMIT)
+                .bind(rows)
+                .bind(node_id)
+                .execute(self.turn.conn()?)
+                .await?;
+            self.turn.turn.ended();
+        } else {
+            record_outcomes(self.turn.conn()?, outcomes, node_id).await?;
+            self.turn.end(sql::COMMIT).await?;
+        }
         Ok(())
     }
 
@@ -212,22 +223,16 @@ impl ChunkTx for SqliteChunk<'_> {
             .bind(ids_json(ids))
             .bind(self.node_id)
             .bind(modifier(ttl, 1))
-            .execute(&mut *self.tx)
+            .execute(self.turn.conn()?)
             .await?;
         Ok(())
     }
 
     async fn finish_leases(
-        self: Box<Self>,
+        mut self: Box<Self>,
         outcomes: &[Outcome],
         attempts: &[i32],
     ) -> Result<Vec<Uuid>> {
-        let SqliteChunk {
-            mut tx,
-            turn,
-            node_id,
-            ..
-        } = *self;
         let rows: Vec<serde_json::Value> = outcomes
             .iter()
             .zip(attempts)
@@ -244,30 +249,26 @@ impl ChunkTx for SqliteChunk<'_> {
             .collect();
         let done: Vec<String> = sqlx::query_scalar(sql::COMPLETE_LEASES)
             .bind(serde_json::Value::from(rows).to_string())
-            .bind(node_id)
-            .fetch_all(&mut *tx)
+            .bind(self.node_id)
+            .fetch_all(self.turn.conn()?)
             .await?;
-        tx.commit().await?;
-        drop(turn);
+        self.turn.end(sql::COMMIT).await?;
         done.into_iter().map(super::rows::uuid).collect()
     }
 
-    async fn abandon(self: Box<Self>) {
-        let SqliteChunk { mut tx, turn, .. } = *self;
-        // The processor may have ended the transaction under sqlx, which still counts one
-        // open: its rollback would then fail and the pooled connection would keep that count,
-        // turning the next chunk's BEGIN into a SAVEPOINT. Open one for it to roll back (an
-        // error here means one is still open, which is as good).
-        let _ = (&mut *tx).execute("BEGIN").await;
-        let _ = tx.rollback().await;
-        drop(turn);
+    async fn abandon(mut self: Box<Self>) {
+        // The processor may have ended the transaction already: then this fails, as good.
+        if let Ok(conn) = self.turn.conn() {
+            let _ = conn.execute(sql::ROLLBACK).await;
+        }
+        self.turn.turn.ended();
     }
 }
 
 #[async_trait]
 impl JobConn for SqliteChunk<'_> {
     async fn savepoint(&mut self, timeout: Duration) -> Result<()> {
-        (&mut *self.tx).execute("SAVEPOINT job").await?;
+        self.turn.conn()?.execute("SAVEPOINT job").await?;
         // No statement_timeout in SQLite: a progress handler interrupts the job's SQL past its
         // time limit instead. It trails the processor's own timer by INTERRUPT_GRACE, so that
         // timer normally fires first and names the failure; the interrupt is the backstop that
@@ -275,7 +276,8 @@ impl JobConn for SqliteChunk<'_> {
         let deadline = Instant::now() + timeout + INTERRUPT_GRACE;
         let alive = self.turn.alive.clone();
         let handler = move || !alive.load(Ordering::Relaxed) || Instant::now() < deadline;
-        self.tx
+        self.turn
+            .conn()?
             .lock_handle()
             .await?
             .set_progress_handler(1000, handler);
@@ -283,14 +285,16 @@ impl JobConn for SqliteChunk<'_> {
     }
 
     async fn release(&mut self) -> Result<()> {
-        self.tx.lock_handle().await?.remove_progress_handler();
-        (&mut *self.tx).execute("RELEASE SAVEPOINT job").await?;
+        let conn = self.turn.conn()?;
+        conn.lock_handle().await?.remove_progress_handler();
+        conn.execute("RELEASE SAVEPOINT job").await?;
         Ok(())
     }
 
     async fn rollback(&mut self) -> Result<()> {
-        self.tx.lock_handle().await?.remove_progress_handler();
-        (&mut *self.tx).execute(ROLLBACK_JOB).await?;
+        let conn = self.turn.conn()?;
+        conn.lock_handle().await?.remove_progress_handler();
+        conn.execute(ROLLBACK_JOB).await?;
         Ok(())
     }
 
@@ -298,13 +302,13 @@ impl JobConn for SqliteChunk<'_> {
         Ok(sqlx::query(sql)
             .bind(job.id.to_string())
             .bind(job.target.to_string())
-            .execute(&mut *self.tx)
+            .execute(self.turn.conn()?)
             .await?
             .rows_affected())
     }
 
     fn sqlite(&mut self) -> Option<&mut SqliteConnection> {
-        Some(&mut self.tx)
+        self.turn.conn().ok()
     }
 }
 

@@ -25,10 +25,12 @@
 
 mod chunk;
 mod ops;
+mod outcomes;
 mod rows;
 mod sql;
 mod unique;
 mod watch;
+mod writer;
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -40,12 +42,11 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
-use tokio::sync::OwnedMutexGuard;
+use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
+use self::outcomes::{plain_outcomes, record_outcomes};
 use self::rows::{batch_from_row, fmt_time, job_from_row, modifier, node_from_row};
-use super::split_deleted;
 use super::{
     decode_status, validate_batch, BatchOptions, JobFilter, NodeBeat, Outcome, PendingGroup,
     PruneRule, Scope, Selection, Slot, Store, Wake, INSERT_CHUNK,
@@ -64,6 +65,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 /// matches the default processor time limit (60 s).
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Rows buffered between a connection's thread and its reader (sqlx's default is 50).
+const ROW_BUFFER: usize = 1024;
+
 /// Most pooled connections (each is an OS thread in sqlx). Only one writes at a time and
 /// workers waiting for their turn hold none, so the rest only serve readers: a handful is
 /// plenty, however high the concurrency.
@@ -73,9 +77,10 @@ const MAX_CONNECTIONS: u32 = 8;
 /// module docs); the others serve readers.
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// The writer mutex: held for the whole life of every write transaction this store opens,
-    /// including a job chunk's (its guard travels inside the chunk's transaction object).
-    writer: Arc<tokio::sync::Mutex<()>>,
+    /// The write turn and the connection job chunks run on: held for the whole life of every
+    /// write transaction this store opens, including a job chunk's (its guard travels inside
+    /// the chunk's transaction object). See [`writer`].
+    writer: Arc<tokio::sync::Mutex<writer::Writer>>,
     /// Jobs locked by this store's open chunks. Lets `cancel_job` answer "running right now"
     /// at once, as PostgreSQL's `SKIP LOCKED` does, instead of queueing behind the job.
     running: Arc<Mutex<HashSet<Uuid>>>,
@@ -85,7 +90,7 @@ pub struct SqliteStore {
 /// queued before the writer mutex is released.
 struct Write {
     tx: Transaction<'static, Sqlite>,
-    _guard: OwnedMutexGuard<()>,
+    _guard: writer::Turn,
 }
 
 impl SqliteStore {
@@ -106,7 +111,10 @@ impl SqliteStore {
             // crash or power cut may undo the last commits (jobs then run again, their
             // database effects undone with them). FULL would fsync every job's commit.
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(BUSY_TIMEOUT)
+            // Rows a query's answer carries from the connection's thread before it waits for
+            // the reader: a whole chunk's lock (up to 1000 jobs) in one hand-over, not twenty.
+            .row_buffer_size(ROW_BUFFER);
         let pool = SqlitePoolOptions::new()
             .max_connections(pool_size.clamp(2, MAX_CONNECTIONS))
             .acquire_timeout(Duration::from_secs(30))
@@ -122,7 +130,7 @@ impl SqliteStore {
     pub fn from_pool(pool: SqlitePool) -> Self {
         SqliteStore {
             pool,
-            writer: Arc::new(tokio::sync::Mutex::new(())),
+            writer: Arc::new(tokio::sync::Mutex::new(writer::Writer::default())),
             running: Arc::new(Mutex::new(HashSet::new())),
         }
     }
@@ -133,7 +141,7 @@ impl SqliteStore {
 
     /// Waits for our turn to write, then opens a `BEGIN IMMEDIATE` transaction.
     async fn write(&self) -> Result<Write> {
-        let guard = self.writer.clone().lock_owned().await;
+        let guard = writer::turn(&self.writer).await?;
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         Ok(Write { tx, _guard: guard })
     }
@@ -161,15 +169,11 @@ impl SqliteStore {
             .await?;
         let run_at = opts.run_at.map(fmt_time);
         let mut ids = Vec::with_capacity(targets.len());
-        for chunk in targets.chunks(INSERT_CHUNK) {
-            let cids: Vec<Uuid> = chunk.iter().map(|_| Uuid::now_v7()).collect();
-            let rows: Vec<(String, String)> = cids
-                .iter()
-                .zip(chunk)
-                .map(|(id, t)| (id.to_string(), t.to_string()))
-                .collect();
-            sqlx::query(sql::INSERT_BATCH_JOBS)
-                .bind(serde_json::to_string(&rows).map_err(invalid)?)
+        let mut chunks = targets.chunks(INSERT_CHUNK);
+        let mut next = chunks.next().map(encode_batch_rows).transpose()?;
+        while let Some((cids, rows)) = next.take() {
+            let insert = sqlx::query(sql::INSERT_BATCH_JOBS)
+                .bind(rows)
                 .bind(job_type)
                 .bind(max_attempts)
                 .bind(&run_at)
@@ -177,60 +181,18 @@ impl SqliteStore {
                 .bind(batch_id.to_string())
                 .bind(&queue)
                 .bind(&opts.traceparent)
-                .execute(&mut **tx)
-                .await?;
+                .execute(&mut **tx);
+            // The next chunk is encoded here while SQLite inserts this one on the connection's
+            // thread: the two halves of a bulk insert overlap instead of taking turns.
+            let (done, following) = tokio::join!(insert, async {
+                chunks.next().map(encode_batch_rows).transpose()
+            });
+            done?;
+            next = following?;
             ids.extend(cids);
         }
         Ok((ids, queue))
     }
-}
-
-/// Writes a chunk's outcomes in one statement; only rows still pending change.
-async fn record_outcomes(
-    conn: &mut SqliteConnection,
-    outcomes: &[Outcome],
-    node_id: &str,
-) -> Result<u64> {
-    let (gone, kept) = split_deleted(outcomes);
-    let mut n = 0;
-    if !gone.is_empty() {
-        let ids: Vec<String> = gone.iter().map(Uuid::to_string).collect();
-        let deleted = sqlx::query(sql::DELETE_SUCCEEDED)
-            .bind(serde_json::Value::from(ids).to_string())
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-        sqlx::query(sql::COUNT_COMPLETIONS)
-            .bind(deleted as i64)
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query(sql::PRUNE_COMPLETIONS)
-            .execute(&mut *conn)
-            .await?;
-        n += deleted;
-    }
-    let outcomes = &kept[..];
-    if outcomes.is_empty() {
-        return Ok(n);
-    }
-    let rows: Vec<serde_json::Value> = outcomes
-        .iter()
-        .map(|o| {
-            serde_json::json!([
-                o.id().to_string(),
-                o.status().as_str(),
-                o.error(),
-                o.delay_ms(),
-                o.took_ms()
-            ])
-        })
-        .collect();
-    Ok(n + sqlx::query(sql::RECORD_OUTCOMES)
-        .bind(serde_json::Value::from(rows).to_string())
-        .bind(node_id)
-        .execute(conn)
-        .await?
-        .rows_affected())
 }
 
 /// Inserts jobs (validated) in the caller's write transaction: plain ones in bulk, keyed
@@ -290,6 +252,18 @@ async fn insert_checked_in(
         }
     }
     Ok(out)
+}
+
+/// A chunk of a batch as [`sql::INSERT_BATCH_JOBS`] reads it, `[[id, target JSON text], …]`,
+/// with the IDs it gives the jobs.
+fn encode_batch_rows(chunk: &[serde_json::Value]) -> Result<(Vec<Uuid>, String)> {
+    let ids: Vec<Uuid> = chunk.iter().map(|_| Uuid::now_v7()).collect();
+    let rows: Vec<(String, String)> = ids
+        .iter()
+        .zip(chunk)
+        .map(|(id, t)| (id.to_string(), t.to_string()))
+        .collect();
+    Ok((ids, serde_json::to_string(&rows).map_err(invalid)?))
 }
 
 fn due_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Due> {

@@ -101,34 +101,54 @@ pub const INSERT_JOBS: &str = concat!(
 
 /// The heart of the design, SQLite edition. There is no `FOR UPDATE SKIP LOCKED`: SQLite
 /// locks the whole database for writing, and the store runs this inside a `BEGIN IMMEDIATE`
-/// transaction that it holds (with its in-process writer lock) until `finish_chunk` commits.
+/// transaction that it holds (with its in-process write turn) until the chunk commits.
 /// No other transaction, in this process or another, can change these rows before then, so
 /// "pending and due, read inside the write transaction" is exactly the guarantee that
 /// PostgreSQL's row lock gives: a duplicate or stale ID finds nothing. So does an ID of
-/// another queue than `$2` or of a type not in `$3` (a JSON array): it stays pending.
-pub const LOCK_CHUNK: &str = concat!(
-    "SELECT ",
-    cols!(),
-    " FROM jobs WHERE id IN (SELECT value FROM json_each($1)) ",
-    "AND status = 'pending' AND queue = $2 AND type IN (SELECT value FROM json_each($3)) ",
-    "AND run_at <= ",
-    now!()
-);
+/// another queue than `$4` or of a type not in `$5` (a JSON array): it stays pending.
+/// `$3` is the popped IDs (a JSON array).
+///
+/// The popped IDs drive the loop (`CROSS JOIN` fixes SQLite's join order), each a primary-key
+/// lookup: written as `id IN (…) AND queue = $4`, the planner chose the partial index of
+/// pending jobs by queue and read the whole backlog for every chunk.
+macro_rules! lock_chunk {
+    () => {
+        concat!(
+            "SELECT ",
+            cols!(),
+            " FROM (SELECT DISTINCT value AS popped FROM json_each($3)) AS p ",
+            "CROSS JOIN jobs ON jobs.id = p.popped ",
+            "WHERE status = 'pending' AND queue = $4 AND type IN (SELECT value FROM json_each($5)) ",
+            "AND run_at <= ",
+            now!()
+        )
+    };
+}
 
-/// A runner slot's intent record, committed on its own just before the chunk's transaction
-/// opens. `$1` slot, `$2` node, `$3` the popped IDs as a JSON array.
-pub const RECORD_HOLD: &str = concat!(
+/// A chunk's start, in one message to the connection: a runner slot's intent record
+/// (`$1` slot, `$2` node, `$3` the popped IDs) committed on its own, so that it outlives a
+/// crash mid-job; then the chunk's transaction, whose first statement deletes that record
+/// again (a crash rolls the delete back and the record convicts; a commit, the chunk's or one
+/// a processor sneaked in, makes it stick, which is how a broken chunk learns it committed);
+/// then the lock ([`lock_chunk`], `$4` queue, `$5` types).
+pub const START_CHUNK: &str = concat!(
+    "BEGIN IMMEDIATE; ",
     "INSERT INTO holds (slot, node_id, ids, written_at) VALUES ($1, $2, $3, ",
     now!(),
-    ") ON CONFLICT (slot) DO UPDATE SET ids = excluded.ids, written_at = excluded.written_at"
+    ") ON CONFLICT (slot) DO UPDATE SET ids = excluded.ids, written_at = excluded.written_at; ",
+    "COMMIT; BEGIN IMMEDIATE; DELETE FROM holds WHERE slot = $1; ",
+    lock_chunk!()
 );
 
-/// The chunk's first statement: its own intent record goes, in its own transaction. A crash
-/// rolls this back (the record survives and convicts); a commit, the chunk's or one a
-/// processor sneaked in, makes it stick, which is how a broken chunk learns it committed.
-pub const CLEAR_HOLD: &str = "DELETE FROM holds WHERE slot = $1";
+/// A transaction for a chunk with nothing to lock (a lease-mode completion).
+pub const BEGIN_CHUNK: &str = "BEGIN IMMEDIATE";
 
-/// Whether a slot's intent record is still there (see [`CLEAR_HOLD`]).
+pub const COMMIT: &str = "COMMIT";
+
+/// Undoes a chunk that will not commit. "No transaction is active" is as good.
+pub const ROLLBACK: &str = "ROLLBACK";
+
+/// Whether a slot's intent record is still there (see [`START_CHUNK`]).
 pub const HOLD_EXISTS: &str = "SELECT count(*) FROM holds WHERE slot = $1";
 
 pub const REMOVE_HOLDS: &str = "DELETE FROM holds WHERE node_id = $1";
@@ -215,24 +235,33 @@ pub const PRUNE_COMPLETIONS: &str = "DELETE FROM completions_per_second \
 /// Every outcome of a chunk in one statement: `$1` is
 /// `[[id, status, error, delay_ms, took_ms], …]`. A failure (an outcome with an error) also
 /// appends its attempt to the job's history; a success leaves the history as it is.
-pub const RECORD_OUTCOMES: &str = concat!(
-    "UPDATE jobs SET ",
-    "status = o.value ->> 1, ",
-    "attempts = jobs.attempts + 1, ",
-    "last_error = COALESCE(o.value ->> 2, jobs.last_error), ",
-    "attempt_history = CASE WHEN o.value ->> 2 IS NULL THEN jobs.attempt_history ELSE ",
-    history_append!("o.value ->> 2", "$2", "o.value ->> 4", "(o.value ->> 1)"),
-    " END, ",
-    "run_at = CASE WHEN o.value ->> 3 IS NULL THEN jobs.run_at ",
-    "ELSE strftime('%Y-%m-%d %H:%M:%f', 'now', ((o.value ->> 3) / 1000.0) || ' seconds') END, ",
-    "finished_at = CASE WHEN o.value ->> 1 = 'pending' THEN NULL ELSE ",
-    now!(),
-    " END, ",
-    "updated_at = ",
-    now!(),
-    ", node_id = $2 ",
-    "FROM json_each($1) AS o WHERE jobs.id = o.value ->> 0 AND jobs.status = 'pending'"
-);
+macro_rules! record_outcomes {
+    () => {
+        concat!(
+            "UPDATE jobs SET ",
+            "status = o.value ->> 1, ",
+            "attempts = jobs.attempts + 1, ",
+            "last_error = COALESCE(o.value ->> 2, jobs.last_error), ",
+            "attempt_history = CASE WHEN o.value ->> 2 IS NULL THEN jobs.attempt_history ELSE ",
+            history_append!("o.value ->> 2", "$2", "o.value ->> 4", "(o.value ->> 1)"),
+            " END, ",
+            "run_at = CASE WHEN o.value ->> 3 IS NULL THEN jobs.run_at ",
+            "ELSE strftime('%Y-%m-%d %H:%M:%f', 'now', ((o.value ->> 3) / 1000.0) || ' seconds') END, ",
+            "finished_at = CASE WHEN o.value ->> 1 = 'pending' THEN NULL ELSE ",
+            now!(),
+            " END, ",
+            "updated_at = ",
+            now!(),
+            ", node_id = $2 ",
+            "FROM json_each($1) AS o WHERE jobs.id = o.value ->> 0 AND jobs.status = 'pending'"
+        )
+    };
+}
+
+pub const RECORD_OUTCOMES: &str = record_outcomes!();
+
+/// [`RECORD_OUTCOMES`] and the chunk's commit, in one message.
+pub const RECORD_OUTCOMES_AND_COMMIT: &str = concat!(record_outcomes!(), "; COMMIT");
 
 /// Pending, due jobs for the queue, without those a live node's runner has recorded it is
 /// running (`$2`, a negative modifier, is the node timeout).

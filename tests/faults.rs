@@ -249,9 +249,18 @@ async fn redis_down_for_a_while() {
         events(&watched)
     );
     let _ = watcher.kill();
+    // The node says so at its next queue command that succeeds: its runners may have been
+    // claiming from the database, and an idle runner's next pop can be a poll away.
+    assert!(
+        wait_until(Duration::from_secs(15), || async {
+            node.log().contains("Redis is reachable again")
+        })
+        .await,
+        "{}",
+        node.log()
+    );
     let log = node.log();
     assert_eq!(log.matches("Redis is unreachable").count(), 1, "{log}");
-    assert!(log.contains("Redis is reachable again"), "{log}");
     assert!(node.alive());
 }
 

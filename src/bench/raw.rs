@@ -1,6 +1,7 @@
 //! The raw limit: the SQL one job costs (lock with SKIP LOCKED, update, commit) driven straight
 //! through the driver, with none of skiplock's machinery: no queue, no pool, no processor,
-//! no events. skiplock's rates are reported as a fraction of these.
+//! no events, and no count triggers (the report's counts are skiplock's cost, not the
+//! database's). skiplock's rates are reported as a fraction of these.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

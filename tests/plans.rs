@@ -219,6 +219,12 @@ async fn check_all(stats: Stats) {
             Want::PrimaryKey,
         ),
         ("due among", sql::DUE_AMONG, p.clone(), Want::PrimaryKey),
+        (
+            "charge abandoned",
+            sql::CHARGE_ABANDONED,
+            "60000::float8, 16::bigint".into(),
+            Want::PrimaryKey,
+        ),
         ("cancel", sql::CANCEL_JOB, one, Want::PrimaryKey),
         (
             "claim",

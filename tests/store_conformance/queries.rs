@@ -17,6 +17,7 @@ crate::for_each_backend!(
     report_counts_types_batches_and_nodes,
     heartbeats_upsert_and_remove_nodes,
     rescue_charges_the_jobs_of_dead_nodes,
+    rescue_takes_every_record_of_a_dead_node_however_many,
     prune_deletes_only_old_finished_jobs,
 );
 
@@ -327,6 +328,30 @@ async fn rescue_charges_the_jobs_of_dead_nodes(backend: Backend) {
         .map(|n| n.id)
         .collect();
     assert_eq!(left, ["alive"]);
+    let again = ts.store.rescue_abandoned(stale).await.unwrap();
+    assert_eq!((again.retried, again.failed), (0, 0), "charged once");
+}
+
+/// A dead node can leave many intent records (one per chunk its runners began). They are
+/// charged a bounded batch per statement (on PostgreSQL), but one rescue takes them all.
+async fn rescue_takes_every_record_of_a_dead_node_however_many(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let ids = insert(
+        &ts,
+        (0..40).map(|i| NewJob::new("noop", json!(i))).collect(),
+    )
+    .await;
+    for id in &ids {
+        crash_holding(&ts, "gone", std::slice::from_ref(id)).await;
+    }
+    let stale = Duration::from_millis(200);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = ts.store.rescue_abandoned(stale).await.unwrap();
+    assert_eq!((r.retried, r.failed), (40, 0), "{r:?}");
+    for id in &ids {
+        let j = ts.store.job(*id).await.unwrap().unwrap();
+        assert_eq!((j.status, j.attempts), (JobStatus::Pending, 1));
+    }
     let again = ts.store.rescue_abandoned(stale).await.unwrap();
     assert_eq!((again.retried, again.failed), (0, 0), "charged once");
 }

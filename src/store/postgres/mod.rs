@@ -32,6 +32,9 @@ use crate::processor::Policy;
 use crate::report::{BatchReport, NodeReport, TypeCounts};
 use futures::stream::BoxStream;
 
+/// Abandoned intent records charged per statement (each names up to a chunk of jobs).
+const ABANDONED_BATCH: i64 = 16;
+
 /// How long start-up waits for the first connection before reporting why it failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -528,17 +531,21 @@ impl Store for PgStore {
     }
 
     async fn charge_abandoned(&self, stale: Duration) -> Result<Vec<JobStatus>> {
-        let mut tx = self.pool.begin().await?;
-        let statuses: Vec<String> = sqlx::query_scalar(&self.sql.charge_abandoned)
-            .bind(ms(stale))
-            .fetch_all(&mut *tx)
-            .await?;
-        sqlx::query(&self.sql.delete_abandoned)
-            .bind(ms(stale))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        statuses.iter().map(|s| decode_status(s)).collect()
+        let mut charged = Vec::new();
+        loop {
+            let (records, statuses): (i64, Vec<String>) =
+                sqlx::query_as(&self.sql.charge_abandoned)
+                    .bind(ms(stale))
+                    .bind(ABANDONED_BATCH)
+                    .fetch_one(&self.pool)
+                    .await?;
+            for s in &statuses {
+                charged.push(decode_status(s)?);
+            }
+            if records < ABANDONED_BATCH {
+                return Ok(charged);
+            }
+        }
     }
 
     async fn prune_jobs(&self, retention: Duration, limit: i64) -> Result<u64> {

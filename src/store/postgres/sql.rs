@@ -321,11 +321,25 @@ macro_rules! abandoned_error {
     };
 }
 
-/// Charges an attempt to each job an abandoned intent record names that is still pending,
-/// untouched since the record was written, and not locked by a node that has picked it up
-/// since. Spent attempts end the job `failed`: a poison job.
+/// Takes up to `$2` abandoned intent records (and as many of the previous release's `holds`)
+/// and charges an attempt to each job they name that is still pending, untouched since the
+/// record was written, and not locked by a node that has picked it up since; spent attempts
+/// end the job `failed`: a poison job. The records go in the same statement. Returns how many
+/// records it took and the charged jobs' new statuses: the caller repeats it while it takes a
+/// full batch, so that no one statement (and the snapshot it holds, which keeps vacuum from
+/// every row deleted since) grows with how many records a dead node left. A node judged dead
+/// under load once left thousands of records of up to a thousand jobs each, and the single
+/// statement that charged them ran for minutes while the table bloated around it.
 pub const CHARGE_ABANDONED: &str = concat!(
-    "UPDATE {s}.jobs AS j SET ",
+    "WITH rec AS (DELETE FROM {s}.intents h WHERE h.ctid = ANY(ARRAY(",
+    "SELECT h.ctid FROM {s}.intents h WHERE ",
+    abandoned!(),
+    " LIMIT $2)) RETURNING h.node_id, h.ids, h.written_at), ",
+    "old AS (DELETE FROM {s}.holds h WHERE h.ctid = ANY(ARRAY(",
+    "SELECT h.ctid FROM {s}.holds h WHERE ",
+    abandoned!(),
+    " LIMIT $2)) RETURNING h.node_id, h.ids, h.written_at), ",
+    "charged AS (UPDATE {s}.jobs AS j SET ",
     "attempts = j.attempts + 1, ",
     "status = CASE WHEN j.attempts + 1 >= j.max_attempts THEN 'failed' ELSE 'pending' END, ",
     "finished_at = CASE WHEN j.attempts + 1 >= j.max_attempts THEN now() END, ",
@@ -344,23 +358,15 @@ pub const CHARGE_ABANDONED: &str = concat!(
     ", ",
     "node_id = v.node, updated_at = now() ",
     "FROM (SELECT j2.id, a.node FROM {s}.jobs j2 ",
-    "JOIN (SELECT u.id, h.node_id AS node, h.written_at AS since FROM ",
-    "(SELECT node_id, ids, written_at FROM {s}.intents UNION ALL ",
-    "SELECT node_id, ids, written_at FROM {s}.holds) h, ",
-    "unnest(h.ids) AS u(id) WHERE ",
-    abandoned!(),
-    ") AS a ON a.id = j2.id ",
+    "JOIN (SELECT u.id, r.node_id AS node, r.written_at AS since FROM ",
+    "(SELECT node_id, ids, written_at FROM rec UNION ALL ",
+    "SELECT node_id, ids, written_at FROM old) r, ",
+    "unnest(r.ids) AS u(id)) AS a ON a.id = j2.id ",
     "WHERE (j2.status = 'pending') IS TRUE AND j2.updated_at < a.since ",
     "FOR UPDATE OF j2 SKIP LOCKED) AS v ",
-    "WHERE j.id = v.id RETURNING j.status"
-);
-
-/// The abandoned records, once their jobs are charged (same transaction, same `now()`).
-pub const DELETE_ABANDONED: &str = concat!(
-    "WITH i AS (DELETE FROM {s}.intents h WHERE ",
-    abandoned!(),
-    ") DELETE FROM {s}.holds h WHERE ",
-    abandoned!()
+    "WHERE j.id = v.id RETURNING j.status) ",
+    "SELECT (SELECT count(*) FROM rec) + (SELECT count(*) FROM old) AS records, ",
+    "ARRAY(SELECT status FROM charged) AS statuses"
 );
 
 pub const PRUNE: &str = "DELETE FROM {s}.jobs WHERE id IN (SELECT id FROM {s}.jobs \
@@ -597,7 +603,6 @@ statements! {
     hold_then_begin = HOLD_THEN_BEGIN,
     delete_dead_nodes = DELETE_DEAD_NODES,
     charge_abandoned = CHARGE_ABANDONED,
-    delete_abandoned = DELETE_ABANDONED,
     prune = PRUNE,
     prune_batches = PRUNE_BATCHES,
     get_job = GET_JOB,

@@ -444,6 +444,42 @@ async fn unique_enqueue(cfg: &BenchConfig) -> Result<UniqueEnqueue> {
     })
 }
 
+/// The processing table, one row per setting, on both stores' reports. `chunk_width`: the
+/// chunk column's width.
+fn render_processing(o: &mut String, rows: &[ProcessingRow], raw: &str, chunk_width: usize) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        o,
+        "{:>11} {:>chunk_width$} {:>8} {:>16} {:>14} {:>8} {:>15} {:>8} {:>12} {:>8}",
+        "concurrency",
+        "chunk",
+        "jobs",
+        "skiplock jobs/s",
+        raw,
+        "of raw",
+        "external jobs/s",
+        "of ours",
+        "lease jobs/s",
+        "of tx"
+    );
+    for r in rows {
+        let _ = writeln!(
+            o,
+            "{:>11} {:>chunk_width$} {:>8} {:>16.0} {:>14.0} {:>7.0}% {:>15.0} {:>7.0}% {:>12.0} {:>7.0}%",
+            r.concurrency,
+            chunk_label(r.chunk, r.adaptive),
+            r.jobs,
+            r.skiplock_jobs_per_sec,
+            r.raw_jobs_per_sec,
+            r.fraction_of_raw * 100.0,
+            r.external_jobs_per_sec,
+            r.external_fraction * 100.0,
+            r.lease_jobs_per_sec,
+            r.lease_fraction * 100.0
+        );
+    }
+}
+
 /// The node settings of every phase: the defaults, with successes deleted by the chunk that
 /// completes them under `--delete-succeeded`.
 fn node_config(cfg: &BenchConfig) -> Result<crate::node::NodeConfig> {
@@ -507,36 +543,7 @@ impl BenchReport {
             );
         }
         let _ = writeln!(o);
-        let _ = writeln!(
-            o,
-            "{:>11} {:>6} {:>8} {:>16} {:>14} {:>8} {:>15} {:>8} {:>12} {:>8}",
-            "concurrency",
-            "chunk",
-            "jobs",
-            "skiplock jobs/s",
-            "raw SQL jobs/s",
-            "of raw",
-            "external jobs/s",
-            "of ours",
-            "lease jobs/s",
-            "of tx"
-        );
-        for r in &self.processing {
-            let _ = writeln!(
-                o,
-                "{:>11} {:>6} {:>8} {:>16.0} {:>14.0} {:>7.0}% {:>15.0} {:>7.0}% {:>12.0} {:>7.0}%",
-                r.concurrency,
-                chunk_label(r.chunk, r.adaptive),
-                r.jobs,
-                r.skiplock_jobs_per_sec,
-                r.raw_jobs_per_sec,
-                r.fraction_of_raw * 100.0,
-                r.external_jobs_per_sec,
-                r.external_fraction * 100.0,
-                r.lease_jobs_per_sec,
-                r.lease_fraction * 100.0
-            );
-        }
+        render_processing(&mut o, &self.processing, "raw SQL jobs/s", 6);
         for (what, l) in [
             ("pushed in-process", &self.latency),
             ("external producer", &self.external_latency),

@@ -235,17 +235,7 @@ async fn rate(
             ..registry.options("noop")
         },
     )?;
-    let mut config = crate::node::NodeConfig::default();
-    if cfg.delete_succeeded {
-        config
-            .pruner
-            .retention
-            .set(
-                crate::job::JobStatus::Succeeded,
-                crate::maintenance::retention::Keep::For(Duration::ZERO),
-            )
-            .map_err(Error::Config)?;
-    }
+    let config = super::node_config(cfg)?;
     let store: Arc<dyn Store> = s.store.clone();
     let started = Instant::now();
     let w = Node::builder(store, queue)
@@ -291,36 +281,7 @@ impl SqliteBenchReport {
             self.enqueue_fraction_of_raw * 100.0
         );
         let _ = writeln!(o);
-        let _ = writeln!(
-            o,
-            "{:>11} {:>9} {:>8} {:>16} {:>14} {:>8} {:>15} {:>8} {:>12} {:>8}",
-            "concurrency",
-            "chunk",
-            "jobs",
-            "skiplock jobs/s",
-            "raw jobs/s",
-            "of raw",
-            "external jobs/s",
-            "of ours",
-            "lease jobs/s",
-            "of tx"
-        );
-        for r in &self.processing {
-            let _ = writeln!(
-                o,
-                "{:>11} {:>9} {:>8} {:>16.0} {:>14.0} {:>7.0}% {:>15.0} {:>7.0}% {:>12.0} {:>7.0}%",
-                r.concurrency,
-                chunk_label(r.chunk, r.adaptive),
-                r.jobs,
-                r.skiplock_jobs_per_sec,
-                r.raw_jobs_per_sec,
-                r.fraction_of_raw * 100.0,
-                r.external_jobs_per_sec,
-                r.external_fraction * 100.0,
-                r.lease_jobs_per_sec,
-                r.lease_fraction * 100.0
-            );
-        }
+        super::render_processing(&mut o, &self.processing, "raw jobs/s", 9);
         let _ = writeln!(
             o,
             "raw: the same statements straight through SQLite (rusqlite), one connection, \

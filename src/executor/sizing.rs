@@ -1,6 +1,8 @@
 //! How many jobs a runner takes per transaction when the chunk size is adaptive (the
 //! default): one while work trickles in, for the lowest pickup latency; doubling while every
-//! chunk comes back full (a backlog), up to the node's maximum; never more than fit in
+//! chunk comes back full (a backlog), up to the node's maximum; halving, not collapsing, when
+//! a chunk comes back short, so that work arriving in bursts (a producer's batches) is taken
+//! in a few large chunks instead of doubling up from one again each burst; never more than fit in
 //! [`CHUNK_TIME`] at the jobs' measured pace, so slow jobs are not queued behind each other
 //! in one runner while other runners idle.
 
@@ -64,8 +66,11 @@ impl Sizing {
             // Full: there is more where that came from.
             self.size.saturating_mul(2).min(self.max)
         } else {
-            // The backlog was smaller than asked: size to what there was.
-            got.max(1)
+            // The backlog was smaller than asked. Halve, but not below what there was: asking
+            // a nearly empty queue for more than it holds costs nothing (the claim returns
+            // what there is), while dropping straight to one would make the next burst take
+            // a doubling round per power of two. A trickle still brings it down to one.
+            (self.size / 2).max(got).max(1)
         };
     }
 }
@@ -90,16 +95,37 @@ mod tests {
     }
 
     #[test]
-    fn falls_back_to_what_there_was_when_the_backlog_runs_out() {
+    fn halves_when_the_backlog_runs_out_and_a_trickle_brings_it_to_one() {
         let mut s = Sizing::new(1000, true);
         for _ in 0..12 {
             let n = s.next();
             s.ran(n, n, FAST * n as u32);
         }
         s.ran(1000, 3, FAST * 3);
-        assert_eq!(s.next(), 3);
-        s.ran(3, 0, Duration::ZERO);
-        assert_eq!(s.next(), 1);
+        assert_eq!(s.next(), 500);
+        // Never below what the last chunk found.
+        s.ran(500, 400, FAST * 400);
+        assert_eq!(s.next(), 400);
+        let mut seen = vec![];
+        for _ in 0..12 {
+            let n = s.next();
+            s.ran(n, 1.min(n), FAST);
+            seen.push(s.next());
+        }
+        assert_eq!(seen[..3], [200, 100, 50]);
+        assert_eq!(*seen.last().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_burst_after_a_backlog_starts_from_a_large_chunk() {
+        let mut s = Sizing::new(1000, true);
+        for _ in 0..12 {
+            let n = s.next();
+            s.ran(n, n, FAST * n as u32);
+        }
+        // Between bursts the runner finds nothing once; the next burst is asked for in 500s.
+        s.ran(1000, 0, Duration::ZERO);
+        assert_eq!(s.next(), 500);
     }
 
     #[test]

@@ -125,3 +125,118 @@ async fn two_workers_share_a_batch_and_status_drops_a_killed_one() {
     );
     assert!(b.alive());
 }
+
+/// A node whose heartbeat is late is not dead while its process lives: paused (SIGSTOP) well
+/// past the node timeout, its heartbeat session stays connected, so its row stays and its
+/// intent record is not charged. Killed (SIGKILL), its session ends with it, and the same
+/// rescue deletes the row and charges the attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_heartbeat_is_not_death_while_the_node_process_lives() {
+    let ts = TestStore::new(Backend::Postgres).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = ClusterArgs::new(&ts, redis_url());
+    let mut a = NodeProc::start(dir.path(), "a", c.worker(1, 1));
+    let pg = ts.pg.clone().unwrap();
+    let s = &ts.schema;
+    let node: String = {
+        let q = format!("SELECT id FROM \"{s}\".nodes WHERE pid = $1");
+        let pid = a.pid().unwrap() as i32;
+        let mut found = None;
+        for _ in 0..300 {
+            found = sqlx::query_scalar(&q)
+                .bind(pid)
+                .fetch_optional(&pg)
+                .await
+                .unwrap();
+            if found.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        found.unwrap_or_else(|| panic!("the node should heartbeat: {}", a.log()))
+    };
+    // A pending job of a type no node runs, named by an intent record of A's written after
+    // the job last changed: what a runner leaves when its job kills it.
+    let job = Client::new(ts.store.clone(), std::sync::Arc::new(c.queue().await))
+        .submit(skiplock::NewJob::new(
+            "nobody-runs-this",
+            serde_json::json!({}),
+        ))
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "UPDATE \"{s}\".jobs SET updated_at = now() - interval '10 minutes' WHERE id = $1"
+    ))
+    .bind(job)
+    .execute(&pg)
+    .await
+    .unwrap();
+    sqlx::query(&format!(
+        "INSERT INTO \"{s}\".intents (slot, node_id, ids, written_at) \
+         VALUES (gen_random_uuid(), $1, ARRAY[$2::uuid], now() - interval '5 minutes')"
+    ))
+    .bind(&node)
+    .bind(job)
+    .execute(&pg)
+    .await
+    .unwrap();
+
+    let pid = a.pid().unwrap().to_string();
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-STOP");
+    let stale = Duration::from_millis(2000);
+    // Well past the node timeout, by the heartbeat's own clock.
+    let late =
+        format!("SELECT now() - last_seen > interval '3 seconds' FROM \"{s}\".nodes WHERE id = $1");
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            sqlx::query_scalar::<_, bool>(&late)
+                .bind(&node)
+                .fetch_one(&pg)
+                .await
+                .unwrap()
+        })
+        .await
+    );
+    assert_eq!(ts.store.delete_dead_nodes(stale).await.unwrap(), 0);
+    assert!(ts.store.charge_abandoned(stale).await.unwrap().is_empty());
+    let attempts = format!("SELECT attempts FROM \"{s}\".jobs WHERE id = $1");
+    let attempts_now = || async {
+        sqlx::query_scalar::<_, i32>(&attempts)
+            .bind(job)
+            .fetch_one(&pg)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        attempts_now().await,
+        0,
+        "a live node's record is not charged"
+    );
+    let report = status(&c);
+    assert_eq!(
+        report["nodes"].as_array().unwrap().len(),
+        1,
+        "a late node is still listed: {report}"
+    );
+
+    // Killed while paused: its session closes with the process.
+    a.kill9();
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            ts.store.delete_dead_nodes(stale).await.unwrap() == 1
+        })
+        .await,
+        "the killed node's row should go"
+    );
+    let charged = ts.store.charge_abandoned(stale).await.unwrap();
+    assert_eq!(charged.len(), 1, "{charged:?}");
+    assert_eq!(attempts_now().await, 1);
+}

@@ -189,8 +189,12 @@ async fn a_job_abandoned_by_dead_nodes_ends_failed_as_poison() {
         .await
         .unwrap();
     // Two nodes in turn die holding the job: each wrote its runner's intent record, locked
-    // the job, then vanished before committing.
+    // the job, then vanished before committing, its connections (the heartbeat session's
+    // among them) closing with it.
     for n in 0..2 {
+        let dying = skiplock::store::postgres::PgStore::connect(&ts.url, &ts.schema, 2)
+            .await
+            .unwrap();
         let node = format!("dead-{n}");
         let beat = NodeBeat {
             id: node.clone(),
@@ -203,8 +207,8 @@ async fn a_job_abandoned_by_dead_nodes_ends_failed_as_poison() {
             queues: [("default".to_string(), 1)].into(),
             types: vec!["noop".to_string()],
         };
-        ts.store.heartbeat(&beat).await.unwrap();
-        let mut slot = ts.store.slot(&node, &common::scope()).await.unwrap();
+        dying.heartbeat(&beat).await.unwrap();
+        let mut slot = dying.slot(&node, &common::scope()).await.unwrap();
         let locked = slot.lock(&[id]).await.unwrap();
         assert_eq!(locked.jobs.len(), 1);
         drop(locked);
@@ -216,6 +220,8 @@ async fn a_job_abandoned_by_dead_nodes_ends_failed_as_poison() {
             .await
             .unwrap();
         assert_eq!(r.dead_nodes, 0);
+        dying.pool().close().await;
+        drop(dying);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let mut dead = 0;
         loop {

@@ -367,7 +367,8 @@ pub trait Store: Send + Sync + 'static {
     /// store has none (or it is turned off), and runners only poll.
     async fn wakeups(&self) -> Result<Option<BoxStream<'static, Wake>>>;
 
-    /// Upserts the node's row.
+    /// Upserts the node's row. On PostgreSQL it goes over a session of the node's own, which
+    /// also marks the node alive for as long as it is connected (see `delete_dead_nodes`).
     async fn heartbeat(&self, beat: &NodeBeat) -> Result<()>;
 
     /// Deletes the node's row and its intent records (clean shutdown).
@@ -384,11 +385,13 @@ pub trait Store: Send + Sync + 'static {
     /// their new statuses.
     async fn rescue_expired_leases(&self) -> Result<Vec<JobStatus>>;
 
-    /// Deletes nodes silent for longer than `stale`; returns how many.
+    /// Deletes nodes silent for longer than `stale`; returns how many. On PostgreSQL a node
+    /// whose heartbeat session is still connected is alive however late its heartbeat: it is
+    /// slow, not dead (a killed process's session ends with it).
     async fn delete_dead_nodes(&self, stale: Duration) -> Result<u64>;
 
-    /// Takes the intent records of runners whose node is not alive (no heartbeat within
-    /// `stale`) and that are older than `stale`, and charges an attempt to each job they name
+    /// Takes the intent records of runners whose node is not alive (as `delete_dead_nodes`
+    /// judges it) and that are older than `stale`, and charges an attempt to each job they name
     /// that is still pending, untouched since the record was written and not locked. Spent
     /// attempts end the job `failed`: a poison job. Returns the charged jobs' new statuses.
     async fn charge_abandoned(&self, stale: Duration) -> Result<Vec<JobStatus>>;

@@ -101,6 +101,25 @@ impl TestStore {
         }
     }
 
+    /// A second store on the same database and schema, with connections of its own: what
+    /// another node's process has. Dropping it is that process dying (its connections, and
+    /// on PostgreSQL its heartbeat session, close with it).
+    #[allow(dead_code)]
+    pub async fn peer(&self) -> Arc<dyn Store> {
+        match self.backend {
+            Backend::Postgres => Arc::new(
+                PgStore::connect(&self.url, &self.schema, 2)
+                    .await
+                    .expect("connect a peer"),
+            ),
+            Backend::Sqlite => Arc::new(
+                SqliteStore::connect(&self.url, 2)
+                    .await
+                    .expect("open a peer"),
+            ),
+        }
+    }
+
     /// The arguments a child `skiplock` needs to use this store.
     pub fn cli_args(&self) -> Vec<String> {
         vec![

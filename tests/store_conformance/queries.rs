@@ -247,8 +247,11 @@ async fn rescue_charges_the_jobs_of_dead_nodes(backend: Backend) {
     )
     .await;
     settle(&ts, &ids[2..3], ok).await;
-    ts.store.heartbeat(&beat("dead", 3)).await.unwrap();
+    // "dead" runs in a process of its own, which dies holding its jobs.
+    let dead = ts.peer().await;
+    dead.heartbeat(&beat("dead", 3)).await.unwrap();
     crash_holding(&ts, "dead", &ids[..3]).await;
+    drop(dead);
     // A node that never heartbeats (an executor embedded without the heartbeat service)
     // still leaves its intent record.
     crash_holding(&ts, "silent", &ids[4..5]).await;

@@ -1,6 +1,7 @@
 //! The PostgreSQL store: the production backend and the reference for every invariant.
 //! Runner slots and chunk transactions are in [`chunk`]; named statements in [`sql`].
 
+mod beat;
 mod chunk;
 mod copy;
 mod listen;
@@ -43,6 +44,8 @@ pub struct PgStore {
     pool: PgPool,
     schema: String,
     sql: Arc<Statements>,
+    /// Each node's heartbeat session, outside the pool (see [`beat`]).
+    beats: beat::Sessions,
 }
 
 impl PgStore {
@@ -106,6 +109,7 @@ impl PgStore {
     /// Wraps an existing pool (the caller's own, when embedding).
     pub fn from_pool(pool: PgPool, schema: &str) -> Self {
         PgStore {
+            beats: beat::Sessions::new((*pool.connect_options()).clone()),
             pool,
             schema: schema.to_string(),
             sql: Arc::new(Statements::new(schema)),
@@ -470,22 +474,18 @@ impl Store for PgStore {
     }
 
     async fn heartbeat(&self, b: &NodeBeat) -> Result<()> {
-        sqlx::query(&self.sql.heartbeat)
-            .bind(&b.id)
-            .bind(&b.host)
-            .bind(b.pid)
-            .bind(b.concurrency)
-            .bind(b.in_flight)
-            .bind(b.processed)
-            .bind(b.failed)
-            .bind(sqlx::types::Json(&b.queues))
-            .bind(sqlx::types::Json(&b.types))
-            .execute(&self.pool)
-            .await?;
+        let mut slot = self.beats.get(&b.id).await?;
+        let session = slot.as_mut().expect("opened by get");
+        let done = beat::write(session, &self.sql.heartbeat, b).await;
+        if done.is_err() {
+            beat::reset(slot).await;
+        }
+        done?;
         Ok(())
     }
 
     async fn remove_node(&self, id: &str) -> Result<()> {
+        self.beats.close(id).await;
         sqlx::query(&self.sql.remove_node)
             .bind(id)
             .execute(&self.pool)
@@ -498,12 +498,15 @@ impl Store for PgStore {
     }
 
     async fn extend_leases(&self, node_id: &str, ids: &[Uuid], ttl: Duration) -> Result<Vec<Uuid>> {
-        Ok(sqlx::query_scalar(&self.sql.extend_leases)
-            .bind(ids)
-            .bind(node_id)
-            .bind(ms(ttl))
-            .fetch_all(&self.pool)
-            .await?)
+        // On the heartbeat session, so that renewals never queue behind the runners for a
+        // pooled connection.
+        let mut slot = self.beats.get(node_id).await?;
+        let session = slot.as_mut().expect("opened by get");
+        let kept = beat::renew(session, &self.sql.extend_leases, node_id, ids, ms(ttl)).await;
+        if kept.is_err() {
+            beat::reset(slot).await;
+        }
+        Ok(kept?)
     }
 
     async fn release_leases(&self, node_id: &str, ids: &[Uuid]) -> Result<u64> {

@@ -276,11 +276,12 @@ pub const HEARTBEAT: &str = "WITH latest AS (SELECT slot, max(seq) AS seq FROM {
     superseded AS (DELETE FROM {s}.intents i USING latest l \
     WHERE i.node_id = $1 AND i.slot = l.slot AND i.seq < l.seq) \
     INSERT INTO {s}.nodes \
-    (id, host, pid, concurrency, in_flight, processed, failed, last_seen, queues, types) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, now(), $8, $9) \
+    (id, host, pid, concurrency, in_flight, processed, failed, last_seen, queues, types, \
+     alive_key) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, now(), $8, $9, $10) \
     ON CONFLICT (id) DO UPDATE SET in_flight = EXCLUDED.in_flight, \
     processed = EXCLUDED.processed, failed = EXCLUDED.failed, \
-    concurrency = EXCLUDED.concurrency, last_seen = now()";
+    concurrency = EXCLUDED.concurrency, last_seen = now(), alive_key = EXCLUDED.alive_key";
 
 pub const REMOVE_NODE: &str = "DELETE FROM {s}.nodes WHERE id = $1";
 
@@ -301,16 +302,20 @@ pub const HOLD_THEN_BEGIN: &str = "BEGIN; INSERT INTO {s}.intents (slot, node_id
     SELECT $slot::uuid, $node::text, $ids::uuid[] \
     FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async; COMMIT; BEGIN";
 
-pub const DELETE_DEAD_NODES: &str =
-    "DELETE FROM {s}.nodes WHERE last_seen < now() - $1 * interval '1 millisecond'";
+/// A node is dead when its heartbeat is older than the node timeout and its heartbeat
+/// session is gone: the session holds the advisory lock `alive_key` (migration 0014), so a
+/// node whose heartbeat is late under load, but whose process lives, is never judged dead.
+pub const DELETE_DEAD_NODES: &str = "DELETE FROM {s}.nodes \
+    WHERE last_seen < now() - $1 * interval '1 millisecond' AND NOT {s}.node_connected(alive_key)";
 
-/// An intent record is abandoned when it is older than the node timeout and its node has not
-/// heartbeat within it (a node that never heartbeats is judged by its records alone).
+/// An intent record is abandoned when it is older than the node timeout and its node is dead
+/// (see [`DELETE_DEAD_NODES`]; a node that never heartbeats is judged by its records alone).
 macro_rules! abandoned {
     () => {
         "h.written_at < now() - $1 * interval '1 millisecond' AND NOT EXISTS \
          (SELECT 1 FROM {s}.nodes n WHERE n.id = h.node_id \
-          AND n.last_seen >= now() - $1 * interval '1 millisecond')"
+          AND (n.last_seen >= now() - $1 * interval '1 millisecond' \
+               OR {s}.node_connected(n.alive_key)))"
     };
 }
 
@@ -468,7 +473,8 @@ pub const FOLD_COUNTS: &str = "WITH turn AS \
 
 pub const NODES: &str = "SELECT id, host, pid, concurrency, in_flight, processed, failed, \
     started_at, last_seen, queues, types FROM {s}.nodes \
-    WHERE last_seen >= now() - $1 * interval '1 millisecond' ORDER BY started_at, id";
+    WHERE last_seen >= now() - $1 * interval '1 millisecond' OR {s}.node_connected(alive_key) \
+    ORDER BY started_at, id";
 
 /// Jobs finished in each of the last 30 ten-second buckets (bucket 0 is the oldest).
 pub const THROUGHPUT: &str = "SELECT (29 - floor(extract(epoch FROM now() - f.at) / 10))::int \

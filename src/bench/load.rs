@@ -35,20 +35,43 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// giant one.
 const MAX_PER_TICK: u64 = 20_000;
 
-/// Per-job instants shared between the producer, the processor and the window reader.
-type Instants = Arc<Mutex<HashMap<Uuid, Instant>>>;
+/// Pickup bookkeeping shared by the producer, the processor and the window reader. It holds
+/// only jobs in flight: a commit instant until its job starts (then the pickup is a sample and
+/// the entry goes), or, in the rare race where a job starts before the producer has recorded
+/// its commit, the start instant until the commit arrives. So the bench's own memory stays
+/// flat over a long soak, and the RSS it reports is the node's.
+#[derive(Default)]
+struct Pickups {
+    committed: HashMap<Uuid, Instant>,
+    early: HashMap<Uuid, Instant>,
+    /// Pickup latencies since the last window, in milliseconds.
+    samples: Vec<f32>,
+}
 
-fn locked(m: &Instants) -> std::sync::MutexGuard<'_, HashMap<Uuid, Instant>> {
+type Shared = Arc<Mutex<Pickups>>;
+
+fn locked(m: &Shared) -> std::sync::MutexGuard<'_, Pickups> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Records when each job's processor started; does nothing else.
-struct Probe(Instants);
+fn millis(from: Instant, to: Instant) -> f32 {
+    (to.saturating_duration_since(from).as_secs_f64() * 1000.0) as f32
+}
+
+/// Records each job's pickup as its processor starts; does nothing else.
+struct Probe(Shared);
 
 #[async_trait]
 impl Processor for Probe {
     async fn process(&self, job: &Job, _tx: &mut JobTx<'_>) -> Result<(), ProcessError> {
-        locked(&self.0).insert(job.id, Instant::now());
+        let now = Instant::now();
+        let mut p = locked(&self.0);
+        match p.committed.remove(&job.id) {
+            Some(c) => p.samples.push(millis(c, now)),
+            None => {
+                p.early.insert(job.id, now);
+            }
+        }
         Ok(())
     }
 }
@@ -74,8 +97,7 @@ pub struct Load {
     node: Option<Node>,
     producer: JoinHandle<Result<()>>,
     stop: CancellationToken,
-    committed: Instants,
-    started: Instants,
+    pickups: Shared,
     /// Jobs the producer has committed so far.
     inserted: Arc<AtomicU64>,
     begun: Instant,
@@ -95,9 +117,9 @@ impl Load {
                 "a steady load needs a rate above 0, got {rate}"
             )));
         }
-        let started: Instants = Arc::default();
+        let pickups: Shared = Arc::default();
         let mut reg = Registry::with_builtins();
-        reg.register("probe", Probe(started.clone()), TypeOptions::default())?;
+        reg.register("probe", Probe(pickups.clone()), TypeOptions::default())?;
         let store: Arc<dyn Store> = s.store.clone();
         let node = Node::builder(store, queue)
             .config(super::node_config(cfg)?)
@@ -106,13 +128,12 @@ impl Load {
             .await?;
         // Its own pool: the producer never waits behind the node for a connection.
         let producer_store = PgStore::connect(&cfg.database_url, &s.schema, 2).await?;
-        let committed: Instants = Arc::default();
         let inserted = Arc::new(AtomicU64::new(0));
         let stop = CancellationToken::new();
         let producer = tokio::spawn(produce(
             producer_store,
             rate,
-            committed.clone(),
+            pickups.clone(),
             inserted.clone(),
             stop.clone(),
         ));
@@ -122,8 +143,7 @@ impl Load {
             node: Some(node),
             producer,
             stop,
-            committed,
-            started,
+            pickups,
             inserted,
             begun: now,
             last: (now, 0, 0),
@@ -163,20 +183,10 @@ impl Load {
         ))
     }
 
-    /// Pairs each started job with its commit instant. A job whose start was recorded before
-    /// the producer recorded its commit (the node can be that quick) waits for the next
-    /// window.
+    /// The pickups measured since the previous window, sorted, in milliseconds.
     fn pickups(&self) -> Vec<f64> {
-        let mut started = locked(&self.started);
-        let mut committed = locked(&self.committed);
-        let mut ms = Vec::with_capacity(started.len());
-        started.retain(|id, at| match committed.remove(id) {
-            Some(c) => {
-                ms.push(at.saturating_duration_since(c).as_secs_f64() * 1000.0);
-                false
-            }
-            None => true,
-        });
+        let samples = std::mem::take(&mut locked(&self.pickups).samples);
+        let mut ms: Vec<f64> = samples.into_iter().map(f64::from).collect();
         ms.sort_by(f64::total_cmp);
         ms
     }
@@ -203,7 +213,7 @@ impl Drop for Load {
 async fn produce(
     store: PgStore,
     rate: f64,
-    committed: Instants,
+    pickups: Shared,
     inserted: Arc<AtomicU64>,
     stop: CancellationToken,
 ) -> Result<()> {
@@ -225,7 +235,17 @@ async fn produce(
         let ids = store.insert_jobs(&jobs).await?;
         let at = Instant::now();
         sent += n;
-        locked(&committed).extend(ids.into_iter().map(|id| (id, at)));
+        {
+            let mut p = locked(&pickups);
+            for id in ids {
+                match p.early.remove(&id) {
+                    Some(started) => p.samples.push(millis(at, started)),
+                    None => {
+                        p.committed.insert(id, at);
+                    }
+                }
+            }
+        }
         inserted.fetch_add(n, Ordering::Relaxed);
     }
     store.pool().close().await;

@@ -456,3 +456,56 @@ async fn the_report_shows_table_upkeep_and_a_long_open_transaction() {
     assert!(r.render().contains("autovacuum is off for the jobs table"));
     sqlx::query("ROLLBACK").execute(&mut *idle).await.unwrap();
 }
+
+/// The reconciler's refill skips the jobs a live node's runner is running (its slot's latest
+/// intent record) but not those of the slot's earlier records: those chunks ended, and their
+/// jobs, if still pending, are due like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_refill_skips_only_each_slots_latest_intent() {
+    let ts = TestStore::new(Backend::Postgres).await;
+    let client = Client::new(ts.store.clone(), Arc::new(MemoryQueue::default()));
+    let ids = client
+        .submit_many(&[
+            NewJob::new("noop", serde_json::json!(0)),
+            NewJob::new("noop", serde_json::json!(1)),
+            NewJob::new("noop", serde_json::json!(2)),
+        ])
+        .await
+        .unwrap();
+    let beat = NodeBeat {
+        id: "n".into(),
+        host: "h".into(),
+        pid: 1,
+        concurrency: 1,
+        in_flight: 1,
+        processed: 0,
+        failed: 0,
+        queues: [("default".to_string(), 1)].into(),
+        types: vec!["noop".to_string()],
+    };
+    ts.store.heartbeat(&beat).await.unwrap();
+    let pg = ts.pg.clone().unwrap();
+    for held in [ids[0], ids[1]] {
+        sqlx::query(&format!(
+            "INSERT INTO \"{}\".intents (slot, node_id, ids) \
+             VALUES ('00000000-0000-0000-0000-000000000001', 'n', ARRAY[$1::uuid])",
+            ts.schema
+        ))
+        .bind(held)
+        .execute(&pg)
+        .await
+        .unwrap();
+    }
+    let mut due: Vec<_> = ts
+        .store
+        .due_pending(100, Duration::from_secs(60), &common::scope())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    due.sort();
+    let mut want = vec![ids[0], ids[2]];
+    want.sort();
+    assert_eq!(due, want, "only the slot's latest record hides its job");
+}

@@ -238,13 +238,17 @@ pub const RECORD_OUTCOMES: &str = concat!(
 
 /// Pending, due jobs of one queue (`$3`) and the types this node can run (`$4`) for the ID
 /// queue, highest priority and oldest first, without those a live node's runner has said it
-/// is running (its intent record): offering them again would only make runners find them
-/// locked. Like the claim, it reads the head of `jobs_queue_due_idx` for that one queue.
+/// is running (its slot's latest intent record: the earlier ones describe chunks that ended,
+/// and until the heartbeat prunes them there can be hundreds per slot, which made this
+/// statement unnest every id they named: a second per refill in a soak): offering them again
+/// would only make runners find them locked. Like the claim, it reads the head of
+/// `jobs_queue_due_idx` for that one queue.
 pub const DUE_PENDING: &str = "SELECT id, priority, queue FROM {s}.jobs \
     WHERE status = 'pending' AND queue = $3 AND type = ANY($4) AND run_at <= now() \
     AND id NOT IN (SELECT unnest(h.ids) FROM \
-                   (SELECT node_id, ids FROM {s}.intents UNION ALL \
-                    SELECT node_id, ids FROM {s}.holds) h \
+                   ((SELECT DISTINCT ON (slot) node_id, ids FROM {s}.intents \
+                     ORDER BY slot, seq DESC) \
+                    UNION ALL SELECT node_id, ids FROM {s}.holds) h \
                    JOIN {s}.nodes n ON n.id = h.node_id \
                    WHERE n.last_seen >= now() - $2 * interval '1 millisecond') \
     ORDER BY priority DESC, run_at, id LIMIT $1";

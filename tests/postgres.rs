@@ -509,3 +509,56 @@ async fn the_refill_skips_only_each_slots_latest_intent() {
     want.sort();
     assert_eq!(due, want, "only the slot's latest record hides its job");
 }
+
+/// A runner's own statements run generic plans (made once per connection, not planned again
+/// at every chunk), while a job's processor runs with PostgreSQL's default behind its
+/// savepoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_statements_run_generic_plans_and_processors_the_default() {
+    let ts = TestStore::new(Backend::Postgres).await;
+    let s = &ts.schema;
+    let pg = ts.pg.clone().unwrap();
+    sqlx::query(&format!(
+        "CREATE TABLE {s}.seen (job_id uuid, target jsonb, mode text, custom bigint, \
+         generic bigint)"
+    ))
+    .execute(&pg)
+    .await
+    .unwrap();
+    // Seen from inside the job: the processor's own setting, and how the runner's lock
+    // statement (prepared on this same connection) has been planned so far (this probe's
+    // own statement, which names the same words, left out).
+    let plans = "(SELECT coalesce(sum({}), 0) FROM pg_prepared_statements \
+                 WHERE statement LIKE '%SKIP LOCKED%' \
+                 AND statement NOT LIKE '%pg_prepared_statements%')";
+    let toml = format!(
+        r#"
+[types.probe]
+sql = ["INSERT INTO {s}.seen SELECT $1, $2, current_setting('plan_cache_mode'), {}, {}"]
+"#,
+        plans.replace("{}", "custom_plans"),
+        plans.replace("{}", "generic_plans"),
+    );
+    let (w, client) = worker_with(&ts, &toml, 1).await;
+    for i in 0..8 {
+        client
+            .submit(NewJob::new("probe", serde_json::json!({ "i": i })))
+            .await
+            .unwrap();
+        assert!(ts.wait_all_finished(Duration::from_secs(30)).await);
+    }
+    w.shutdown(Duration::from_secs(5)).await;
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(&format!(
+        "SELECT mode, custom, generic FROM {s}.seen ORDER BY (target->>'i')::int"
+    ))
+    .fetch_all(&pg)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 8);
+    assert!(rows.iter().all(|(mode, ..)| mode == "auto"), "{rows:?}");
+    assert!(
+        rows.iter().all(|(_, custom, _)| *custom == 0),
+        "the lock was planned per chunk: {rows:?}"
+    );
+    assert!(rows.last().unwrap().2 >= 6, "{rows:?}");
+}

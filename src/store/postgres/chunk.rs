@@ -17,6 +17,16 @@ use crate::error::Result;
 use crate::store::{ChunkTx, CommitProbe, JobConn, Locked, Outcome, Scope, Slot, ROLLBACK_JOB};
 use crate::Job;
 
+/// The runner's session setting: its own statements (the lock, the claim, the outcomes) run
+/// generic plans, made once per connection, instead of being planned again at every chunk.
+/// With `id = ANY($1)` the planner kept choosing a custom plan each time: planning was 15 %
+/// of the server's CPU at one job per transaction. Generic plans are safe here because each
+/// of these statements reaches its rows the same way whatever the parameters (primary key,
+/// or the head of the pending index), which `tests/plans.rs` checks for generic plans too.
+/// A job's processor runs with PostgreSQL's default (`auto`) behind its savepoint, and the
+/// setting comes back when the job's session state is reset.
+pub(super) const RUNNER_SESSION: &str = "SET plan_cache_mode = force_generic_plan";
+
 /// A runner's kept connection: a chunk costs no pool checkout and no release ping.
 pub(super) struct PgSlot {
     conn: PoolConnection<Postgres>,
@@ -33,8 +43,10 @@ impl PgStore {
     pub(super) async fn open_slot(&self, node_id: &str, scope: &Scope) -> Result<PgSlot> {
         let mut conn = self.pool.acquire().await?;
         // A runner drops its slot only on error or exit: close the connection rather than
-        // hand a possibly broken (or mid-transaction) one back to the pool.
+        // hand a possibly broken (or mid-transaction) one back to the pool (which also keeps
+        // the setting below off the pool's other connections).
         conn.close_on_drop();
+        (&mut *conn).execute(RUNNER_SESSION).await?;
         Ok(PgSlot {
             conn,
             node_id: node_id.to_string(),
@@ -258,7 +270,9 @@ impl JobConn for PgChunk<'_> {
         // One round trip: the savepoint and the statement timeout that lives and dies with it
         // (ROLLBACK TO undoes SET LOCAL; release() resets it). The number is ours, not input.
         let ms = timeout.as_millis().clamp(1, i32::MAX as u128);
-        let sql = format!("SAVEPOINT job; SET LOCAL statement_timeout = {ms}");
+        let sql = format!(
+            "SAVEPOINT job; SET LOCAL statement_timeout = {ms}; SET LOCAL plan_cache_mode = auto"
+        );
         (&mut *self.tx).execute(sql.as_str()).await?;
         Ok(())
     }
@@ -267,9 +281,16 @@ impl JobConn for PgChunk<'_> {
         // RESET ALL puts every setting back to the connection's defaults (the statement
         // timeout, and anything the job SET, such as default_transaction_read_only); RESET
         // SESSION AUTHORIZATION undoes SET ROLE and SET SESSION AUTHORIZATION, which RESET
-        // ALL leaves alone. The next job, and this chunk's outcome update, start clean.
+        // ALL leaves alone. The next job, and this chunk's outcome update, start clean, with
+        // the runner's own setting back.
         (&mut *self.tx)
-            .execute("RELEASE SAVEPOINT job; RESET SESSION AUTHORIZATION; RESET ALL")
+            .execute(
+                format!(
+                    "RELEASE SAVEPOINT job; RESET SESSION AUTHORIZATION; RESET ALL; \
+                     {RUNNER_SESSION}"
+                )
+                .as_str(),
+            )
             .await?;
         Ok(())
     }

@@ -46,7 +46,9 @@ impl PgStore {
         // hand a possibly broken (or mid-transaction) one back to the pool (which also keeps
         // the setting below off the pool's other connections).
         conn.close_on_drop();
-        (&mut *conn).execute(RUNNER_SESSION).await?;
+        (&mut *conn)
+            .execute(format!("{RUNNER_SESSION}; {}", self.sql.prepare_hold).as_str())
+            .await?;
         Ok(PgSlot {
             conn,
             node_id: node_id.to_string(),

@@ -296,19 +296,28 @@ pub const REMOVE_HOLDS: &str = "WITH i AS (DELETE FROM {s}.intents WHERE node_id
 /// opens: one appended row of the UNLOGGED `intents` (migration 0010), so it writes no WAL.
 /// `set_config(…, true)` makes this one statement's commit asynchronous: the record must
 /// survive the runner's process, not the database server, so it need not wait for a flush.
-pub const RECORD_HOLD: &str = "INSERT INTO {s}.intents (slot, node_id, ids) \
-    SELECT $1, $2, $3 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async";
+macro_rules! record_hold {
+    () => {
+        "INSERT INTO {s}.intents (slot, node_id, ids) \
+         SELECT $1, $2, $3 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async"
+    };
+}
+pub const RECORD_HOLD: &str = record_hold!();
 
-/// [`RECORD_HOLD`] and the chunk's `BEGIN` in one simple query, for the lock path, where
-/// the ids are known before the transaction opens. `$slot`, `$node` and `$ids` are replaced
-/// by quoted literals (`chunk.rs`), not bound.
-pub const HOLD_THEN_BEGIN: &str = "BEGIN; INSERT INTO {s}.intents (slot, node_id, ids) \
-    SELECT $slot::uuid, $node::text, $ids::uuid[] \
-    FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async; COMMIT; BEGIN";
+/// [`RECORD_HOLD`], prepared once on each runner's connection (with the runner's session
+/// setting, `chunk.rs`), so that the chunk's simple query below only names it: a literal
+/// `INSERT` there was parsed, analysed and planned again at every chunk.
+pub const PREPARE_HOLD: &str = concat!(
+    "PREPARE skiplock_hold (uuid, text, uuid[]) AS ",
+    record_hold!()
+);
 
-/// A node is dead when its heartbeat is older than the node timeout and its heartbeat
-/// session is gone: the session holds the advisory lock `alive_key` (migration 0014), so a
-/// node whose heartbeat is late under load, but whose process lives, is never judged dead.
+/// The intent record and the chunk's `BEGIN` in one simple query, for the lock path, where
+/// the ids are known before the transaction opens: the record commits on its own (without
+/// waiting for a flush), then the chunk's transaction is open. `$slot`, `$node` and `$ids`
+/// are replaced by quoted literals (`chunk.rs`), not bound.
+pub const HOLD_THEN_BEGIN: &str = "BEGIN; EXECUTE skiplock_hold($slot, $node, $ids); COMMIT; BEGIN";
+
 pub const DELETE_DEAD_NODES: &str = "DELETE FROM {s}.nodes \
     WHERE last_seen < now() - $1 * interval '1 millisecond' AND NOT {s}.node_connected(alive_key)";
 
@@ -610,6 +619,7 @@ statements! {
     remove_node = REMOVE_NODE,
     remove_holds = REMOVE_HOLDS,
     record_hold = RECORD_HOLD,
+    prepare_hold = PREPARE_HOLD,
     hold_then_begin = HOLD_THEN_BEGIN,
     delete_dead_nodes = DELETE_DEAD_NODES,
     charge_abandoned = CHARGE_ABANDONED,

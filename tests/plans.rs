@@ -110,18 +110,27 @@ fn accesses(plan: &Value, out: &mut Vec<String>) {
 
 /// `EXPLAIN` of `statement` (the store's text) executed with `args` (SQL expressions).
 async fn explain(pool: &PgPool, statement: &str, args: &str, generic: bool) -> Vec<String> {
-    let mut conn = pool.acquire().await.unwrap();
     let mode = if generic {
         "force_generic_plan"
     } else {
         "force_custom_plan"
     };
-    sqlx::raw_sql(&format!(
-        "SET plan_cache_mode = {mode}; PREPARE plan_check AS {statement}"
-    ))
-    .execute(&mut *conn)
+    explain_in(
+        pool,
+        &format!("SET plan_cache_mode = {mode}"),
+        statement,
+        args,
+    )
     .await
-    .unwrap_or_else(|e| panic!("PREPARE {statement}: {e}"));
+}
+
+/// [`explain`] on a session with `settings` applied first.
+async fn explain_in(pool: &PgPool, settings: &str, statement: &str, args: &str) -> Vec<String> {
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::raw_sql(&format!("{settings}; PREPARE plan_check AS {statement}"))
+        .execute(&mut *conn)
+        .await
+        .unwrap_or_else(|e| panic!("PREPARE {statement}: {e}"));
     let args = if args.is_empty() {
         String::new()
     } else {
@@ -133,7 +142,7 @@ async fn explain(pool: &PgPool, statement: &str, args: &str, generic: bool) -> V
             .fetch_one(&mut *conn)
             .await
             .unwrap_or_else(|e| panic!("EXPLAIN {statement}: {e}"));
-    sqlx::raw_sql("DEALLOCATE plan_check; RESET plan_cache_mode")
+    sqlx::raw_sql("DEALLOCATE plan_check; RESET ALL")
         .execute(&mut *conn)
         .await
         .unwrap();
@@ -293,4 +302,82 @@ async fn plans_hold_on_a_table_analysed_with_nothing_pending() {
 #[tokio::test(flavor = "multi_thread")]
 async fn plans_hold_on_a_table_analysed_during_a_burst() {
     check_all(Stats::Burst).await;
+}
+
+/// A runner's generic plans are made at its first chunks and kept for its connection's life,
+/// which on a new installation means on an empty table, never analysed: under the runner's
+/// session settings each of its statements must still take its index there, or it would
+/// keep a sequential scan as the table grows.
+#[tokio::test(flavor = "multi_thread")]
+async fn runner_plans_made_on_an_empty_table_take_their_index() {
+    let t = TestStore::new(Backend::Postgres).await;
+    let pool = t.pg.clone().unwrap();
+    let ids = "'{00000000-0000-0000-0000-000000000000}'::uuid[]";
+    let outcome = format!(
+        "{ids}, '{{failed}}'::text[], '{{boom}}'::text[], '{{1}}'::bigint[], 'n', \
+         '{{1}}'::bigint[]"
+    );
+    let complete = format!(
+        "{ids}, '{{succeeded}}'::text[], '{{NULL}}'::text[], '{{NULL}}'::bigint[], \
+         '{{1}}'::int[], 'n', '{{1}}'::bigint[]"
+    );
+    let cases: Vec<(&str, &str, String, Want)> = vec![
+        (
+            "lock",
+            sql::LOCK_CHUNK,
+            format!("{ids}, 'default', '{{noop}}'::text[]"),
+            Want::PrimaryKey,
+        ),
+        (
+            "claim",
+            sql::CLAIM_CHUNK,
+            "100, 'default', '{noop}'::text[]".into(),
+            Want::Index("jobs_queue_due_idx"),
+        ),
+        (
+            "successes",
+            sql::RECORD_SUCCESSES,
+            format!("{ids}, 'n'"),
+            Want::PrimaryKey,
+        ),
+        ("outcomes", sql::RECORD_OUTCOMES, outcome, Want::PrimaryKey),
+        (
+            "delete succeeded",
+            sql::DELETE_SUCCEEDED,
+            ids.into(),
+            Want::PrimaryKey,
+        ),
+        (
+            "lease",
+            sql::LEASE_JOBS,
+            format!("{ids}, 'n', 10000"),
+            Want::PrimaryKey,
+        ),
+        (
+            "complete leases",
+            sql::COMPLETE_LEASES,
+            complete,
+            Want::PrimaryKey,
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (name, statement, args, want) in &cases {
+        let text = sql::qualify(statement, &t.schema);
+        let got = explain_in(&pool, sql::RUNNER_SESSION, &text, args).await;
+        let ok = !got.is_empty()
+            && got.iter().all(|a| match want {
+                Want::PrimaryKey => a.ends_with(" jobs_pkey"),
+                Want::Index(index) => {
+                    a.ends_with(&format!(" {index}")) || a.ends_with(" jobs_pkey")
+                }
+            });
+        if !ok {
+            wrong.push(format!("{name}: wants {want:?}, got {got:?}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "runner plans on an empty table:\n{}",
+        wrong.join("\n")
+    );
 }

@@ -11,21 +11,11 @@ use sqlx::{Executor as _, PgConnection, PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::rows::job_from_row;
-use super::sql::Statements;
+use super::sql::{Statements, PROCESSOR_SESSION, RUNNER_SESSION};
 use super::{record_outcomes, PgStore};
 use crate::error::Result;
 use crate::store::{ChunkTx, CommitProbe, JobConn, Locked, Outcome, Scope, Slot, ROLLBACK_JOB};
 use crate::Job;
-
-/// The runner's session setting: its own statements (the lock, the claim, the outcomes) run
-/// generic plans, made once per connection, instead of being planned again at every chunk.
-/// With `id = ANY($1)` the planner kept choosing a custom plan each time: planning was 15 %
-/// of the server's CPU at one job per transaction. Generic plans are safe here because each
-/// of these statements reaches its rows the same way whatever the parameters (primary key,
-/// or the head of the pending index), which `tests/plans.rs` checks for generic plans too.
-/// A job's processor runs with PostgreSQL's default (`auto`) behind its savepoint, and the
-/// setting comes back when the job's session state is reset.
-pub(super) const RUNNER_SESSION: &str = "SET plan_cache_mode = force_generic_plan";
 
 /// A runner's kept connection: a chunk costs no pool checkout and no release ping.
 pub(super) struct PgSlot {
@@ -272,9 +262,7 @@ impl JobConn for PgChunk<'_> {
         // One round trip: the savepoint and the statement timeout that lives and dies with it
         // (ROLLBACK TO undoes SET LOCAL; release() resets it). The number is ours, not input.
         let ms = timeout.as_millis().clamp(1, i32::MAX as u128);
-        let sql = format!(
-            "SAVEPOINT job; SET LOCAL statement_timeout = {ms}; SET LOCAL plan_cache_mode = auto"
-        );
+        let sql = format!("SAVEPOINT job; SET LOCAL statement_timeout = {ms}; {PROCESSOR_SESSION}");
         (&mut *self.tx).execute(sql.as_str()).await?;
         Ok(())
     }

@@ -292,6 +292,24 @@ pub const REMOVE_NODE: &str = "DELETE FROM {s}.nodes WHERE id = $1";
 pub const REMOVE_HOLDS: &str = "WITH i AS (DELETE FROM {s}.intents WHERE node_id = $1) \
     DELETE FROM {s}.holds WHERE node_id = $1";
 
+/// A runner's session settings. Its own statements (the lock, the claim, the outcomes, the
+/// lease statements) run generic plans, made once per connection, instead of being planned
+/// again at every chunk: with `id = ANY($1)` the planner kept choosing a custom plan each
+/// time, and planning was 15 % of the server's CPU at one job per transaction. A generic plan
+/// lives as long as the connection, so it must not depend on what the table held when it was
+/// made: with sequential scans priced out, each statement takes its index (the primary key,
+/// or the head of the pending index) even on the empty table of a new installation, where a
+/// generic `UPDATE … WHERE id = ANY($1)` otherwise plans a sequential scan and keeps it as
+/// the table grows. `tests/plans.rs` checks these plans under these settings.
+pub const RUNNER_SESSION: &str =
+    "SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off";
+
+/// What a job's processor runs with, behind its savepoint: the server's own settings (what
+/// the session would have without [`RUNNER_SESSION`]), so its statements are planned as they
+/// would be anywhere else.
+pub const PROCESSOR_SESSION: &str =
+    "SET LOCAL plan_cache_mode = DEFAULT; SET LOCAL enable_seqscan = DEFAULT";
+
 /// A runner slot's intent record, committed on its own just before the chunk's transaction
 /// opens: one appended row of the UNLOGGED `intents` (migration 0010), so it writes no WAL.
 /// `set_config(…, true)` makes this one statement's commit asynchronous: the record must

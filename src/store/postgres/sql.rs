@@ -344,9 +344,20 @@ pub const DELETE_DEAD_NODES: &str = "DELETE FROM {s}.nodes \
 macro_rules! abandoned {
     () => {
         "h.written_at < now() - $1 * interval '1 millisecond' AND NOT EXISTS \
-         (SELECT 1 FROM {s}.nodes n WHERE n.id = h.node_id \
-          AND (n.last_seen >= now() - $1 * interval '1 millisecond' \
-               OR {s}.node_connected(n.alive_key)))"
+         (SELECT 1 FROM live l WHERE l.id = h.node_id)"
+    };
+}
+
+/// The live nodes, for [`abandoned`]: asked once per node and statement, never once per
+/// record. `node_connected` reads the server's lock table, which takes every lock-manager
+/// partition lock; asked for each of thousands of records of a node whose heartbeat was
+/// late, it stalled every other session's locking and the rescue statement ran for minutes
+/// (a soak on this machine collapsed that way).
+macro_rules! live_nodes {
+    () => {
+        "live AS MATERIALIZED (SELECT n.id FROM {s}.nodes n \
+         WHERE n.last_seen >= now() - $1 * interval '1 millisecond' \
+         OR {s}.node_connected(n.alive_key)), "
     };
 }
 
@@ -367,7 +378,9 @@ macro_rules! abandoned_error {
 /// under load once left thousands of records of up to a thousand jobs each, and the single
 /// statement that charged them ran for minutes while the table bloated around it.
 pub const CHARGE_ABANDONED: &str = concat!(
-    "WITH rec AS (DELETE FROM {s}.intents h WHERE h.ctid = ANY(ARRAY(",
+    "WITH ",
+    live_nodes!(),
+    "rec AS (DELETE FROM {s}.intents h WHERE h.ctid = ANY(ARRAY(",
     "SELECT h.ctid FROM {s}.intents h WHERE ",
     abandoned!(),
     " LIMIT $2)) RETURNING h.node_id, h.ids, h.written_at), ",

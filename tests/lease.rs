@@ -422,22 +422,13 @@ async fn a_paused_node_cannot_overwrite_the_attempt_that_replaced_it() {
         })
         .await
     );
-    let pid = a.pid().unwrap().to_string();
-    let signal = |sig: &str| {
-        let ok = std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig}");
-    };
-    signal("-STOP");
+    a.signal("-STOP");
     let mut b = NodeProc::start(dir.path(), "b", worker_args(&ts, &config, &app));
     let replaced = wait_until(Duration::from_secs(30), || async {
         status_of(&ts, id).await == (JobStatus::Succeeded, 2)
     })
     .await;
-    signal("-CONT");
+    a.signal("-CONT");
     assert!(
         replaced,
         "{:?} {:?}\n{}",

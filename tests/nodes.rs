@@ -181,16 +181,7 @@ async fn a_late_heartbeat_is_not_death_while_the_node_process_lives() {
     .await
     .unwrap();
 
-    let pid = a.pid().unwrap().to_string();
-    let signal = |sig: &str| {
-        let ok = Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig}");
-    };
-    signal("-STOP");
+    a.signal("-STOP");
     let stale = Duration::from_millis(2000);
     // Well past the node timeout, by the heartbeat's own clock.
     let late =

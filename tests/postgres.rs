@@ -25,6 +25,21 @@ async fn worker_with(ts: &TestStore, toml: &str, concurrency: usize) -> (Node, C
     (w, Client::new(ts.store.clone(), queue))
 }
 
+/// A one-runner node of the default queue that runs `noop`, as its heartbeat describes it.
+fn noop_node(id: &str) -> NodeBeat {
+    NodeBeat {
+        id: id.into(),
+        host: "h".into(),
+        pid: 1,
+        concurrency: 1,
+        in_flight: 1,
+        processed: 0,
+        failed: 0,
+        queues: [("default".to_string(), 1)].into(),
+        types: vec!["noop".to_string()],
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_runaway_statement_is_cancelled_by_the_server_and_recorded() {
     let ts = TestStore::new(Backend::Postgres).await;
@@ -196,18 +211,7 @@ async fn a_job_abandoned_by_dead_nodes_ends_failed_as_poison() {
             .await
             .unwrap();
         let node = format!("dead-{n}");
-        let beat = NodeBeat {
-            id: node.clone(),
-            host: "h".into(),
-            pid: 1,
-            concurrency: 1,
-            in_flight: 1,
-            processed: 0,
-            failed: 0,
-            queues: [("default".to_string(), 1)].into(),
-            types: vec!["noop".to_string()],
-        };
-        dying.heartbeat(&beat).await.unwrap();
+        dying.heartbeat(&noop_node(&node)).await.unwrap();
         let mut slot = dying.slot(&node, &common::scope()).await.unwrap();
         let locked = slot.lock(&[id]).await.unwrap();
         assert_eq!(locked.jobs.len(), 1);
@@ -472,18 +476,7 @@ async fn the_refill_skips_only_each_slots_latest_intent() {
         ])
         .await
         .unwrap();
-    let beat = NodeBeat {
-        id: "n".into(),
-        host: "h".into(),
-        pid: 1,
-        concurrency: 1,
-        in_flight: 1,
-        processed: 0,
-        failed: 0,
-        queues: [("default".to_string(), 1)].into(),
-        types: vec!["noop".to_string()],
-    };
-    ts.store.heartbeat(&beat).await.unwrap();
+    ts.store.heartbeat(&noop_node("n")).await.unwrap();
     let pg = ts.pg.clone().unwrap();
     for held in [ids[0], ids[1]] {
         sqlx::query(&format!(

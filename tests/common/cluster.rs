@@ -137,6 +137,18 @@ impl NodeProc {
         }
     }
 
+    /// Sends a signal (`-STOP`, `-CONT`, …) with `kill`.
+    #[allow(dead_code)]
+    pub fn signal(&self, sig: &str) {
+        let pid = self.pid().expect("running").to_string();
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+
     /// Still running (not exited on its own)?
     pub fn alive(&mut self) -> bool {
         match self.child.as_mut() {

@@ -555,3 +555,76 @@ sql = ["INSERT INTO {s}.seen SELECT $1, $2, current_setting('plan_cache_mode'), 
     );
     assert!(rows.last().unwrap().2 >= 6, "{rows:?}");
 }
+
+/// The report's counts by type and status, against a full count of `jobs`.
+async fn counts_agree(ts: &TestStore, step: &str) {
+    let truth: Vec<(String, String, i64)> = sqlx::query_as(&format!(
+        "SELECT type, status, count(*) FROM {}.jobs GROUP BY 1, 2 ORDER BY 1, 2",
+        ts.schema
+    ))
+    .fetch_all(ts.pg.as_ref().unwrap())
+    .await
+    .unwrap();
+    let report = ts.store.report(Duration::from_secs(10)).await.unwrap();
+    let mut said = vec![];
+    for c in report.types {
+        for (status, n) in [
+            ("cancelled", c.cancelled),
+            ("failed", c.failed),
+            ("pending", c.pending),
+            ("running", c.running),
+            ("succeeded", c.succeeded),
+        ] {
+            if n != 0 {
+                said.push((c.job_type.clone(), status.to_string(), n));
+            }
+        }
+    }
+    said.sort();
+    assert_eq!(said, truth, "counts after {step}");
+}
+
+/// A processor may change other jobs from inside its chunk's transaction (a `sql` type
+/// cancelling them, here); the counts follow those changes and the chunk's own successes,
+/// and a fold changes nothing the report says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn counts_follow_what_processors_change_inside_their_chunks() {
+    let ts = TestStore::new(Backend::Postgres).await;
+    let s = &ts.schema;
+    // A processor that cancels other jobs from inside its chunk's transaction.
+    let toml = format!(
+        r#"
+[types.sweeper]
+sql = ["UPDATE {s}.jobs SET status = 'cancelled', finished_at = now() WHERE type = 'victim' AND target = $2"]
+"#
+    );
+    let victims: Vec<_> = (0..6)
+        .map(|i| NewJob::new("victim", serde_json::json!(i % 3)))
+        .collect();
+    ts.store.insert_jobs(&victims).await.unwrap();
+    let (w, client) = worker_with(&ts, &toml, 2).await;
+    let mut sweepers = vec![];
+    for i in 0..2 {
+        sweepers.push(
+            client
+                .submit(NewJob::new("sweeper", serde_json::json!(i)))
+                .await
+                .unwrap(),
+        );
+    }
+    let done = common::wait_until(Duration::from_secs(30), || async {
+        let mut n = 0;
+        for id in &sweepers {
+            let j = ts.store.job(*id).await.unwrap().unwrap();
+            n += usize::from(j.status == JobStatus::Succeeded);
+        }
+        n == 2
+    })
+    .await;
+    assert!(done, "both sweepers ran");
+    w.shutdown(Duration::from_secs(5)).await;
+    counts_agree(&ts, "processors cancelling jobs inside their chunks").await;
+
+    ts.store.fold_counts().await.unwrap();
+    counts_agree(&ts, "a fold").await;
+}

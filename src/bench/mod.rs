@@ -57,6 +57,8 @@ pub struct BenchConfig {
     pub sweep: Vec<(usize, ChunkSetting)>,
     /// How long the latency phase runs.
     pub latency_secs: u64,
+    /// Jobs/s the latency phases offer; half the measured peak when `None`.
+    pub latency_rate: Option<f64>,
     /// Skip the child-process memory phase.
     pub skip_memory: bool,
     /// For the claims-at-scale phase: (pending, finished) rows to fill the table with first.
@@ -267,6 +269,11 @@ where
             .or_else(|| processing.iter().max_by(|a, b| rate(a).total_cmp(&rate(b))))
             .map(|r| ((r.concurrency, r.setting()), rate(r) / 2.0))
             .unwrap_or(((16, ChunkSetting::default()), peak / 2.0))
+    };
+    // Or the rate asked for.
+    let at_half = |rate: fn(&ProcessingRow) -> f64| {
+        let (setting, half) = at_half(rate);
+        (setting, cfg.latency_rate.unwrap_or(half))
     };
     let latency = if cfg.latency_secs > 0 {
         progress("pickup latency", 0.0);

@@ -27,6 +27,10 @@ pub struct BenchArgs {
     /// Seconds of steady load for the pickup-latency run (0 skips it).
     #[arg(long, default_value_t = 5)]
     pub latency_secs: u64,
+    /// Jobs per second offered in the pickup-latency runs, instead of half the measured peak:
+    /// run it at a few rates to see how pickup latency grows with the load.
+    #[arg(long, value_name = "JOBS_PER_SEC", value_parser = jobs_per_sec)]
+    pub latency_rate: Option<f64>,
     /// Skip the child-worker memory run.
     #[arg(long)]
     pub skip_memory: bool,
@@ -55,7 +59,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "DURATION", value_parser = idle_duration)]
     pub idle_tx: Option<Duration>,
     /// Jobs per second offered during the idle-transaction phase.
-    #[arg(long, default_value_t = 800.0, requires = "idle_tx", value_parser = idle_rate)]
+    #[arg(long, default_value_t = 800.0, requires = "idle_tx", value_parser = jobs_per_sec)]
     pub idle_rate: f64,
     /// Run the processing phases with `[retention] succeeded = "0s"`: each success deletes
     /// its row in the chunk that completes it.
@@ -131,6 +135,7 @@ pub async fn run(s: &Settings, a: BenchArgs) -> anyhow::Result<()> {
         jobs: a.jobs,
         sweep,
         latency_secs: a.latency_secs,
+        latency_rate: a.latency_rate,
         skip_memory: a.skip_memory,
         backlog,
         unique: a.unique,
@@ -207,7 +212,7 @@ fn idle_duration(s: &str) -> Result<Duration, String> {
     duration_within(s, MAX_IDLE)
 }
 
-fn idle_rate(s: &str) -> Result<f64, String> {
+fn jobs_per_sec(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(r) if r.is_finite() && r > 0.0 && r <= 1_000_000.0 => Ok(r),
         _ => Err("give jobs per second, above 0 and at most 1000000".into()),
@@ -245,5 +250,22 @@ mod tests {
         let cli = Cli::try_parse_from(["bench", "--idle-tx", "5m"]).unwrap();
         assert_eq!(cli.bench.idle_tx.map(|d| d.as_secs()), Some(300));
         assert_eq!(cli.bench.idle_rate, 800.0);
+    }
+
+    #[test]
+    fn a_latency_rate_is_jobs_per_second_within_bounds() {
+        let cli = Cli::try_parse_from(["bench", "--latency-rate", "2500"]).unwrap();
+        assert_eq!(cli.bench.latency_rate, Some(2500.0));
+        assert!(Cli::try_parse_from(["bench"])
+            .unwrap()
+            .bench
+            .latency_rate
+            .is_none());
+        for bad in ["0", "-5", "", "fast", "NaN", "inf", "1e9"] {
+            let e = Cli::try_parse_from(["bench", "--latency-rate", bad])
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} was taken"));
+            assert!(e.to_string().contains("jobs per second"), "{bad:?}: {e}");
+        }
     }
 }

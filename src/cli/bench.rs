@@ -262,7 +262,7 @@ mod tests {
             .latency_rate
             .is_none());
         for bad in ["0", "-5", "", "fast", "NaN", "inf", "1e9"] {
-            let e = Cli::try_parse_from(["bench", "--latency-rate", bad])
+            let e = Cli::try_parse_from(["bench".to_string(), format!("--latency-rate={bad}")])
                 .err()
                 .unwrap_or_else(|| panic!("{bad:?} was taken"));
             assert!(e.to_string().contains("jobs per second"), "{bad:?}: {e}");

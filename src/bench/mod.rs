@@ -260,19 +260,16 @@ where
         });
     }
 
-    // Pickup latency at half the peak of the default (adaptive) setting when the sweep has
-    // it, as users run it; otherwise of the fastest setting.
+    // Pickup latency of the default (adaptive) setting when the sweep has it, as users run
+    // it, otherwise of the fastest setting: at the rate asked for (`--latency-rate`), or else
+    // at half that setting's peak.
     let at_half = |rate: fn(&ProcessingRow) -> f64| {
-        processing
+        let (setting, half) = processing
             .iter()
             .find(|r| r.adaptive)
             .or_else(|| processing.iter().max_by(|a, b| rate(a).total_cmp(&rate(b))))
             .map(|r| ((r.concurrency, r.setting()), rate(r) / 2.0))
-            .unwrap_or(((16, ChunkSetting::default()), peak / 2.0))
-    };
-    // Or the rate asked for.
-    let at_half = |rate: fn(&ProcessingRow) -> f64| {
-        let (setting, half) = at_half(rate);
+            .unwrap_or(((16, ChunkSetting::default()), peak / 2.0));
         (setting, cfg.latency_rate.unwrap_or(half))
     };
     let latency = if cfg.latency_secs > 0 {

@@ -144,6 +144,27 @@ impl TestStore {
         t
     }
 
+    /// The report's counts by (type, status), zeros left out: what a full `GROUP BY type,
+    /// status` count of the table should say.
+    pub async fn counts_by_type(&self) -> std::collections::BTreeMap<(String, String), i64> {
+        let r = self.store.report(Duration::from_secs(10)).await.unwrap();
+        let mut out = std::collections::BTreeMap::new();
+        for c in r.types {
+            for (status, n) in [
+                ("pending", c.pending),
+                ("running", c.running),
+                ("succeeded", c.succeeded),
+                ("failed", c.failed),
+                ("cancelled", c.cancelled),
+            ] {
+                if n != 0 {
+                    out.insert((c.job_type.clone(), status.to_string()), n);
+                }
+            }
+        }
+        out
+    }
+
     /// Jobs with one status, over every type.
     pub async fn count_status(&self, status: &str) -> i64 {
         let c = self.counts().await;

@@ -41,22 +41,7 @@ async fn truth(ts: &TestStore) -> Tally {
 
 /// What the report says.
 async fn reported(ts: &TestStore) -> Tally {
-    let r = ts.store.report(Duration::from_secs(10)).await.unwrap();
-    let mut out = Tally::new();
-    for c in r.types {
-        for (status, n) in [
-            ("pending", c.pending),
-            ("running", c.running),
-            ("succeeded", c.succeeded),
-            ("failed", c.failed),
-            ("cancelled", c.cancelled),
-        ] {
-            if n != 0 {
-                out.insert((c.job_type.clone(), status.to_string()), n);
-            }
-        }
-    }
-    out
+    ts.counts_by_type().await
 }
 
 /// Pending jobs by queue and type, counted from the table.

@@ -27,7 +27,7 @@ mod chunk;
 mod ops;
 mod outcomes;
 mod rows;
-mod sql;
+pub mod sql;
 mod unique;
 mod watch;
 mod writer;

@@ -50,9 +50,21 @@ impl Api {
 #[tokio::test]
 async fn an_operator_finds_a_failure_and_retries_it_by_clicking() {
     let db = TestStore::new(Backend::Postgres).await;
-    // Four runners (serve_support's concurrency): once long jobs hold them all, retried jobs
-    // stay pending to be seen.
-    let server = serve(&db, &["--api-token", TOKEN, "--grace-secs", "1"]).await;
+    // Four runners (serve_support's concurrency) of one job per transaction: once four long
+    // jobs hold them all, retried jobs stay pending to be seen. (With adaptive chunks, a runner
+    // grown by the failures could take two long jobs into one chunk and leave another free.)
+    let server = serve(
+        &db,
+        &[
+            "--api-token",
+            TOKEN,
+            "--grace-secs",
+            "1",
+            "--chunk-size",
+            "1",
+        ],
+    )
+    .await;
     let api = Api {
         http: reqwest::Client::new(),
         base: server.base.clone(),

@@ -506,7 +506,6 @@ async fn a_queue_of_concurrency_one_runs_one_job_at_a_time(b: Backend) {
         Gauge {
             running: running.clone(),
             most: most.clone(),
-            hold: Duration::from_millis(5),
         },
         quick(3),
     )
@@ -545,11 +544,10 @@ async fn a_queue_of_concurrency_one_runs_one_job_at_a_time(b: Backend) {
     );
 }
 
-/// Counts its own jobs running at once, and the most it saw; each runs for `hold`.
+/// Counts its own jobs running at once, and the most it saw.
 struct Gauge {
     running: Arc<std::sync::atomic::AtomicI32>,
     most: Arc<std::sync::atomic::AtomicI32>,
-    hold: Duration,
 }
 
 #[async_trait]
@@ -558,7 +556,7 @@ impl Processor for Gauge {
         use std::sync::atomic::Ordering::SeqCst;
         let now = self.running.fetch_add(1, SeqCst) + 1;
         self.most.fetch_max(now, SeqCst);
-        tokio::time::sleep(self.hold).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
         self.running.fetch_sub(1, SeqCst);
         Ok(())
     }
@@ -626,57 +624,6 @@ async fn adaptive_chunks_take_a_backlog_in_few_transactions() {
             assert_eq!(txs, 3000);
         }
     }
-}
-
-/// Once a backlog has grown the adaptive chunks, slow jobs arriving at idle runners still go
-/// one to a runner, all at once, not in one runner's chunk one after another.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn adaptive_chunks_leave_slow_jobs_to_idle_runners() {
-    use std::sync::atomic::{AtomicI32, Ordering::SeqCst};
-    let ts = TestStore::new(Backend::Postgres).await;
-    let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::default());
-    let (running, most) = (Arc::new(AtomicI32::new(0)), Arc::new(AtomicI32::new(0)));
-    let mut reg = Registry::with_builtins();
-    let hold = Duration::from_secs(1);
-    reg.register(
-        "slow",
-        Gauge {
-            running: running.clone(),
-            most: most.clone(),
-            hold,
-        },
-        quick(1),
-    )
-    .unwrap();
-    let node = Node::builder(ts.store.clone(), queue.clone())
-        .registry(reg)
-        .concurrency(4)
-        .start()
-        .await
-        .unwrap();
-    let client = Client::new(ts.store.clone(), queue);
-    let targets = |n: i32| (0..n).map(|i| serde_json::json!(i)).collect::<Vec<_>>();
-    client
-        .submit_batch("noop", targets(3000), BatchOptions::default())
-        .await
-        .unwrap();
-    assert!(ts.wait_all_finished(Duration::from_secs(120)).await);
-    // The runners' last looks find nothing, and they wait.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let started = std::time::Instant::now();
-    client
-        .submit_batch("slow", targets(4), BatchOptions::default())
-        .await
-        .unwrap();
-    assert!(ts.wait_all_finished(Duration::from_secs(60)).await);
-    let took = started.elapsed();
-    node.shutdown(Duration::from_secs(5)).await;
-    assert_eq!(ts.counts().await.succeeded, 3004);
-    assert_eq!(
-        most.load(SeqCst),
-        4,
-        "four slow jobs, four idle runners: all at once (took {took:?})"
-    );
 }
 
 /// `[retention] succeeded = "0s"`: a success deletes its row in the chunk that completes it

@@ -183,8 +183,6 @@ pub(crate) struct Lane {
     /// Asks the queue's refill task to move a backlog's IDs into the queue (see
     /// [`refill_task`]).
     pub refill: Arc<tokio::sync::Notify>,
-    /// How many runners serve it.
-    pub runners: usize,
 }
 
 impl Ctx {
@@ -240,7 +238,6 @@ impl Executor {
                     types: types.clone(),
                 },
                 refill: Arc::new(tokio::sync::Notify::new()),
-                runners: n,
             });
             waking.spawn(refill_task(
                 store.clone(),
@@ -323,16 +320,12 @@ async fn runner(ctx: Arc<Ctx>, lane: Arc<Lane>, stop: CancellationToken) {
     let mut slot = None;
     // Whether the last look found nothing, so the next one may wait.
     let mut idle = false;
-    // Whether the last look ran nothing (found nothing, or only IDs of jobs taken first).
-    let mut ran_nothing = true;
     // While the queue is down (Redis unreachable), it is asked again only once per poll
     // interval: each failed ask can take seconds, and the database path works meanwhile.
     let mut queue_retry: Option<tokio::time::Instant> = None;
     while !stop.is_cancelled() {
         let ask_queue = queue_retry.is_none_or(|t| tokio::time::Instant::now() >= t);
-        // A runner that ran nothing last takes one job, so that jobs arriving at idle runners
-        // go one to each (see sizing).
-        let max = sizing.next(ran_nothing && lane.runners > 1);
+        let max = sizing.next();
         // 1. The fast path: IDs pushed to the queue. Waits only when idle, and then also for
         //    a wake-up from the database or the poll interval, whichever comes first.
         let popped = match (idle, ask_queue) {
@@ -361,20 +354,14 @@ async fn runner(ctx: Arc<Ctx>, lane: Arc<Lane>, stop: CancellationToken) {
         let result = match popped {
             Ok(ids) if !ids.is_empty() => {
                 let n = ids.len();
-                run_ids(&ctx, &lane, &mut slot, ids)
-                    .await
-                    .map(|ran| (n, ran))
+                run_ids(&ctx, &lane, &mut slot, ids).await.map(|_| n)
             }
-            _ => claim(&ctx, &lane, &mut slot, max).await.map(|n| (n, n)),
+            _ => claim(&ctx, &lane, &mut slot, max).await,
         };
         match result {
-            Ok((found, ran)) => {
-                // Sized by the jobs that ran: popped IDs of jobs another runner or node took
-                // first are no sign of a backlog.
-                sizing.ran(max, ran, started.elapsed());
-                // Popped IDs, even stale ones, say the queue may hold more: look again at once.
-                idle = found == 0;
-                ran_nothing = ran == 0;
+            Ok(got) => {
+                sizing.ran(max, got, started.elapsed());
+                idle = got == 0;
                 if logged > 0 {
                     info!("runner recovered after {errors} failed rounds");
                 }
@@ -503,24 +490,23 @@ async fn follow_up(
         for id in rest {
             run_ids(ctx, lane, slot, vec![id]).await?;
         }
-    } else if !rest.is_empty() {
-        run_ids(ctx, lane, slot, rest).await?;
+        Ok(())
+    } else if rest.is_empty() {
+        Ok(())
+    } else {
+        run_ids(ctx, lane, slot, rest).await
     }
-    Ok(())
 }
 
 /// Runs popped IDs as a chunk, then whatever a broken chunk hands back: its chunk-mates
 /// (the culprit charged and gone, so this ends), or each job alone when the database refused
 /// the chunk's outcomes. The slot is replaced after anything went wrong on its connection.
-/// Returns how many jobs ran (popped IDs of jobs no longer pending are dropped), counting a
-/// job that broke its chunk once.
 async fn run_ids(
     ctx: &Ctx,
     lane: &Lane,
     slot: &mut Option<Box<dyn Slot>>,
     ids: Vec<Uuid>,
-) -> Result<usize> {
-    let mut ran = 0;
+) -> Result<()> {
     let mut work = vec![ids];
     while let Some(ids) = work.pop() {
         let s = match slot {
@@ -528,9 +514,8 @@ async fn run_ids(
             None => slot.insert(ctx.store.slot(&ctx.node.id, &lane.scope).await?),
         };
         match chunk::run(ctx, s.as_mut(), chunk::Source::Ids(&ids)).await {
-            Ok(Ran::Done(n)) => ran += n,
+            Ok(Ran::Done(_)) => {}
             Ok(Ran::Broken { rest, alone }) => {
-                ran += 1;
                 *slot = None;
                 if alone {
                     work.extend(rest.into_iter().map(|id| vec![id]));
@@ -545,5 +530,5 @@ async fn run_ids(
             }
         }
     }
-    Ok(ran)
+    Ok(())
 }

@@ -4,10 +4,7 @@
 //! a chunk comes back short, so that work arriving in bursts (a producer's batches) is taken
 //! in a few large chunks instead of doubling up from one again each burst; never more than fit in
 //! [`CHUNK_TIME`] at the jobs' measured pace, so slow jobs are not queued behind each other
-//! in one runner while other runners idle; and one job for a runner whose last look ran
-//! nothing (a wait, or popped IDs of jobs taken first), so that jobs arriving at idle runners
-//! go one to each instead of into one runner's chunk, one after another (the size is kept for
-//! the runner's next look).
+//! in one runner while other runners idle.
 
 use std::time::Duration;
 
@@ -37,17 +34,10 @@ impl Sizing {
         }
     }
 
-    /// How many jobs to ask for next; just one if `fresh` (the runner's last look ran
-    /// nothing, and other runners may be as idle).
-    pub fn next(&self, fresh: bool) -> usize {
+    /// How many jobs to ask for next.
+    pub fn next(&self) -> usize {
         if !self.adaptive {
             return self.max;
-        }
-        if fresh {
-            // A chunk's jobs run one after another in one runner: taken by an idle runner
-            // from idle siblings, a job would wait its turn (a minute, behind a long job)
-            // where another runner would start it at once.
-            return 1;
         }
         let by_time = match self.per_job {
             Some(t) if !t.is_zero() => {
@@ -73,8 +63,8 @@ impl Sizing {
             });
         }
         self.size = if got >= asked {
-            // Full: there is more where that came from. (A smaller ask than the size, after
-            // a wait or for slow jobs, says nothing about more.)
+            // Full: there is more where that came from. (A smaller ask than the size, held
+            // down by slow jobs, says nothing about more.)
             if asked >= self.size {
                 self.size.saturating_mul(2).min(self.max)
             } else {
@@ -101,7 +91,7 @@ mod tests {
         let mut s = Sizing::new(1000, true);
         let mut seen = vec![];
         for _ in 0..12 {
-            let n = s.next(false);
+            let n = s.next();
             seen.push(n);
             s.ran(n, n, FAST * n as u32);
         }
@@ -113,19 +103,19 @@ mod tests {
     fn halves_when_the_backlog_runs_out_and_a_trickle_brings_it_to_one() {
         let mut s = Sizing::new(1000, true);
         for _ in 0..12 {
-            let n = s.next(false);
+            let n = s.next();
             s.ran(n, n, FAST * n as u32);
         }
         s.ran(1000, 3, FAST * 3);
-        assert_eq!(s.next(false), 500);
+        assert_eq!(s.next(), 500);
         // Never below what the last chunk found.
         s.ran(500, 400, FAST * 400);
-        assert_eq!(s.next(false), 400);
+        assert_eq!(s.next(), 400);
         let mut seen = vec![];
         for _ in 0..12 {
-            let n = s.next(false);
+            let n = s.next();
             s.ran(n, 1.min(n), FAST);
-            seen.push(s.next(false));
+            seen.push(s.next());
         }
         assert_eq!(seen[..3], [200, 100, 50]);
         assert_eq!(*seen.last().unwrap(), 1);
@@ -135,40 +125,36 @@ mod tests {
     fn a_burst_after_a_backlog_starts_from_a_large_chunk() {
         let mut s = Sizing::new(1000, true);
         for _ in 0..12 {
-            let n = s.next(false);
+            let n = s.next();
             s.ran(n, n, FAST * n as u32);
         }
         // Between bursts the runner finds nothing once; the next burst is asked for in 500s.
         s.ran(1000, 0, Duration::ZERO);
-        assert_eq!(s.next(false), 500);
+        assert_eq!(s.next(), 500);
     }
 
     #[test]
     fn slow_jobs_keep_chunks_small() {
         let mut s = Sizing::new(1000, true);
         for _ in 0..20 {
-            let n = s.next(false);
+            let n = s.next();
             s.ran(n, n, Duration::from_millis(40) * n as u32);
         }
         // 100 ms of 40 ms jobs: two at most.
-        assert!(s.next(false) <= 2, "{}", s.next(false));
+        assert!(s.next() <= 2, "{}", s.next());
     }
 
     #[test]
-    fn one_job_after_a_look_that_ran_nothing() {
+    fn a_full_chunk_held_down_by_slow_jobs_keeps_the_size() {
         let mut s = Sizing::new(1000, true);
-        for _ in 0..12 {
-            let n = s.next(false);
-            s.ran(n, n, FAST * n as u32);
+        for _ in 0..20 {
+            let n = s.next();
+            s.ran(n, n, Duration::from_millis(50) * n as u32);
         }
-        assert_eq!(s.next(false), 1000);
-        s.ran(1000, 3, FAST * 3);
-        assert_eq!(s.next(true), 1);
-        // That one job found says nothing of a backlog: the size stays where it was.
-        s.ran(1, 1, FAST);
-        assert_eq!(s.next(false), 500);
-        // A size the user fixed is kept.
-        assert_eq!(Sizing::new(7, false).next(true), 7);
+        // 50 ms jobs hold the ask to two, and two found says nothing of more: the size did
+        // not double on to the ceiling meanwhile, ready to take 1,000 jobs of unknown pace.
+        assert_eq!(s.next(), 2);
+        assert!(s.size <= 4, "{}", s.size);
     }
 
     #[test]
@@ -176,6 +162,6 @@ mod tests {
         let mut s = Sizing::new(7, false);
         s.ran(7, 0, Duration::ZERO);
         s.ran(7, 7, Duration::from_secs(10));
-        assert_eq!(s.next(false), 7);
+        assert_eq!(s.next(), 7);
     }
 }

@@ -20,8 +20,10 @@ pub struct TableHealth {
     /// The same for the intent records, which every chunk writes and heartbeats prune:
     /// `intents`, plus `holds` (where a node of the previous release still writes them).
     pub intents_dead_tuples: i64,
-    /// Seconds since the oldest transaction still open in this database began, other than
-    /// the one reading it (0 when none is open).
+    /// Seconds since the oldest client session's transaction still open in this database
+    /// began, other than the one reading it (0 when none is open). Autovacuum's own
+    /// transactions are left out, as `skiplock status` leaves them out: a vacuum of a large
+    /// `jobs` runs for seconds, and is not what holds the table's dead rows back.
     pub oldest_xact_secs: f64,
 }
 
@@ -35,7 +37,7 @@ SELECT pg_total_relation_size(format('%I.jobs', $1::text)::regclass)::float8 / 1
                   WHERE schemaname = $1 AND relname IN ('intents', 'holds')), 0)::int8,
        coalesce((SELECT extract(epoch FROM max(now() - xact_start)) FROM pg_stat_activity
                   WHERE pid <> pg_backend_pid() AND datname = current_database()
-                    AND xact_start IS NOT NULL), 0)::float8";
+                    AND backend_type = 'client backend' AND xact_start IS NOT NULL), 0)::float8";
 
 pub async fn read(pool: &PgPool, schema: &str) -> Result<TableHealth> {
     let (total, indexes, dead, dead_intents, oldest): (f64, f64, i64, i64, f64) =

@@ -144,6 +144,31 @@ impl TestStore {
         t
     }
 
+    /// Counts by two columns, read from `jobs` (`{t}` in `q`) by a query returning
+    /// `(text, text, count)` rows.
+    pub async fn count_pairs(&self, q: &str) -> std::collections::BTreeMap<(String, String), i64> {
+        let rows: Vec<(String, String, i64)> = match self.backend {
+            Backend::Postgres => {
+                let t = format!("\"{}\".jobs", self.schema);
+                sqlx::query_as(&q.replace("{t}", &t))
+                    .fetch_all(self.pg.as_ref().unwrap())
+                    .await
+                    .unwrap()
+            }
+            Backend::Sqlite => sqlx::query_as(&q.replace("{t}", "jobs"))
+                .fetch_all(self.sqlite.as_ref().unwrap())
+                .await
+                .unwrap(),
+        };
+        rows.into_iter().map(|(a, b, n)| ((a, b), n)).collect()
+    }
+
+    /// A full count of `jobs` by (type, status): what the report's kept counts must say.
+    pub async fn counted_by_type(&self) -> std::collections::BTreeMap<(String, String), i64> {
+        self.count_pairs("SELECT type, status, count(*) FROM {t} GROUP BY 1, 2")
+            .await
+    }
+
     /// The report's counts by (type, status), zeros left out: what a full `GROUP BY type,
     /// status` count of the table should say.
     pub async fn counts_by_type(&self) -> std::collections::BTreeMap<(String, String), i64> {

@@ -21,46 +21,12 @@ crate::for_each_backend!(
 
 type Tally = BTreeMap<(String, String), i64>;
 
-/// What a full count of the table says.
-async fn truth(ts: &TestStore) -> Tally {
-    let rows: Vec<(String, String, i64)> = match ts.backend {
-        Backend::Postgres => sqlx::query_as(&format!(
-            "SELECT type, status, count(*) FROM \"{}\".jobs GROUP BY 1, 2",
-            ts.schema
-        ))
-        .fetch_all(ts.pg.as_ref().unwrap())
-        .await
-        .unwrap(),
-        Backend::Sqlite => sqlx::query_as("SELECT type, status, count(*) FROM jobs GROUP BY 1, 2")
-            .fetch_all(ts.sqlite.as_ref().unwrap())
-            .await
-            .unwrap(),
-    };
-    rows.into_iter().map(|(t, s, n)| ((t, s), n)).collect()
-}
-
-/// What the report says.
-async fn reported(ts: &TestStore) -> Tally {
-    ts.counts_by_type().await
-}
-
 /// Pending jobs by queue and type, counted from the table.
 async fn pending_truth(ts: &TestStore) -> Tally {
-    let q = "SELECT queue, type, count(*) FROM {t} WHERE status = 'pending' GROUP BY 1, 2";
-    let rows: Vec<(String, String, i64)> = match ts.backend {
-        Backend::Postgres => sqlx::query_as(&q.replace("{t}", &format!("\"{}\".jobs", ts.schema)))
-            .fetch_all(ts.pg.as_ref().unwrap())
-            .await
-            .unwrap(),
-        Backend::Sqlite => sqlx::query_as(&q.replace("{t}", "jobs"))
-            .fetch_all(ts.sqlite.as_ref().unwrap())
-            .await
-            .unwrap(),
-    };
-    rows.into_iter().map(|(q, t, n)| ((q, t), n)).collect()
+    ts.count_pairs("SELECT queue, type, count(*) FROM {t} WHERE status = 'pending' GROUP BY 1, 2")
+        .await
 }
 
-/// What the store says of them (the report's unrunnable jobs are taken from these).
 async fn pending_reported(ts: &TestStore) -> Tally {
     let groups = ts.store.pending_groups().await.unwrap();
     groups
@@ -70,7 +36,11 @@ async fn pending_reported(ts: &TestStore) -> Tally {
 }
 
 async fn agree(ts: &TestStore, step: &str) {
-    assert_eq!(reported(ts).await, truth(ts).await, "after {step}");
+    assert_eq!(
+        ts.counts_by_type().await,
+        ts.counted_by_type().await,
+        "after {step}"
+    );
     assert_eq!(
         pending_reported(ts).await,
         pending_truth(ts).await,
@@ -228,7 +198,7 @@ async fn counts_stay_exact_under_concurrent_writers_and_folds(backend: Backend) 
         r.unwrap();
     }
     agree(&ts, "concurrent writers and folds").await;
-    let total: i64 = reported(&ts).await.values().sum();
+    let total: i64 = ts.counts_by_type().await.values().sum();
     assert_eq!(total, 600);
 }
 
